@@ -1,0 +1,49 @@
+{#-
+  Materialize a model as an Apache Iceberg table through ratatouille_assets.lakehouse.
+
+  The compiled SQL becomes a staging view; the `ratatouille` dbt-duckdb plugin reads it as Arrow
+  and hands it to the platform's one write path, which replaces exactly the rows this run owns
+  (the --vars window on `partition_by`, or the whole table) in one atomic Iceberg commit, then
+  re-points the model's view at the new snapshot so later models read it.
+
+  config:
+    partition_by: a DATE column; the table is identity-partitioned on it and the run replaces
+                  the days min_date..max_date. Omit for tables rebuilt whole (dimensions).
+  A `_reject_reason` column, if the model has one, splits the result: rows with a reason go to
+  `<table>__rejected` (same window), the rest to the table, and counts per reason are recorded.
+-#}
+{% materialization iceberg, adapter='duckdb' %}
+  {%- set partition_by = config.get('partition_by') -%}
+  {%- set staging = api.Relation.create(
+        database=this.database, schema=this.schema,
+        identifier=this.identifier ~ '__dbt_staging', type='view') -%}
+
+  {{ run_hooks(pre_hooks) }}
+
+  {% call statement('main') -%}
+    create schema if not exists {{ this.database }}.{{ this.schema }};
+    create or replace view {{ staging }} as (
+      {{ sql }}
+    )
+  {%- endcall %}
+  {% do adapter.commit() %}
+
+  {%- set options = {
+      'source_relation': staging.render(),
+      'namespace': this.schema,
+      'table': this.identifier,
+      'partition_by': partition_by,
+      'min_date': (var('min_date') | string) if partition_by else none,
+      'max_date': (var('max_date') | string) if partition_by else none,
+      'run_id': var('dagster_run_id', invocation_id),
+      'partition_key': var('partition_key', ''),
+  } -%}
+  {% do adapter.store_relation('ratatouille', this, [], none, 'iceberg', options) %}
+
+  {% call statement('drop_staging') -%}
+    drop view if exists {{ staging }}
+  {%- endcall %}
+
+  {{ run_hooks(post_hooks) }}
+  {{ return({'relations': [this.incorporate(type='view')]}) }}
+{% endmaterialization %}

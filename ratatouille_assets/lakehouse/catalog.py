@@ -1,0 +1,61 @@
+"""The Iceberg SQL catalog, configured from settings.
+
+On SQLite (the embedded default) the catalog gets WAL journaling and a busy timeout so that
+concurrent runs wait for each other instead of failing with ``database is locked``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pyiceberg.catalog import Catalog
+from pyiceberg.catalog.sql import SqlCatalog
+from sqlalchemy import event
+
+from ratatouille_assets.settings import Settings, get_settings
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def catalog_properties(settings: Settings) -> dict[str, str]:
+    """pyiceberg properties for the catalog and its FileIO (secrets included: never log these)."""
+    props = {"uri": settings.catalog_uri, "warehouse": _warehouse_uri(settings)}
+    if settings.is_s3:
+        if settings.s3_endpoint:
+            props["s3.endpoint"] = settings.s3_endpoint
+            props["s3.path-style-access"] = "true"
+        if settings.s3_region:
+            props["s3.region"] = settings.s3_region
+        if settings.s3_access_key_id:
+            props["s3.access-key-id"] = settings.s3_access_key_id.reveal()
+            props["s3.secret-access-key"] = settings.s3_secret_access_key.reveal()
+    return props
+
+
+def _warehouse_uri(settings: Settings) -> str:
+    if settings.is_s3:
+        return settings.warehouse
+    return Path(settings.warehouse).as_uri()
+
+
+def _tune_sqlite(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.close()
+
+
+def load_catalog(settings: Settings | None = None) -> Catalog:
+    """Open the catalog (creating its tables on first use)."""
+    settings = settings or get_settings()
+    if settings.catalog_uri.startswith("sqlite:"):
+        db_path = settings.catalog_uri.removeprefix("sqlite:///")
+        os.makedirs(os.path.dirname(db_path) or ".", exist_ok=True)
+    if not settings.is_s3:
+        os.makedirs(settings.warehouse, exist_ok=True)
+    catalog = SqlCatalog(settings.catalog_name, **catalog_properties(settings))
+    if catalog.engine.dialect.name == "sqlite":
+        event.listen(catalog.engine, "connect", _tune_sqlite)
+        catalog.engine.dispose()  # drop the connection opened during init, untuned
+    return catalog

@@ -1,0 +1,94 @@
+"""The dbt-duckdb plugin that makes dbt read and write Iceberg through this package.
+
+- ``configure_connection``: limits and offline extensions on dbt's DuckDB connection, then one
+  view per Iceberg table (``<namespace>.<table>`` over ``iceberg_scan``), so ``source('bronze', …)``
+  and ``ref(…)`` read Iceberg with partition pruning and nothing is copied.
+- ``store``: called by the ``iceberg`` materialization with the model's staging view; reads it as
+  Arrow and writes it with :func:`ratatouille_assets.lakehouse.write.write_window`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from dbt.adapters.duckdb.plugins import BasePlugin
+from dbt.adapters.duckdb.utils import TargetConfig
+from duckdb import DuckDBPyConnection
+
+from ratatouille_assets.lakehouse import duck
+from ratatouille_assets.lakehouse.catalog import load_catalog
+from ratatouille_assets.lakehouse.write import Window, write_window
+
+REJECT_COLUMN = "_reject_reason"
+REJECTED_SUFFIX = "__rejected"
+REJECTED_ROWS_PROPERTY = "ratatouille.rejected-rows"
+REJECTED_REASON_PREFIX = "ratatouille.rejected."
+
+
+class Plugin(BasePlugin):
+    def initialize(self, plugin_config: dict[str, Any]) -> None:
+        self._catalog = None
+        self._conn: DuckDBPyConnection | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def catalog(self):
+        if self._catalog is None:
+            self._catalog = load_catalog()
+        return self._catalog
+
+    def configure_connection(self, conn: DuckDBPyConnection) -> None:
+        duck.configure(conn)
+        duck.register_iceberg_views(conn, self.catalog)
+        self._conn = conn
+
+    def store(self, target_config: TargetConfig) -> None:
+        options = target_config.config
+        if self._conn is None:
+            raise RuntimeError("the ratatouille plugin has no DuckDB connection: configure_connection never ran")
+        cursor = self._conn.cursor()
+        try:
+            data = cursor.execute(f"SELECT * FROM {options['source_relation']}").fetch_arrow_table()
+            namespace, table = options["namespace"], options["table"]
+            window = None
+            if options.get("partition_by"):
+                window = Window(
+                    column=options["partition_by"],
+                    start=dt.date.fromisoformat(options["min_date"]),
+                    end=dt.date.fromisoformat(options["max_date"]),
+                )
+            common = dict(window=window, run_id=str(options["run_id"]), partition_key=options.get("partition_key") or None)
+            extra: dict[str, str] = {}
+            if REJECT_COLUMN in data.column_names:
+                data, rejected = split_rejected(data)
+                with self._lock:
+                    result = write_window(self.catalog, f"{namespace}.{table}{REJECTED_SUFFIX}", rejected, **common)
+                duck.point_view(cursor, namespace, table + REJECTED_SUFFIX, result.metadata_location)
+                extra = rejected_properties(rejected)
+            with self._lock:
+                result = write_window(self.catalog, f"{namespace}.{table}", data, extra_properties=extra, **common)
+            duck.point_view(cursor, namespace, table, result.metadata_location)
+        finally:
+            cursor.close()
+
+
+def split_rejected(data: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """(rows without a reject reason minus that column, rows with one)."""
+    reason = data.column(REJECT_COLUMN)
+    good = data.filter(pc.is_null(reason)).drop_columns([REJECT_COLUMN])
+    bad = data.filter(pc.is_valid(reason))
+    return good, bad
+
+
+def rejected_properties(rejected: pa.Table) -> dict[str, str]:
+    """Snapshot-summary properties counting rejected rows, in total and per reason."""
+    props = {REJECTED_ROWS_PROPERTY: str(rejected.num_rows)}
+    if rejected.num_rows:
+        counts = pc.value_counts(rejected.column(REJECT_COLUMN)).to_pylist()
+        for item in counts:
+            props[REJECTED_REASON_PREFIX + item["values"]] = str(item["counts"])
+    return props

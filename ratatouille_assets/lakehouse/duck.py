@@ -1,0 +1,97 @@
+"""DuckDB connections: in-memory per run, extensions from the pip wheels, limits from settings.
+
+There is no shared ``.duckdb`` file, so runs never fight over a lock. Iceberg tables are exposed
+as views over ``iceberg_scan(<metadata location>)`` so that filters on partition columns prune
+data files, and nothing is copied into DuckDB.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import duckdb
+from pyiceberg.catalog import Catalog
+
+from ratatouille_assets.settings import Settings, get_settings
+
+DUCKDB_VERSION = "v" + duckdb.__version__
+# Order matters: iceberg needs avro loaded first.
+EXTENSIONS = ("avro", "iceberg", "httpfs")
+
+
+def extension_path(name: str) -> Path:
+    """Where the ``duckdb-extension-<name>`` wheel put the binary (DuckDB cannot download here)."""
+    spec = importlib.util.find_spec(f"duckdb_extension_{name}")
+    if spec is None or spec.origin is None:
+        raise RuntimeError(
+            f"DuckDB extension '{name}' is not installed: add duckdb-extension-{name}=={duckdb.__version__}"
+            " to the environment (uv sync)."
+        )
+    path = Path(spec.origin).parent / "extensions" / DUCKDB_VERSION / f"{name}.duckdb_extension"
+    if not path.exists():
+        raise RuntimeError(f"DuckDB extension binary missing at {path}: its wheel does not match duckdb {duckdb.__version__}")
+    return path
+
+
+def configure(conn: duckdb.DuckDBPyConnection, settings: Settings | None = None) -> None:
+    """Apply limits and load extensions on an existing connection (also used by the dbt plugin)."""
+    settings = settings or get_settings()
+    conn.execute("SET autoinstall_known_extensions = false")
+    conn.execute("SET autoload_known_extensions = false")
+    conn.execute(f"SET memory_limit = '{settings.duckdb_memory_limit}'")
+    conn.execute(f"SET threads = {int(settings.duckdb_threads)}")
+    conn.execute("SET TimeZone = 'UTC'")
+    for name in EXTENSIONS:
+        conn.execute(f"LOAD '{extension_path(name)}'")
+    if settings.is_s3:
+        _create_s3_secret(conn, settings)
+
+
+def _create_s3_secret(conn: duckdb.DuckDBPyConnection, settings: Settings) -> None:
+    # A secret, not SET s3_access_key_id: secrets do not show in duckdb_settings().
+    parts = ["TYPE s3", "URL_STYLE 'path'"]
+    if settings.s3_endpoint:
+        endpoint = settings.s3_endpoint
+        use_ssl = endpoint.startswith("https://")
+        endpoint = endpoint.split("://", 1)[-1]
+        parts += [f"ENDPOINT '{endpoint}'", f"USE_SSL {str(use_ssl).lower()}"]
+    if settings.s3_region:
+        parts.append(f"REGION '{settings.s3_region}'")
+    if settings.s3_access_key_id:
+        parts.append(f"KEY_ID '{settings.s3_access_key_id.reveal()}'")
+        parts.append(f"SECRET '{settings.s3_secret_access_key.reveal()}'")
+    conn.execute(f"CREATE OR REPLACE SECRET ratatouille_s3 ({', '.join(parts)})")
+
+
+def connect(settings: Settings | None = None) -> duckdb.DuckDBPyConnection:
+    """A fresh in-memory DuckDB connection, configured."""
+    conn = duckdb.connect(":memory:")
+    configure(conn, settings)
+    return conn
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def register_iceberg_views(conn: duckdb.DuckDBPyConnection, catalog: Catalog) -> list[str]:
+    """Create ``<namespace>.<table>`` views over every Iceberg table in the catalog."""
+    created = []
+    for (namespace,) in catalog.list_namespaces():
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(namespace)}")
+        for identifier in catalog.list_tables(namespace):
+            table = catalog.load_table(identifier)
+            point_view(conn, namespace, identifier[-1], table.metadata_location)
+            created.append(f"{namespace}.{identifier[-1]}")
+    return created
+
+
+def point_view(conn: duckdb.DuckDBPyConnection, namespace: str, name: str, metadata_location: str) -> None:
+    """(Re)point ``namespace.name`` at one Iceberg metadata file."""
+    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(namespace)}")
+    location = metadata_location.replace("'", "''")
+    conn.execute(
+        f"CREATE OR REPLACE VIEW {quote_ident(namespace)}.{quote_ident(name)} AS "
+        f"SELECT * FROM iceberg_scan('{location}')"
+    )

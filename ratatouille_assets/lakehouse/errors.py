@@ -1,0 +1,13 @@
+"""Small domain exceptions for the storage layer."""
+
+
+class LakehouseError(Exception):
+    """Base class for storage errors."""
+
+
+class SchemaEvolutionError(LakehouseError):
+    """The incoming data cannot be reconciled with the table's schema by adding columns."""
+
+
+class CommitConflictError(LakehouseError):
+    """A commit kept conflicting with concurrent writers after every retry."""

@@ -1,0 +1,286 @@
+"""The one write path to Iceberg.
+
+Every table write in the platform (bronze ingest and dbt models alike) goes through
+:func:`write_window`, so idempotency, conflict retries and snapshot metadata live here only.
+
+A write *owns* a window of an identity-partitioned date column (or the whole table when the table
+is unpartitioned) and replaces exactly the rows of that window in one atomic commit, together with
+any additive schema change. Re-running the same write gives the same table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import random
+import time
+import warnings
+from collections.abc import Callable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import (
+    CommitFailedException,
+    NamespaceAlreadyExistsError,
+    NoSuchTableError,
+    TableAlreadyExistsError,
+    ValidationError,
+)
+from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression, GreaterThanOrEqual, LessThanOrEqual
+from pyiceberg.io.pyarrow import schema_to_pyarrow
+from pyiceberg.schema import Schema
+from pyiceberg.table import Table
+from pyiceberg.transforms import IdentityTransform
+
+from ratatouille_assets.lakehouse.errors import CommitConflictError, SchemaEvolutionError
+
+log = logging.getLogger(__name__)
+
+# Keys written into every snapshot summary, so a partition can be traced to its snapshot.
+RUN_ID_PROPERTY = "ratatouille.run-id"
+PARTITION_PROPERTY = "ratatouille.partition"
+WINDOW_PROPERTY = "ratatouille.window"
+ROWS_PROPERTY = "ratatouille.rows"
+
+
+@dataclasses.dataclass(frozen=True)
+class Window:
+    """An inclusive range of days on a table's partition column."""
+
+    column: str
+    start: dt.date
+    end: dt.date
+
+    def __post_init__(self) -> None:
+        if self.end < self.start:
+            raise ValueError(f"window end {self.end} is before its start {self.start}")
+
+    def __str__(self) -> str:
+        return f"{self.column}:{self.start.isoformat()}..{self.end.isoformat()}"
+
+    def to_filter(self) -> BooleanExpression:
+        return And(
+            GreaterThanOrEqual(self.column, self.start.isoformat()),
+            LessThanOrEqual(self.column, self.end.isoformat()),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class WriteResult:
+    table: str
+    snapshot_id: int | None
+    metadata_location: str
+    rows_written: int
+    total_rows: int
+    attempts: int
+    schema: Schema
+    summary: dict[str, str]
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 8
+    base_delay_s: float = 0.05
+    max_delay_s: float = 2.0
+
+    def delay(self, attempt: int) -> float:
+        # Full jitter: conflicting writers spread out instead of retrying in lockstep.
+        return random.uniform(0, min(self.max_delay_s, self.base_delay_s * 2**attempt))
+
+
+def normalize_arrow(data: pa.Table) -> pa.Table:
+    """Make Arrow types Iceberg can hold: microsecond timestamps, signed ints, plain strings."""
+    fields = []
+    for field in data.schema:
+        t = field.type
+        if pa.types.is_timestamp(t) and t.unit != "us":
+            t = pa.timestamp("us", tz=t.tz)
+        elif pa.types.is_unsigned_integer(t):
+            t = pa.int64() if t.bit_width >= 32 else pa.int32()
+        elif pa.types.is_large_string(t):
+            t = pa.string()
+        elif pa.types.is_dictionary(t):
+            t = t.value_type
+        elif pa.types.is_null(t):
+            t = pa.string()
+        fields.append(pa.field(field.name, t, nullable=True))
+    return data.cast(pa.schema(fields))
+
+
+def _ensure_namespace(catalog: Catalog, namespace: str) -> None:
+    try:
+        catalog.create_namespace(namespace)
+    except NamespaceAlreadyExistsError:
+        pass
+
+
+def load_or_create(catalog: Catalog, identifier: str, schema: pa.Schema, partition_column: str | None) -> Table:
+    """Load ``identifier``, creating it from ``schema`` (identity-partitioned) if it does not exist.
+
+    Creation and the partition spec are one commit, so no writer ever sees an unpartitioned table.
+    """
+    try:
+        return catalog.load_table(identifier)
+    except NoSuchTableError:
+        pass
+    if partition_column and partition_column not in schema.names:
+        raise SchemaEvolutionError(f"{identifier}: partition column '{partition_column}' is not in the data")
+    _ensure_namespace(catalog, identifier.split(".")[0])
+    try:
+        with catalog.create_table_transaction(identifier, schema=schema) as tx:
+            if partition_column:
+                with tx.update_spec() as spec:
+                    spec.add_identity(partition_column)
+    except (TableAlreadyExistsError, CommitFailedException):
+        pass  # a concurrent writer created it first: use theirs
+    return catalog.load_table(identifier)
+
+
+def _needs_schema_update(table_schema: Schema, data: pa.Schema) -> bool:
+    """Whether ``data`` brings columns the table lacks or types it must widen to hold them."""
+    current = schema_to_pyarrow(table_schema, include_field_ids=False)
+    for field in data:
+        if field.name not in current.names:
+            return True
+        if not _castable(field.type, current.field(field.name).type):
+            return True
+    return False
+
+
+def _castable(src: pa.DataType, dst: pa.DataType) -> bool:
+    if src == dst:
+        return True
+    if pa.types.is_integer(src) and pa.types.is_integer(dst):
+        return dst.bit_width >= src.bit_width
+    if pa.types.is_floating(src) and pa.types.is_floating(dst):
+        return dst.bit_width >= src.bit_width
+    if pa.types.is_string(src) and pa.types.is_string(dst):
+        return True
+    if pa.types.is_timestamp(src) and pa.types.is_timestamp(dst):
+        return (src.tz is None) == (dst.tz is None)
+    if pa.types.is_decimal(src) and pa.types.is_decimal(dst):
+        return src.scale == dst.scale and dst.precision >= src.precision
+    return False
+
+
+def _check_window(identifier: str, data: pa.Table, window: Window | None) -> None:
+    if window is None or data.num_rows == 0:
+        return
+    if window.column not in data.column_names:
+        raise SchemaEvolutionError(f"{identifier}: the data has no partition column '{window.column}'")
+    col = data.column(window.column)
+    if col.null_count:
+        raise ValueError(f"{identifier}: {col.null_count} rows have a null '{window.column}'; they belong to no partition")
+    lo, hi = pc.min(col).as_py(), pc.max(col).as_py()
+    if lo < window.start or hi > window.end:
+        raise ValueError(
+            f"{identifier}: rows with {window.column} from {lo} to {hi} fall outside the window being written "
+            f"({window.start}..{window.end}); a write may only replace the window it owns"
+        )
+
+
+def write_window(
+    catalog: Catalog,
+    identifier: str,
+    data: pa.Table,
+    *,
+    window: Window | None,
+    run_id: str,
+    partition_key: str | None = None,
+    branch: str = "main",
+    extra_properties: dict[str, str] | None = None,
+    retry: RetryPolicy | None = None,
+    on_attempt: Callable[[int], None] | None = None,
+) -> WriteResult:
+    """Atomically replace ``window`` of ``identifier`` with ``data`` (the whole table if ``window`` is None).
+
+    Creates the table on first write (identity-partitioned on ``window.column``) and adds new
+    columns in the same commit. On a commit conflict the table is reloaded and the write rebuilt,
+    with bounded, jittered backoff.
+
+    Raises:
+        SchemaEvolutionError: the data cannot fit the table by adding columns or widening types.
+        CommitConflictError: every attempt conflicted.
+    """
+    retry = retry or RetryPolicy()
+    data = normalize_arrow(data)
+    _check_window(identifier, data, window)
+    properties = {
+        RUN_ID_PROPERTY: run_id,
+        ROWS_PROPERTY: str(data.num_rows),
+        **({PARTITION_PROPERTY: partition_key} if partition_key else {}),
+        **({WINDOW_PROPERTY: str(window)} if window else {}),
+        **(extra_properties or {}),
+    }
+    row_filter = window.to_filter() if window else AlwaysTrue()
+    table = load_or_create(catalog, identifier, data.schema, window.column if window else None)
+    if window is not None and not _is_identity_partitioned_on(table, window.column):
+        log.warning("%s is not identity-partitioned on %s: the overwrite rewrites files", identifier, window.column)
+
+    for attempt in range(1, retry.attempts + 1):
+        if on_attempt:
+            on_attempt(attempt)
+        try:
+            with table.transaction() as tx:
+                if _needs_schema_update(table.schema(), data.schema):
+                    try:
+                        with tx.update_schema() as update:
+                            update.union_by_name(data.schema)
+                    except (ValidationError, ValueError, TypeError) as exc:
+                        raise SchemaEvolutionError(
+                            f"{identifier}: the incoming schema cannot be merged into the table: {exc}. "
+                            "Only added columns and widened types evolve automatically; rename or retype the "
+                            "column in the source contract, or migrate the table."
+                        ) from exc
+                aligned = _cast_to_table_schema(tx.table_metadata.schema(), data)
+                with warnings.catch_warnings():
+                    # The first write of a window deletes nothing; that is expected, not a problem.
+                    warnings.filterwarnings("ignore", message="Delete operation did not match any records")
+                    tx.overwrite(aligned, overwrite_filter=row_filter, snapshot_properties=properties, branch=branch)
+            break
+        except CommitFailedException as exc:
+            if attempt == retry.attempts:
+                raise CommitConflictError(
+                    f"{identifier}: commit still conflicted after {attempt} attempts; last error: {exc}"
+                ) from exc
+            delay = retry.delay(attempt)
+            log.info("%s: commit conflict (attempt %d), retrying in %.2fs", identifier, attempt, delay)
+            time.sleep(delay)
+            table = catalog.load_table(identifier)
+
+    table = catalog.load_table(identifier)
+    snapshot = table.current_snapshot() if branch == "main" else table.snapshot_by_name(branch)
+    summary = dict(snapshot.summary.additional_properties) if snapshot and snapshot.summary else {}
+    if snapshot and snapshot.summary:
+        summary["operation"] = snapshot.summary.operation.value
+    return WriteResult(
+        table=identifier,
+        snapshot_id=snapshot.snapshot_id if snapshot else None,
+        metadata_location=table.metadata_location,
+        rows_written=data.num_rows,
+        total_rows=int(summary.get("total-records", data.num_rows)),
+        attempts=attempt,
+        schema=table.schema(),
+        summary=summary,
+    )
+
+
+def _cast_to_table_schema(schema: Schema, data: pa.Table) -> pa.Table:
+    """Order and cast ``data`` as the table; columns the batch lacks become nulls (history is never rewritten)."""
+    target = schema_to_pyarrow(schema, include_field_ids=False)
+    columns = [
+        data.column(f.name).cast(f.type) if f.name in data.column_names else pa.nulls(data.num_rows, type=f.type)
+        for f in target
+    ]
+    return pa.Table.from_arrays(columns, schema=pa.schema([pa.field(f.name, f.type, nullable=True) for f in target]))
+
+
+def _is_identity_partitioned_on(table: Table, column: str) -> bool:
+    field_id = table.schema().find_field(column).field_id if column in table.schema().column_names else None
+    return any(
+        isinstance(f.transform, IdentityTransform) and f.source_id == field_id for f in table.spec().fields
+    )
+
+
