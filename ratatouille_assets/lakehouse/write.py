@@ -45,6 +45,12 @@ WINDOW_PROPERTY = "ratatouille.window"
 ROWS_PROPERTY = "ratatouille.rows"
 
 
+# pyiceberg retries a conflicting commit by itself (commit.retry.*), but only the snapshot part of
+# a transaction. We retry the whole write (reload, re-evolve the schema, rebuild, recommit) in
+# write_window, so the table's own retry is off: one retry policy, in one place, observable.
+TABLE_PROPERTIES = {"commit.retry.num-retries": "0"}
+
+
 @dataclasses.dataclass(frozen=True)
 class Window:
     """An inclusive range of days on a table's partition column."""
@@ -129,7 +135,7 @@ def load_or_create(catalog: Catalog, identifier: str, schema: pa.Schema, partiti
         raise SchemaEvolutionError(f"{identifier}: partition column '{partition_column}' is not in the data")
     _ensure_namespace(catalog, identifier.split(".")[0])
     try:
-        with catalog.create_table_transaction(identifier, schema=schema) as tx:
+        with catalog.create_table_transaction(identifier, schema=schema, properties=TABLE_PROPERTIES) as tx:
             if partition_column:
                 with tx.update_spec() as spec:
                     spec.add_identity(partition_column)

@@ -1,0 +1,49 @@
+# Ratatouille — `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# uv on PATH, else the one installed beside this Python by `make uv`.
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+VENV := .venv
+BIN := $(VENV)/bin
+export RATATOUILLE_HOME ?= $(CURDIR)/.ratatouille
+export DAGSTER_HOME ?= $(RATATOUILLE_HOME)/dagster
+DEV_HOST ?= 127.0.0.1
+DEV_PORT ?= 3000
+PYTEST_ARGS ?=
+
+.PHONY: help uv install manifest demo dev test validate clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+uv: ## install uv (from PyPI) if it is missing
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+
+$(VENV)/.installed: pyproject.toml uv.lock | uv
+	$(UV) sync --frozen --python 3.11
+	@touch $@
+
+install: $(VENV)/.installed ## create .venv from the lock file
+
+dbt_project/target/manifest.json: $(VENV)/.installed $(shell find dbt_project/models dbt_project/macros dbt_project/tests -type f 2>/dev/null) dbt_project/dbt_project.yml
+	cd dbt_project && ../$(BIN)/dbt parse --profiles-dir . --quiet
+	@touch $@
+
+manifest: dbt_project/target/manifest.json ## parse the dbt project (the manifest Dagster loads)
+
+demo: manifest ## sample data -> bronze -> silver -> gold for 7 days, then a summary
+	$(BIN)/rat demo
+
+dev: manifest ## the Dagster UI (webserver + daemon) on the demo data, http://127.0.0.1:3000
+	@mkdir -p $(DAGSTER_HOME) && cp -n dagster.yaml $(DAGSTER_HOME)/dagster.yaml 2>/dev/null || true
+	$(BIN)/dagster dev -w workspace.yaml -h $(DEV_HOST) -p $(DEV_PORT)
+
+validate: manifest ## check that the Dagster definitions load
+	$(BIN)/dagster definitions validate -w workspace.yaml
+
+test: manifest ## run the test suite (real DuckDB, Iceberg, dbt and Dagster)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+clean: ## remove the local lakehouse (.ratatouille/) and dbt artefacts
+	rm -rf .ratatouille dbt_project/target dbt_project/logs

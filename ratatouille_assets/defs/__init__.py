@@ -1,0 +1,1 @@
+"""Dagster definitions only: assets, checks, jobs, resources. Storage logic lives in lakehouse/."""

@@ -1,0 +1,143 @@
+"""dbt models (silver, gold) as Dagster assets.
+
+Naming rule, stated once: a dbt model's asset key is ``[schema, alias]`` (the schema is the
+layer: see dbt_project/macros/generate_schema_name.sql) and a source's is ``[source_name, name]``,
+so ``source('bronze', 'orders')`` is the Python asset ``bronze/orders`` with no special case.
+
+Models with ``config.partition_by`` are daily-partitioned and run as one dbt invocation per
+Dagster run over the run's window (``BackfillPolicy.single_run()``); the rest are rebuilt whole.
+"""
+
+
+import json
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
+
+from ratatouille_assets.defs.metadata import snapshot_metadata
+from ratatouille_assets.defs.partitions import dbt_vars
+from ratatouille_assets.defs.resources import LakehouseResource
+from ratatouille_assets.lakehouse.tables import describe
+from ratatouille_assets.settings import Settings
+
+
+def dbt_project(settings: Settings) -> DbtProject:
+    """The dbt project, with its manifest prepared (``dbt parse``) if missing or in ``dagster dev``."""
+    project = DbtProject(project_dir=settings.dbt_project_dir, profiles_dir=settings.dbt_project_dir)
+    if not project.manifest_path.exists():
+        project.preparer.prepare(project)
+    else:
+        project.prepare_if_dev()
+    return project
+
+
+def is_partitioned(props: Mapping[str, Any]) -> bool:
+    return bool((props.get("config") or {}).get("partition_by"))
+
+
+class LayerTranslator(DagsterDbtTranslator):
+    """Keys ``[layer, table]``, groups per layer, Iceberg as a kind, late-arrival partition mappings."""
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        if dbt_resource_props["resource_type"] == "source":
+            return dg.AssetKey([dbt_resource_props["source_name"], dbt_resource_props["name"]])
+        name = dbt_resource_props.get("alias") or dbt_resource_props["name"]
+        return dg.AssetKey([dbt_resource_props["schema"], name])
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        if dbt_resource_props["resource_type"] == "source":
+            return dbt_resource_props["source_name"]
+        return dbt_resource_props["schema"]
+
+    def get_asset_spec(self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None) -> dg.AssetSpec:
+        spec = super().get_asset_spec(manifest, unique_id, project)
+        return spec.merge_attributes(kinds={"iceberg"})
+
+    def get_partition_mapping(
+        self, dbt_resource_props: Mapping[str, Any], dbt_parent_resource_props: Mapping[str, Any]
+    ) -> dg.PartitionMapping | None:
+        """A partitioned model reading a source with ``meta.late_arrival_days: N`` needs landing days D..D+N."""
+        late = int((dbt_parent_resource_props.get("meta") or {}).get("late_arrival_days", 0))
+        if is_partitioned(dbt_resource_props) and dbt_parent_resource_props.get("resource_type") == "source" and late:
+            return dg.TimeWindowPartitionMapping(start_offset=0, end_offset=late, allow_nonexistent_upstream_partitions=True)
+        return None
+
+
+def _model_selection(manifest: Mapping[str, Any], partitioned: bool) -> str:
+    fqns = [
+        ".".join(node["fqn"])
+        for node in manifest["nodes"].values()
+        if node["resource_type"] == "model" and is_partitioned(node) == partitioned
+    ]
+    return " ".join(sorted(fqns))
+
+
+def _run_dbt(
+    context: dg.AssetExecutionContext,
+    dbt: DbtCliResource,
+    lakehouse: LakehouseResource,
+    dbt_vars_: dict[str, str],
+    extra_args: tuple[str, ...] = (),
+) -> Iterator[Any]:
+    settings = lakehouse.settings()
+    variables = {"reporting_currency": settings.reporting_currency, **dbt_vars_}
+    invocation = dbt.cli(["build", "--vars", json.dumps(variables), *extra_args], context=context)
+    catalog = None
+    for event in invocation.stream():
+        if isinstance(event, dg.Output | dg.MaterializeResult):
+            key = context.asset_key_for_output(event.output_name) if isinstance(event, dg.Output) else event.asset_key
+            catalog = catalog or lakehouse.catalog()
+            info = describe(catalog, ".".join(key.path), context.run_id)
+            event = event.with_metadata({**(event.metadata or {}), **snapshot_metadata(info)})
+        yield event
+
+
+def build_dbt_assets(settings: Settings, partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    project = dbt_project(settings)
+    manifest = json.loads(Path(project.manifest_path).read_text())
+    translator = LayerTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
+
+    @dbt_assets(
+        manifest=manifest,
+        project=project,
+        select=_model_selection(manifest, partitioned=True),
+        name="dbt_daily",
+        partitions_def=partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        dagster_dbt_translator=translator,
+    )
+    def dbt_daily(context: dg.AssetExecutionContext, dbt: DbtCliResource, lakehouse: LakehouseResource):
+        """Daily models: the run's partition window becomes ``--vars {min_date, max_date}``."""
+        window = context.partition_time_window
+        keys = context.partition_keys
+        label = keys[0] if len(keys) == 1 else f"{keys[0]}...{keys[-1]}"
+        yield from _run_dbt(context, dbt, lakehouse, dbt_vars(window.start, window.end, run_id=context.run_id, partition_key=label))
+
+    @dbt_assets(
+        manifest=manifest,
+        project=project,
+        select=_model_selection(manifest, partitioned=False),
+        name="dbt_current",
+        dagster_dbt_translator=translator,
+    )
+    def dbt_current(context: dg.AssetExecutionContext, dbt: DbtCliResource, lakehouse: LakehouseResource):
+        """Unpartitioned models (dimensions), rebuilt whole from all of bronze.
+
+        Tests that also read a daily model (facts -> dims relationships) are checks of that model
+        and run with it, after the dimensions: ``cautious`` keeps them out of this invocation.
+        """
+        yield from _run_dbt(
+            context, dbt, lakehouse, {"dagster_run_id": context.run_id}, ("--indirect-selection", "cautious")
+        )
+
+    return [dbt_daily, dbt_current]
+
+
+def dbt_resource(settings: Settings) -> DbtCliResource:
+    # The dbt of this interpreter's environment, even when the venv is not on PATH.
+    beside = Path(sys.executable).parent / "dbt"
+    return DbtCliResource(project_dir=dbt_project(settings), dbt_executable=str(beside) if beside.exists() else "dbt")
