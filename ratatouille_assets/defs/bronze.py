@@ -49,7 +49,7 @@ def bronze_asset(source: Source, partitions_def: dg.PartitionsDefinition) -> dg.
         loads = []
         try:
             for day in context.partition_keys:
-                load = load_day(conn, catalog, source, settings.landing, day, context.run_id)
+                load = load_day(conn, catalog, source, settings.landing, day, context.run.run_id)
                 context.log.info(
                     f"{bronze_identifier(source)}[{day}]: {load.result.rows_written} rows from {len(load.files)} file(s), "
                     f"snapshot {load.result.snapshot_id} (attempts: {load.result.attempts})"
@@ -57,7 +57,7 @@ def bronze_asset(source: Source, partitions_def: dg.PartitionsDefinition) -> dg.
                 loads.append(load)
         finally:
             conn.close()
-        info = describe(catalog, bronze_identifier(source), context.run_id)
+        info = describe(catalog, bronze_identifier(source), context.run.run_id)
         metadata = snapshot_metadata(info)
         metadata["dagster/row_count"] = dg.MetadataValue.int(sum(load.result.rows_written for load in loads))
         metadata["files"] = dg.MetadataValue.int(sum(len(load.files) for load in loads))

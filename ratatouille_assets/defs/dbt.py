@@ -91,7 +91,7 @@ def _run_dbt(
         if isinstance(event, dg.Output | dg.MaterializeResult):
             key = context.asset_key_for_output(event.output_name) if isinstance(event, dg.Output) else event.asset_key
             catalog = catalog or lakehouse.catalog()
-            info = describe(catalog, ".".join(key.path), context.run_id)
+            info = describe(catalog, ".".join(key.path), context.run.run_id)
             event = event.with_metadata({**(event.metadata or {}), **snapshot_metadata(info)})
         yield event
 
@@ -115,7 +115,7 @@ def build_dbt_assets(settings: Settings, partitions_def: dg.PartitionsDefinition
         window = context.partition_time_window
         keys = context.partition_keys
         label = keys[0] if len(keys) == 1 else f"{keys[0]}...{keys[-1]}"
-        yield from _run_dbt(context, dbt, lakehouse, dbt_vars(window.start, window.end, run_id=context.run_id, partition_key=label))
+        yield from _run_dbt(context, dbt, lakehouse, dbt_vars(window.start, window.end, run_id=context.run.run_id, partition_key=label))
 
     @dbt_assets(
         manifest=manifest,
@@ -131,7 +131,7 @@ def build_dbt_assets(settings: Settings, partitions_def: dg.PartitionsDefinition
         and run with it, after the dimensions: ``cautious`` keeps them out of this invocation.
         """
         yield from _run_dbt(
-            context, dbt, lakehouse, {"dagster_run_id": context.run_id}, ("--indirect-selection", "cautious")
+            context, dbt, lakehouse, {"dagster_run_id": context.run.run_id}, ("--indirect-selection", "cautious")
         )
 
     return [dbt_daily, dbt_current]

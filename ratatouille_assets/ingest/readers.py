@@ -82,7 +82,7 @@ def read_file(
         f"FROM {_raw_relation(source, path)}"
     )
     try:
-        return conn.execute(sql).fetch_arrow_table()
+        return conn.execute(sql).to_arrow_table()
     except duckdb.Error as exc:
         raise IngestError(
             f"{relative}: values do not match the contract of source '{source.name}': {exc}. "
@@ -111,4 +111,4 @@ def empty_table(conn: duckdb.DuckDBPyConnection, source: Source) -> pa.Table:
         f"SELECT {select}, CAST(NULL AS DATE) AS _landing_date, CAST(NULL AS VARCHAR) AS _source_file, "
         "CAST(NULL AS TIMESTAMP) AS _ingested_at, CAST(NULL AS VARCHAR) AS _run_id LIMIT 0"
     )
-    return conn.execute(sql).fetch_arrow_table()
+    return conn.execute(sql).to_arrow_table()

@@ -52,7 +52,7 @@ class Plugin(BasePlugin):
             raise RuntimeError("the ratatouille plugin has no DuckDB connection: configure_connection never ran")
         cursor = self._conn.cursor()
         try:
-            data = cursor.execute(f"SELECT * FROM {options['source_relation']}").fetch_arrow_table()
+            data = cursor.execute(f"SELECT * FROM {options['source_relation']}").to_arrow_table()
             namespace, table = options["namespace"], options["table"]
             window = None
             if options.get("partition_by"):
