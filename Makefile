@@ -8,6 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export RATATOUILLE_HOME ?= $(CURDIR)/.ratatouille
 export DAGSTER_HOME ?= $(RATATOUILLE_HOME)/dagster
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 DEV_HOST ?= 127.0.0.1
 DEV_PORT ?= 3000
 PYTEST_ARGS ?=

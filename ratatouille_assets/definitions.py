@@ -8,7 +8,7 @@ from __future__ import annotations
 import dagster as dg
 
 from ratatouille_assets.defs.bronze import build_bronze
-from ratatouille_assets.defs.dbt import build_dbt_assets, dbt_resource
+from ratatouille_assets.defs.dbt import build_dbt_assets, dbt_project, dbt_resource
 from ratatouille_assets.defs.partitions import daily_partitions
 from ratatouille_assets.defs.resources import LakehouseResource
 from ratatouille_assets.ingest.sources import load_sources
@@ -21,15 +21,16 @@ def build_definitions() -> dg.Definitions:
     settings = get_settings()
     partitions = daily_partitions(settings)
     sources = load_sources(settings.sources_file)
+    project = dbt_project(settings)
     everything = dg.define_asset_job(
         "all_layers",
         selection=dg.AssetSelection.groups(*LAYERS),
         description="bronze -> silver -> gold for the selected partition(s)",
     )
     return dg.Definitions(
-        assets=[*build_bronze(sources, partitions), *build_dbt_assets(settings, partitions)],
+        assets=[*build_bronze(sources, partitions), *build_dbt_assets(project, partitions)],
         jobs=[everything],
-        resources={"lakehouse": LakehouseResource(), "dbt": dbt_resource(settings)},
+        resources={"lakehouse": LakehouseResource(), "dbt": dbt_resource(project)},
     )
 
 

@@ -84,3 +84,18 @@ def test_dagster_definitions_validate(settings):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Validation successful" in result.stdout + result.stderr
+
+
+def test_definitions_load_without_the_venv_on_path_and_reparse_stale_manifest(settings, monkeypatch):
+    """Regression: `dagster dev` once failed because dbt was looked up on PATH."""
+    from ratatouille_assets.defs.dbt import dbt_project, manifest_is_stale
+
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.setenv("DAGSTER_IS_DEV_CLI", "1")
+    project = dbt_project(settings)
+    model = Path(project.project_dir) / "models" / "gold" / "kpi_daily_sales.sql"
+    os.utime(model)  # touched after the manifest: the manifest is stale and gets re-parsed
+    assert manifest_is_stale(project)
+    dbt_project(settings)
+    assert not manifest_is_stale(project)
+    assert build_definitions().resolve_asset_graph().has(dg.AssetKey(["gold", "kpi_daily_sales"]))

@@ -10,6 +10,7 @@ Dagster run over the run's window (``BackfillPolicy.single_run()``); the rest ar
 
 
 import json
+import subprocess
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -25,14 +26,40 @@ from ratatouille_assets.lakehouse.tables import describe
 from ratatouille_assets.settings import Settings
 
 
+def dbt_executable() -> str:
+    """The dbt of this interpreter's environment, even when the venv is not on PATH."""
+    beside = Path(sys.executable).parent / "dbt"
+    return str(beside) if beside.exists() else "dbt"
+
+
 def dbt_project(settings: Settings) -> DbtProject:
-    """The dbt project, with its manifest prepared (``dbt parse``) if missing or in ``dagster dev``."""
+    """The dbt project, with ``dbt parse`` run first if the manifest is missing or older than any
+    project file (so edited models show up on reload in ``dagster dev``; a built image never parses)."""
     project = DbtProject(project_dir=settings.dbt_project_dir, profiles_dir=settings.dbt_project_dir)
-    if not project.manifest_path.exists():
-        project.preparer.prepare(project)
-    else:
-        project.prepare_if_dev()
+    if manifest_is_stale(project):
+        parse_manifest(project)
     return project
+
+
+def manifest_is_stale(project: DbtProject) -> bool:
+    manifest = Path(project.manifest_path)
+    if not manifest.exists():
+        return True
+    built = manifest.stat().st_mtime
+    root = Path(project.project_dir)
+    sources = [root / "dbt_project.yml", Path(project.profiles_dir) / "profiles.yml"]
+    for folder in ("models", "macros", "tests", "seeds", "snapshots"):
+        sources += [p for p in (root / folder).rglob("*") if p.is_file()]
+    return any(p.exists() and p.stat().st_mtime > built for p in sources)
+
+
+def parse_manifest(project: DbtProject) -> None:
+    result = subprocess.run(
+        [dbt_executable(), "parse", "--quiet", "--profiles-dir", str(project.profiles_dir)],
+        cwd=project.project_dir, capture_output=True, text=True,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"dbt parse failed in {project.project_dir}:\n{result.stdout}{result.stderr}")
 
 
 def is_partitioned(props: Mapping[str, Any]) -> bool:
@@ -96,8 +123,7 @@ def _run_dbt(
         yield event
 
 
-def build_dbt_assets(settings: Settings, partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
-    project = dbt_project(settings)
+def build_dbt_assets(project: DbtProject, partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     manifest = json.loads(Path(project.manifest_path).read_text())
     translator = LayerTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
 
@@ -137,7 +163,5 @@ def build_dbt_assets(settings: Settings, partitions_def: dg.PartitionsDefinition
     return [dbt_daily, dbt_current]
 
 
-def dbt_resource(settings: Settings) -> DbtCliResource:
-    # The dbt of this interpreter's environment, even when the venv is not on PATH.
-    beside = Path(sys.executable).parent / "dbt"
-    return DbtCliResource(project_dir=dbt_project(settings), dbt_executable=str(beside) if beside.exists() else "dbt")
+def dbt_resource(project: DbtProject) -> DbtCliResource:
+    return DbtCliResource(project_dir=project, dbt_executable=dbt_executable())
