@@ -8,10 +8,12 @@ from __future__ import annotations
 import dagster as dg
 
 from ratatouille_assets.defs.bronze import build_bronze
+from ratatouille_assets.defs.checks import unknown_datasets
 from ratatouille_assets.defs.dbt import build_dbt_assets, dbt_project, dbt_resource
 from ratatouille_assets.defs.partitions import daily_partitions
 from ratatouille_assets.defs.resources import LakehouseResource
 from ratatouille_assets.ingest.sources import load_sources
+from ratatouille_assets.quality.sodacl import SodaConfigError, load_checks
 from ratatouille_assets.settings import get_settings
 
 LAYERS = ("bronze", "silver", "gold")
@@ -22,13 +24,19 @@ def build_definitions() -> dg.Definitions:
     partitions = daily_partitions(settings)
     sources = load_sources(settings.sources_file)
     project = dbt_project(settings)
+    datasets = load_checks(settings.soda_dir)
     everything = dg.define_asset_job(
         "all_layers",
         selection=dg.AssetSelection.groups(*LAYERS),
         description="bronze -> silver -> gold for the selected partition(s)",
     )
+    assets = [*build_bronze(sources, partitions, datasets), *build_dbt_assets(project, partitions, datasets)]
+    keys = {key for a in assets for key in (a.keys if isinstance(a, dg.AssetsDefinition) else [a.key])}
+    orphans = unknown_datasets(datasets, keys)
+    if orphans:
+        raise SodaConfigError("SodaCL files for datasets that are not assets: " + ", ".join(orphans))
     return dg.Definitions(
-        assets=[*build_bronze(sources, partitions), *build_dbt_assets(project, partitions)],
+        assets=assets,
         jobs=[everything],
         resources={"lakehouse": LakehouseResource(), "dbt": dbt_resource(project)},
     )

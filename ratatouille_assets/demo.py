@@ -42,6 +42,7 @@ class DemoReport:
     runs: list[str]
     checks_passed: int
     checks_failed: int
+    checks_warned: int
     seconds: dict[str, float]
 
 
@@ -51,7 +52,7 @@ def run_pipeline(days: list[str], instance: dg.DagsterInstance | None = None) ->
     instance = instance or dg.DagsterInstance.get()
     assets = list(defs.assets or [])
     resources = dict(defs.resources or {})
-    runs, seconds = [], {}
+    runs, seconds, evaluations = [], {}, []
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
     t0 = time.perf_counter()
@@ -76,12 +77,13 @@ def run_pipeline(days: list[str], instance: dg.DagsterInstance | None = None) ->
     print(f"  silver+gold {days[0]}..{days[-1]}  run {result.run_id[:8]}", flush=True)
     runs.append(result.run_id)
     seconds["silver+gold"] = time.perf_counter() - t0
-    evaluations = result.get_asset_check_evaluations()
+    evaluations += result.get_asset_check_evaluations()
     return DemoReport(
         days=days,
         runs=runs,
         checks_passed=sum(1 for e in evaluations if e.passed),
-        checks_failed=sum(1 for e in evaluations if not e.passed),
+        checks_failed=sum(1 for e in evaluations if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR),
+        checks_warned=sum(1 for e in evaluations if not e.passed and e.severity == dg.AssetCheckSeverity.WARN),
         seconds=seconds,
     )
 
@@ -102,7 +104,8 @@ def summary(settings: Settings, report: DemoReport | None = None) -> str:
             "",
             f"Days: {report.days[0]} .. {report.days[-1]} ({len(report.days)}), {len(report.runs)} Dagster runs; "
             + ", ".join(f"{k} {v:.1f}s" for k, v in report.seconds.items()),
-            f"Checks (dbt tests as asset checks): {report.checks_passed} passed, {report.checks_failed} failed",
+            f"Asset checks (Soda + dbt tests): {report.checks_passed} passed, {report.checks_failed} failed"
+            + (f", {report.checks_warned} warned" if report.checks_warned else ""),
         ]
     gold = describe(catalog, "gold.kpi_daily_sales") if "gold.kpi_daily_sales" in list_tables(catalog) else None
     lines += [

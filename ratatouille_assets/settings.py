@@ -47,12 +47,14 @@ class Settings:
     dagster_home: Path
     sources_file: Path
     dbt_project_dir: Path
+    soda_dir: Path
     duckdb_memory_limit: str
     duckdb_threads: int
     reporting_currency: str
     first_partition: str
     timezone: str
     commit_retries: int
+    max_file_bytes: int
     s3_endpoint: str | None = None
     s3_region: str | None = None
     s3_access_key_id: Secret = Secret("")
@@ -103,12 +105,14 @@ def load_settings(environ_home: str | None = None) -> Settings:
         dagster_home=dagster_home.resolve(),
         sources_file=Path(_env("SOURCES_FILE", str(root / "sources.yml"))).resolve(),
         dbt_project_dir=Path(_env("DBT_PROJECT_DIR", str(root / "dbt_project"))).resolve(),
+        soda_dir=Path(_env("SODA_DIR", str(root / "soda"))).resolve(),
         duckdb_memory_limit=_env("DUCKDB_MEMORY_LIMIT", "4GB"),
         duckdb_threads=threads,
         reporting_currency=_env("REPORTING_CURRENCY", "USD"),
         first_partition=_env("FIRST_PARTITION", "2024-01-01"),
         timezone=_env("TIMEZONE", "UTC"),
         commit_retries=int(_env("COMMIT_RETRIES", "8")),
+        max_file_bytes=int(_env("MAX_FILE_BYTES", str(2 * 1024**3))),
         s3_endpoint=_env("S3_ENDPOINT", "") or None,
         s3_region=_env("S3_REGION", "") or None,
         s3_access_key_id=Secret(_env("S3_ACCESS_KEY_ID", "")),

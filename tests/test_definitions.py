@@ -37,7 +37,7 @@ def graph_snapshot(defs: dg.Definitions) -> dict:
             "partitions": f"{type(partitions).__name__}({partitions.start:%Y-%m-%d}, {partitions.timezone})" if partitions else None,
             "backfill_policy": str(node.backfill_policy.policy_type) if node.backfill_policy else None,
             "deps": deps,
-            "checks": sorted(c.name for c in node.check_keys),
+            "checks": {c.name: "blocking" if graph.get_check_spec(c).blocking else "warn" for c in sorted(node.check_keys, key=lambda c: c.name)},
         }
     jobs = sorted(j.name for j in defs.jobs or [])
     return {"assets": assets, "jobs": jobs}

@@ -17,12 +17,23 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject
+from dagster_dbt.asset_utils import (
+    DAGSTER_DBT_EXCLUDE_METADATA_KEY,
+    DAGSTER_DBT_SELECT_METADATA_KEY,
+    DBT_DEFAULT_EXCLUDE,
+    DBT_DEFAULT_SELECTOR,
+    build_dbt_specs,
+)
 
+from ratatouille_assets.defs.checks import check_result, soda_check_specs
 from ratatouille_assets.defs.metadata import snapshot_metadata
 from ratatouille_assets.defs.partitions import dbt_vars
 from ratatouille_assets.defs.resources import LakehouseResource
+from ratatouille_assets.lakehouse.dbt_plugin import AUDIT_DIR_NAME
 from ratatouille_assets.lakehouse.tables import describe
+from ratatouille_assets.quality.audit import blocked_message, read_audits
+from ratatouille_assets.quality.sodacl import DatasetChecks
 from ratatouille_assets.settings import Settings
 
 
@@ -103,6 +114,10 @@ def _model_selection(manifest: Mapping[str, Any], partitioned: bool) -> str:
     return " ".join(sorted(fqns))
 
 
+def _output_name(context: dg.AssetExecutionContext, key: dg.AssetKey) -> str:
+    return context.assets_def.get_output_name_for_asset_key(key)
+
+
 def _run_dbt(
     context: dg.AssetExecutionContext,
     dbt: DbtCliResource,
@@ -110,45 +125,123 @@ def _run_dbt(
     dbt_vars_: dict[str, str],
     extra_args: tuple[str, ...] = (),
 ) -> Iterator[Any]:
+    """One ``dbt build``; every model's materialization gets Iceberg metadata and its Soda results.
+
+    Soda checks run inside dbt (the plugin's audit hook) right after each model is written, so a
+    failing blocking check fails that model and dbt skips what depends on it. The table was
+    written, so it is still reported as materialized, with the failed check; the step then fails.
+    """
     settings = lakehouse.settings()
     variables = {"reporting_currency": settings.reporting_currency, **dbt_vars_}
-    invocation = dbt.cli(["build", "--vars", json.dumps(variables), *extra_args], context=context)
-    catalog = None
+    invocation = dbt.cli(["build", "--vars", json.dumps(variables), *extra_args], context=context, raise_on_error=False)
+    catalog = lakehouse.catalog()
+    run_id = context.run.run_id
+    reported: set[dg.AssetKey] = set()
+
+    def materialized(key: dg.AssetKey, event: dg.Output | None) -> Iterator[Any]:
+        info = describe(catalog, ".".join(key.path), run_id)
+        metadata = snapshot_metadata(info)
+        if event is None:
+            yield dg.Output(None, output_name=_output_name(context, key), metadata=metadata)
+        else:
+            yield event.with_metadata({**(event.metadata or {}), **metadata})
+        reported.add(key)
+
+    audits_path = Path(invocation.target_path) / AUDIT_DIR_NAME
     for event in invocation.stream():
-        if isinstance(event, dg.Output | dg.MaterializeResult):
-            key = context.asset_key_for_output(event.output_name) if isinstance(event, dg.Output) else event.asset_key
-            catalog = catalog or lakehouse.catalog()
-            info = describe(catalog, ".".join(key.path), context.run.run_id)
-            event = event.with_metadata({**(event.metadata or {}), **snapshot_metadata(info)})
-        yield event
+        if isinstance(event, dg.Output):
+            key = context.asset_key_for_output(event.output_name)
+            yield from materialized(key, event)
+            for outcome in read_audits(audits_path).get(".".join(key.path), []):
+                yield check_result(key, outcome)
+        else:
+            yield event
+
+    # Models whose blocking checks failed: written, audited, and the reason dbt stopped.
+    for identifier, outcomes in read_audits(audits_path).items():
+        key = dg.AssetKey(identifier.split("."))
+        if key in reported or key not in context.selected_asset_keys:
+            continue
+        yield from materialized(key, None)
+        for outcome in outcomes:
+            yield check_result(key, outcome)
+
+    if not invocation.is_successful():
+        blocked = [
+            blocked_message(identifier, outcomes) for identifier, outcomes in read_audits(audits_path).items()
+        ]
+        raise dg.Failure(
+            description="dbt build failed" + (": " + " | ".join(m for m in blocked if m) if any(blocked) else ""),
+            metadata={"dbt_log": dg.MetadataValue.path(str(Path(invocation.target_path) / "dbt.log"))},
+        )
 
 
-def build_dbt_assets(project: DbtProject, partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+def checked_dbt_assets(
+    *,
+    manifest: Mapping[str, Any],
+    project: DbtProject,
+    select: str,
+    name: str,
+    translator: DagsterDbtTranslator,
+    datasets: dict[str, DatasetChecks],
+    partitions_def: dg.PartitionsDefinition | None = None,
+    backfill_policy: dg.BackfillPolicy | None = None,
+):
+    """``@dbt_assets`` plus one asset check per Soda check of each model.
+
+    Same construction as dagster-dbt's decorator (specs from the manifest, the selection as op
+    tags the resource reads back), with the Soda check specs added to the same op so their results
+    come from the step that writes the data.
+    """
+    specs, dbt_check_specs = build_dbt_specs(
+        translator=translator, manifest=manifest, select=select, exclude=DBT_DEFAULT_EXCLUDE,
+        selector=DBT_DEFAULT_SELECTOR, io_manager_key=None, project=project,
+    )
+    soda_specs = [c for spec in specs for c in soda_check_specs(datasets, spec.key)]
+    return dg.multi_asset(
+        name=name,
+        specs=specs,
+        check_specs=[*dbt_check_specs, *soda_specs],
+        can_subset=True,
+        partitions_def=partitions_def,
+        backfill_policy=backfill_policy,
+        op_tags={DAGSTER_DBT_SELECT_METADATA_KEY: select, DAGSTER_DBT_EXCLUDE_METADATA_KEY: DBT_DEFAULT_EXCLUDE},
+        allow_arbitrary_check_specs=True,
+    )
+
+
+def build_dbt_assets(
+    project: DbtProject, partitions_def: dg.PartitionsDefinition, datasets: dict[str, DatasetChecks]
+) -> list[dg.AssetsDefinition]:
     manifest = json.loads(Path(project.manifest_path).read_text())
     translator = LayerTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
 
-    @dbt_assets(
+    @checked_dbt_assets(
         manifest=manifest,
         project=project,
         select=_model_selection(manifest, partitioned=True),
         name="dbt_daily",
+        translator=translator,
+        datasets=datasets,
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
-        dagster_dbt_translator=translator,
     )
     def dbt_daily(context: dg.AssetExecutionContext, dbt: DbtCliResource, lakehouse: LakehouseResource):
         """Daily models: the run's partition window becomes ``--vars {min_date, max_date}``."""
         window = context.partition_time_window
         keys = context.partition_keys
         label = keys[0] if len(keys) == 1 else f"{keys[0]}...{keys[-1]}"
-        yield from _run_dbt(context, dbt, lakehouse, dbt_vars(window.start, window.end, run_id=context.run.run_id, partition_key=label))
+        yield from _run_dbt(
+            context, dbt, lakehouse, dbt_vars(window.start, window.end, run_id=context.run.run_id, partition_key=label)
+        )
 
-    @dbt_assets(
+    @checked_dbt_assets(
         manifest=manifest,
         project=project,
         select=_model_selection(manifest, partitioned=False),
         name="dbt_current",
-        dagster_dbt_translator=translator,
+        translator=translator,
+        datasets=datasets,
     )
     def dbt_current(context: dg.AssetExecutionContext, dbt: DbtCliResource, lakehouse: LakehouseResource):
         """Unpartitioned models (dimensions), rebuilt whole from all of bronze.

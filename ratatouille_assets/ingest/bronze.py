@@ -8,6 +8,7 @@ import datetime as dt
 import duckdb
 from pyiceberg.catalog import Catalog
 
+from ratatouille_assets.ingest.quarantine import QuarantinedFile
 from ratatouille_assets.ingest.readers import PARTITION_COLUMN, read_partition
 from ratatouille_assets.ingest.sources import Source
 from ratatouille_assets.lakehouse.write import Window, WriteResult, write_window
@@ -20,6 +21,7 @@ class BronzeLoad:
     day: str
     files: tuple[str, ...]
     result: WriteResult
+    quarantined: tuple[QuarantinedFile, ...] = ()
 
 
 def bronze_identifier(source: Source) -> str:
@@ -27,10 +29,24 @@ def bronze_identifier(source: Source) -> str:
 
 
 def load_day(
-    conn: duckdb.DuckDBPyConnection, catalog: Catalog, source: Source, landing: str, day: str, run_id: str
+    conn: duckdb.DuckDBPyConnection,
+    catalog: Catalog,
+    source: Source,
+    landing: str,
+    day: str,
+    run_id: str,
+    *,
+    quarantine_root: str | None = None,
+    max_file_bytes: int | None = None,
 ) -> BronzeLoad:
-    """Replace bronze partition ``day`` of ``source`` with that day's landing files (idempotent)."""
-    batch = read_partition(conn, source, landing, day, run_id)
+    """Replace bronze partition ``day`` of ``source`` with that day's good landing files (idempotent).
+
+    Bad files are quarantined under ``quarantine_root`` (or raise, per the source's ``on_bad_file``);
+    their count is recorded on the snapshot so a partition with set-aside files can be found later.
+    """
+    batch = read_partition(
+        conn, source, landing, day, run_id, quarantine_root=quarantine_root, max_file_bytes=max_file_bytes
+    )
     date = dt.date.fromisoformat(day)
     result = write_window(
         catalog,
@@ -39,6 +55,9 @@ def load_day(
         window=Window(PARTITION_COLUMN, date, date),
         run_id=run_id,
         partition_key=day,
-        extra_properties={"ratatouille.files": str(len(batch.files))},
+        extra_properties={
+            "ratatouille.files": str(len(batch.files)),
+            "ratatouille.quarantined-files": str(len(batch.quarantined)),
+        },
     )
-    return BronzeLoad(day=day, files=batch.files, result=result)
+    return BronzeLoad(day=day, files=batch.files, result=result, quarantined=batch.quarantined)

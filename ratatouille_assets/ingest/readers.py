@@ -2,6 +2,11 @@
 
 DuckDB does the parsing (CSV, JSON lines, Parquet), in memory, through the same configured
 connection as everything else, so the reader works the same on a local folder and on S3.
+
+Each file is judged on its own. A file that cannot be read or breaks the contract is a
+:class:`BadFile` whose message names the file, the reason and the fix; the source's
+``on_bad_file`` decides whether it stops the partition or is quarantined while the day's good
+files load. Columns a file adds beyond the contract are kept: bronze grows a nullable column.
 """
 
 from __future__ import annotations
@@ -9,25 +14,52 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
+import re
+from pathlib import PurePath
 
 import duckdb
 import pyarrow as pa
 
+from ratatouille_assets.ingest.quarantine import QuarantinedFile, bad_file_message, quarantine_file
 from ratatouille_assets.ingest.sources import Source
 from ratatouille_assets.lakehouse.duck import quote_ident
 
 LINEAGE_COLUMNS = ("_landing_date", "_source_file", "_ingested_at", "_run_id")
 PARTITION_COLUMN = "_landing_date"
 
+# An explicit dialect, not a sniffed one: a ragged row must be an error, never padded with nulls
+# or "explained" by sniffing a different delimiter or a header further down.
+_CSV_DIALECT = "header = true, all_varchar = true, delim = ',', quote = '\"', escape = '\"', skip = 0, strict_mode = true"
+_CSV_REJECTS = ("ratatouille_csv_rejects", "ratatouille_csv_scans")
+_CSV_REJECTS_KEPT = 100  # per file: enough to name the first bad line, bounded when every line is bad
+_RERUN = "then re-materialize the partition"
+
 
 class IngestError(Exception):
     """A landing file could not be read against its contract. The message names file and fix."""
+
+
+class BadFile(IngestError):
+    """One landing file is unusable; ``str()`` is the whole message, the parts are kept for the quarantine."""
+
+    def __init__(self, file: str, *, source: str, day: str, reason: str, detail: str, action: str) -> None:
+        super().__init__(bad_file_message(file, source=source, day=day, reason=reason, detail=detail, action=action))
+        self.file, self.reason, self.detail, self.action = file, reason, detail, action
+
+
+class _Reject(Exception):
+    """Raised by the checks below; :func:`read_file` adds file, source and day to make a :class:`BadFile`."""
+
+    def __init__(self, reason: str, detail: str, action: str) -> None:
+        super().__init__(detail)
+        self.reason, self.detail, self.action = reason, detail, action
 
 
 @dataclasses.dataclass(frozen=True)
 class Batch:
     data: pa.Table
     files: tuple[str, ...]
+    quarantined: tuple[QuarantinedFile, ...] = ()
 
 
 def _lit(value: str) -> str:
@@ -36,6 +68,11 @@ def _lit(value: str) -> str:
 
 def join_landing(root: str, relative: str) -> str:
     return f"{root.rstrip('/')}/{relative}" if root.startswith("s3://") else os.path.join(root, relative)
+
+
+def relative_path(path: str, landing_root: str) -> str:
+    """How a file is named in lineage and messages: relative to the landing root (S3: the full URI)."""
+    return path if landing_root.startswith("s3://") else os.path.relpath(path, landing_root)
 
 
 def list_files(conn: duckdb.DuckDBPyConnection, landing_root: str, source: Source, day: str) -> list[str]:
@@ -47,62 +84,310 @@ def list_files(conn: duckdb.DuckDBPyConnection, landing_root: str, source: Sourc
     return [r[0] for r in rows]
 
 
-def _raw_relation(source: Source, path: str) -> str:
-    if source.format == "csv":
-        return f"read_csv({_lit(path)}, header = true, all_varchar = true)"
-    if source.format == "jsonl":
-        cols = ", ".join(f"{_lit(c)}: 'VARCHAR'" for c in source.columns)
-        return f"read_json({_lit(path)}, format = 'newline_delimited', columns = {{{cols}}})"
-    return f"read_parquet({_lit(path)})"
+def read_partition(
+    conn: duckdb.DuckDBPyConnection,
+    source: Source,
+    landing_root: str,
+    day: str,
+    run_id: str,
+    *,
+    quarantine_root: str | None = None,
+    max_file_bytes: int | None = None,
+) -> Batch:
+    """The day's good files for ``source`` as one Arrow table, each file once; bad files per ``on_bad_file``.
+
+    With ``on_bad_file: fail`` the first bad file raises :class:`BadFile` before anything is
+    quarantined. With ``quarantine`` each bad file is copied under ``quarantine_root`` and skipped.
+    """
+    ingested_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    tables, good, quarantined = [], [], []
+    for path in list_files(conn, landing_root, source, day):
+        try:
+            tables.append(read_file(
+                conn, source, path, landing_root=landing_root, day=day, run_id=run_id, ingested_at=ingested_at,
+                max_file_bytes=max_file_bytes,
+            ))
+            good.append(path)
+        except BadFile as bad:
+            if source.on_bad_file == "fail":
+                raise
+            quarantined.append(_quarantine(bad, path, source, day, run_id, quarantine_root))
+    data = _union(source, tables) if tables else empty_table(conn, source)
+    return Batch(data=data, files=tuple(good), quarantined=tuple(quarantined))
+
+
+def _quarantine(
+    bad: BadFile, path: str, source: Source, day: str, run_id: str, quarantine_root: str | None
+) -> QuarantinedFile:
+    if quarantine_root is None:
+        raise IngestError(
+            f"{bad} Source '{source.name}' quarantines bad files (on_bad_file: quarantine), "
+            "but no quarantine folder was given to the load: pass quarantine_root (settings.quarantine)."
+        ) from bad
+    return quarantine_file(
+        path, quarantine_root=quarantine_root, source=source.name, day=day, file=bad.file, reason=bad.reason,
+        detail=bad.detail, action=bad.action, run_id=run_id,
+    )
+
+
+def _union(source: Source, tables: list[pa.Table]) -> pa.Table:
+    """Concatenate by column name: declared columns first, then extra columns as first seen, lineage last."""
+    data = pa.concat_tables(tables, promote_options="permissive")
+    fixed = {*source.columns, *LINEAGE_COLUMNS}
+    extras = [c for c in data.column_names if c not in fixed]
+    return data.select([*source.columns, *extras, *LINEAGE_COLUMNS])
 
 
 def read_file(
     conn: duckdb.DuckDBPyConnection, source: Source, path: str, *, landing_root: str, day: str, run_id: str,
-    ingested_at: dt.datetime,
+    ingested_at: dt.datetime, max_file_bytes: int | None = None,
 ) -> pa.Table:
-    """One landing file -> Arrow with the declared columns (cast) and the lineage columns."""
-    relative = os.path.relpath(path, landing_root) if not landing_root.startswith("s3://") else path
+    """One landing file -> Arrow: declared columns cast, extra columns kept, lineage columns last.
+
+    Raises:
+        BadFile: the file is outside the landing zone, empty, too large, unreadable or breaks the contract.
+    """
+    file = relative_path(path, landing_root)
     try:
-        present = {row[0] for row in conn.execute(f"DESCRIBE SELECT * FROM {_raw_relation(source, path)}").fetchall()}
-    except duckdb.Error as exc:
-        raise IngestError(
-            f"{relative}: cannot be read as {source.format} for source '{source.name}': {exc}. "
-            "Fix or replace the file, then re-materialize the partition."
-        ) from exc
-    missing = [c for c in source.columns if c not in present]
-    if missing:
-        raise IngestError(
-            f"{relative}: column(s) {', '.join(missing)} declared for source '{source.name}' are missing "
-            f"(found: {', '.join(sorted(present))}). Send the columns, or change the contract in sources.yml."
+        _check_location(path, landing_root)
+        _check_size(conn, path, max_file_bytes)
+        present = _columns(conn, source, path)
+        extras = _check_columns(source, present)
+        relation = _data_relation(source, path, present)
+        casts = [f"CAST({quote_ident(c)} AS {t}) AS {quote_ident(c)}" for c, t in source.columns.items()]
+        lineage = [
+            f"DATE {_lit(day)} AS _landing_date",
+            f"{_lit(file)} AS _source_file",
+            f"TIMESTAMP {_lit(ingested_at.strftime('%Y-%m-%d %H:%M:%S.%f'))} AS _ingested_at",
+            f"{_lit(run_id)} AS _run_id",
+        ]
+        select = ", ".join([*casts, *map(quote_ident, extras), *lineage])
+        try:
+            return conn.execute(f"SELECT {select} FROM {relation}").to_arrow_table()
+        except duckdb.Error as exc:
+            raise _read_failure(conn, source, path, relation, present, exc) from exc
+    except _Reject as reject:
+        raise BadFile(
+            file, source=source.name, day=day, reason=reject.reason, detail=reject.detail, action=reject.action
+        ) from reject
+
+
+def _check_location(path: str, landing_root: str) -> None:
+    """Refuse, before opening it, a file that is not inside the landing root (by name or through a link)."""
+    root_parts = PurePath(landing_root).parts
+    parts = PurePath(path).parts
+    if parts[: len(root_parts)] != root_parts or ".." in parts[len(root_parts):]:
+        raise _Reject(
+            "unsafe_path", f"its path {path!r} has a '..' segment or is not under the landing root {landing_root!r}; "
+            "it was not read or copied",
+            f"Put the file itself under the source's landing folder, {_RERUN}.",
         )
-    select = ", ".join(f"CAST({quote_ident(c)} AS {t}) AS {quote_ident(c)}" for c, t in source.columns.items())
-    sql = (
-        f"SELECT {select}, DATE {_lit(day)} AS _landing_date, {_lit(relative)} AS _source_file, "
-        f"TIMESTAMP {_lit(ingested_at.strftime('%Y-%m-%d %H:%M:%S.%f'))} AS _ingested_at, {_lit(run_id)} AS _run_id "
-        f"FROM {_raw_relation(source, path)}"
-    )
+    if landing_root.startswith("s3://"):
+        return
+    real, root = os.path.realpath(path), os.path.realpath(landing_root)
+    if os.path.commonpath([real, root]) != root:
+        raise _Reject(
+            "unsafe_path", f"it resolves to {real!r}, outside the landing zone {root!r}; it was not read or copied",
+            f"Replace the link with the file itself, inside the landing zone, {_RERUN}.",
+        )
+
+
+def _check_size(conn: duckdb.DuckDBPyConnection, path: str, max_file_bytes: int | None) -> None:
+    # read_blob reads only the size here, not the content (same call on a local folder and on S3).
+    (size,) = conn.execute(f"SELECT size FROM read_blob({_lit(path)})").fetchone()
+    if size == 0:
+        raise _Reject(
+            "empty_file", "the file is empty (0 bytes)",
+            f"Re-send it with its data (a CSV needs at least its header line), or delete it if it was dropped "
+            f"by mistake; {_RERUN}.",
+        )
+    if max_file_bytes is not None and size > max_file_bytes:
+        raise _Reject(
+            "too_large", f"the file is {size:,} bytes, over the limit of {max_file_bytes:,} bytes "
+            "(RATATOUILLE_MAX_FILE_BYTES); single files are read whole, in memory, and not streamed yet",
+            f"Split it into several smaller files in the same folder, {_RERUN}.",
+        )
+
+
+def _columns(conn: duckdb.DuckDBPyConnection, source: Source, path: str) -> dict[str, str]:
+    """The file's column names and DuckDB types, in file order (a parse error here rejects the file)."""
+    if source.format == "csv":
+        relation = f"read_csv({_lit(path)}, {_CSV_DIALECT})"
+    elif source.format == "jsonl":
+        # Every line is parsed (sample_size = -1) so keys that appear late count, and bad lines show here.
+        relation = (
+            f"read_json({_lit(path)}, format = 'newline_delimited', records = true, sample_size = -1, "
+            "maximum_depth = 1)"
+        )
+    else:
+        relation = f"read_parquet({_lit(path)})"
     try:
-        return conn.execute(sql).to_arrow_table()
+        rows = conn.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()
     except duckdb.Error as exc:
-        raise IngestError(
-            f"{relative}: values do not match the contract of source '{source.name}': {exc}. "
-            "Correct the file, or the column type in sources.yml."
-        ) from exc
+        raise _parse_failure(conn, source, path, exc) from exc
+    return {row[0]: row[1] for row in rows}
 
 
-def read_partition(
-    conn: duckdb.DuckDBPyConnection, source: Source, landing_root: str, day: str, run_id: str
-) -> Batch:
-    """All of one day's files for ``source`` as one Arrow table (empty, with the schema, if none)."""
-    files = list_files(conn, landing_root, source, day)
-    ingested_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    tables = [
-        read_file(conn, source, f, landing_root=landing_root, day=day, run_id=run_id, ingested_at=ingested_at)
-        for f in files
-    ]
-    if not tables:
-        return Batch(data=empty_table(conn, source), files=())
-    return Batch(data=pa.concat_tables(tables), files=tuple(files))
+def _data_relation(source: Source, path: str, present: dict[str, str]) -> str:
+    """The scan the data is selected from: text formats as VARCHAR (cast afterwards), Parquet as stored."""
+    if source.format == "csv":
+        return f"read_csv({_lit(path)}, {_CSV_DIALECT})"
+    if source.format == "jsonl":
+        cols = ", ".join(f"{_lit(c)}: 'VARCHAR'" for c in present)
+        return f"read_json({_lit(path)}, format = 'newline_delimited', records = true, columns = {{{cols}}})"
+    return f"read_parquet({_lit(path)})"
+
+
+def _check_columns(source: Source, present: dict[str, str]) -> list[str]:
+    """The file's extra columns (additive drift, kept); a missing or renamed declared column rejects the file."""
+    extras = [c for c in present if c not in source.columns]
+    reserved = [c for c in extras if c in LINEAGE_COLUMNS]
+    if reserved:
+        raise _Reject(
+            "reserved_column", f"{_columns_phrase(reserved)} {_is(reserved)} reserved for lineage",
+            f"Rename or drop {_it(reserved)} in the file, {_RERUN}.",
+        )
+    missing = [c for c in source.columns if c not in present]
+    if not missing:
+        return extras
+    found = f"(found: {', '.join(present)})"
+    if extras:
+        raise _Reject(
+            "missing_columns",
+            f"{_columns_phrase(missing)} {_is(missing)} missing and {_columns_phrase(extras)} "
+            f"{_is(extras)} not in the contract {found}",
+            f"If {_quoted(missing)} {_is(missing)} now called {_quoted(extras)}, send {_it(missing)} as "
+            f"{_quoted(missing)} again or rename {_it(missing)} to {_quoted(extras)} in sources.yml; otherwise send "
+            f"{_quoted(missing)}, or change the contract in sources.yml; {_RERUN}.",
+        )
+    raise _Reject(
+        "missing_columns", f"{_columns_phrase(missing)} {_is(missing)} missing {found}",
+        f"Send {_it(missing)}, or change the contract in sources.yml; {_RERUN}.",
+    )
+
+
+def _quoted(names: list[str]) -> str:
+    return ", ".join(f"'{n}'" for n in names)
+
+
+def _columns_phrase(names: list[str]) -> str:
+    return ("column " if len(names) == 1 else "columns ") + _quoted(names)
+
+
+def _is(names: list[str]) -> str:
+    return "is" if len(names) == 1 else "are"
+
+
+def _it(names: list[str]) -> str:
+    return "it" if len(names) == 1 else "them"
+
+
+def _read_failure(
+    conn: duckdb.DuckDBPyConnection, source: Source, path: str, relation: str, present: dict[str, str],
+    exc: duckdb.Error,
+) -> _Reject:
+    """Why the cast select failed: values of a declared type that do not convert, else a parse error."""
+    if isinstance(exc, (duckdb.ConversionException, duckdb.BinderException)):
+        try:
+            problems = _cast_problems(conn, source, relation, present)
+        except duckdb.Error as scan_exc:  # the diagnostic scan met what the cast hid: a broken file
+            return _parse_failure(conn, source, path, scan_exc)
+        if problems:
+            bad = [c for c, _ in problems]
+            return _Reject(
+                "type_mismatch", "; ".join(text for _, text in problems),
+                f"Send {_quoted(bad)} as {_types(source, bad)}, or change the type in sources.yml; {_RERUN}.",
+            )
+    return _parse_failure(conn, source, path, exc)
+
+
+def _types(source: Source, columns: list[str]) -> str:
+    return ", ".join(source.columns[c] for c in columns)
+
+
+def _cast_problems(
+    conn: duckdb.DuckDBPyConnection, source: Source, relation: str, present: dict[str, str]
+) -> list[tuple[str, str]]:
+    """(column, description) for each declared column whose values do not convert to the declared type.
+
+    One scan per column, on the failure path only: a column whose stored type cannot be cast at all
+    (a binder error) must not hide the others.
+    """
+    problems = []
+    for column, typ in source.columns.items():
+        q = quote_ident(column)
+        stored = f" (the file stores it as {present[column]})" if source.format == "parquet" else ""
+        try:
+            count, example = conn.execute(
+                f"SELECT count(*), any_value({q}::VARCHAR) FROM {relation} "
+                f"WHERE {q} IS NOT NULL AND TRY_CAST({q} AS {typ}) IS NULL"
+            ).fetchone()
+        except duckdb.BinderException:
+            problems.append((column, f"column '{column}' is {present[column]} in the file, which cannot become {typ}"))
+            continue
+        if count:
+            problems.append(
+                (column, f"column '{column}' has {count} value(s) that are not {typ}, e.g. {example[:60]!r}{stored}")
+            )
+    return problems
+
+
+def _parse_failure(conn: duckdb.DuckDBPyConnection, source: Source, path: str, exc: duckdb.Error) -> _Reject:
+    """Name the format problem; for text formats the encoding is checked first, as it is the fix to name."""
+    if source.format != "parquet" and not _is_utf8(conn, path):
+        return _Reject(
+            "not_utf8", "the file is not UTF-8 encoded text",
+            f"Re-export it as UTF-8 (for example: iconv -f latin1 -t utf-8), {_RERUN}.",
+        )
+    if source.format == "csv":
+        return _Reject(
+            "csv_parse_error", f"it is not valid CSV: {_first_csv_error(conn, path) or _duck_message(exc)}",
+            "Every row needs as many comma-separated fields as the header line, with \"-quoted text for values "
+            f"containing commas; fix the rows or re-export the file, {_RERUN}.",
+        )
+    if source.format == "jsonl":
+        return _Reject(
+            "invalid_json", f"it is not valid JSON lines: {_duck_message(exc)}",
+            f"Each line must be one complete JSON object; fix or re-export the file, {_RERUN}.",
+        )
+    return _Reject(
+        "corrupt_parquet", f"it cannot be read as Parquet (truncated or corrupt): {_duck_message(exc)}",
+        f"Re-export or re-send the file, {_RERUN}.",
+    )
+
+
+def _is_utf8(conn: duckdb.DuckDBPyConnection, path: str) -> bool:
+    try:
+        conn.execute(f"SELECT length(content) FROM read_text({_lit(path)})").fetchall()
+    except duckdb.InvalidInputException:
+        return False
+    return True
+
+
+def _first_csv_error(conn: duckdb.DuckDBPyConnection, path: str) -> str | None:
+    """'line N: what is wrong (the line)' for the earliest bad CSV row DuckDB's rejects table recorded."""
+    errors, scans = _CSV_REJECTS
+    try:
+        conn.execute(
+            f"SELECT count(*) FROM read_csv({_lit(path)}, {_CSV_DIALECT}, store_rejects = true, "
+            f"rejects_limit = {_CSV_REJECTS_KEPT}, rejects_table = '{errors}', rejects_scan = '{scans}')"
+        ).fetchall()
+        row = conn.execute(
+            f"SELECT line, error_message, csv_line FROM {errors} "
+            f"WHERE scan_id = (SELECT max(scan_id) FROM {scans}) ORDER BY line LIMIT 1"
+        ).fetchone()
+    except duckdb.Error:
+        return None
+    if row is None:
+        return None
+    line, message, text = row
+    return f"line {line}: {message} ({(text or '')[:200]!r})"
+
+
+def _duck_message(exc: duckdb.Error) -> str:
+    """DuckDB's first error line, without its 'Invalid Input Error:' prefix or the SQL it quotes."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return re.sub(r"^[A-Za-z ]*Error: ", "", first).strip().rstrip(".")
 
 
 def empty_table(conn: duckdb.DuckDBPyConnection, source: Source) -> pa.Table:

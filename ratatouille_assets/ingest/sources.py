@@ -9,6 +9,8 @@ from pathlib import Path
 import yaml
 
 FORMATS = {"csv": ".csv", "jsonl": ".jsonl", "parquet": ".parquet"}
+# What a bad landing file does to its partition: set it aside and load the rest, or stop the load.
+ON_BAD_FILE = ("quarantine", "fail")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _TYPE = re.compile(
     r"^(varchar|text|string|bigint|integer|int|smallint|double|float|boolean|date|timestamp|timestamptz"
@@ -30,6 +32,7 @@ class Source:
     primary_key: tuple[str, ...]
     event_time: str
     description: str = ""
+    on_bad_file: str = "quarantine"
 
     def landing_glob(self, day: str) -> str:
         """The landing path pattern for one day, relative to the landing root."""
@@ -76,6 +79,9 @@ def parse_sources(document: dict, origin: str = "sources.yml") -> dict[str, Sour
         for key in [*pk, spec["event_time"]]:
             if key not in columns:
                 raise _fail(where, f"'{key}' is used as a key or event_time but is not a declared column")
+        on_bad_file = spec.get("on_bad_file", "quarantine")
+        if on_bad_file not in ON_BAD_FILE:
+            raise _fail(where, f"on_bad_file '{on_bad_file}' is not one of {', '.join(ON_BAD_FILE)}")
         out[name] = Source(
             name=name,
             format=fmt,
@@ -84,6 +90,7 @@ def parse_sources(document: dict, origin: str = "sources.yml") -> dict[str, Sour
             primary_key=tuple(pk),
             event_time=spec["event_time"],
             description=str(spec.get("description", "")).strip(),
+            on_bad_file=on_bad_file,
         )
     return out
 

@@ -4,13 +4,19 @@
   view per Iceberg table (``<namespace>.<table>`` over ``iceberg_scan``), so ``source('bronze', …)``
   and ``ref(…)`` read Iceberg with partition pruning and nothing is copied.
 - ``store``: called by the ``iceberg`` materialization with the model's staging view; reads it as
-  Arrow and writes it with :func:`ratatouille_assets.lakehouse.write.write_window`.
+  Arrow and writes it with :func:`ratatouille_assets.lakehouse.write.write_window`, then calls the
+  optional ``audit`` hook (``module:function`` in the plugin config) on the snapshot just written.
+  A hook that raises fails the model, so dbt skips everything downstream of it. The storage layer
+  knows nothing of the checks: the profile wires the quality package in.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import importlib
+import os
 import threading
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -27,6 +33,19 @@ REJECT_COLUMN = "_reject_reason"
 REJECTED_SUFFIX = "__rejected"
 REJECTED_ROWS_PROPERTY = "ratatouille.rejected-rows"
 REJECTED_REASON_PREFIX = "ratatouille.rejected."
+AUDIT_DIR_NAME = "ratatouille_audits"
+
+
+def audit_dir() -> Path:
+    """Where audit results of this dbt invocation go (dagster-dbt gives each invocation its own target)."""
+    return Path(os.environ.get("DBT_TARGET_PATH") or "target") / AUDIT_DIR_NAME
+
+
+def _load_hook(spec: str | None):
+    if not spec:
+        return None
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 class Plugin(BasePlugin):
@@ -34,6 +53,7 @@ class Plugin(BasePlugin):
         self._catalog = None
         self._conn: DuckDBPyConnection | None = None
         self._lock = threading.Lock()
+        self._audit = _load_hook(plugin_config.get("audit"))
 
     @property
     def catalog(self):
@@ -72,6 +92,8 @@ class Plugin(BasePlugin):
             with self._lock:
                 result = write_window(self.catalog, f"{namespace}.{table}", data, extra_properties=extra, **common)
             duck.point_view(cursor, namespace, table, result.metadata_location)
+            if self._audit is not None:
+                self._audit(f"{namespace}.{table}", result.metadata_location, window, audit_dir())
         finally:
             cursor.close()
 

@@ -1,0 +1,111 @@
+"""Audit a freshly written window of a table against its Soda checks.
+
+Called from the bronze assets and, through the dbt plugin's ``audit`` hook, right after each dbt
+model is written, so a failing blocking check stops downstream models inside the same dbt run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import functools
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from ratatouille_assets.lakehouse.catalog import load_catalog
+from ratatouille_assets.lakehouse.duck import quote_ident
+from ratatouille_assets.lakehouse.write import Window
+from ratatouille_assets.quality.scan import CheckOutcome, run_checks
+from ratatouille_assets.quality.sodacl import DatasetChecks, load_checks
+from ratatouille_assets.settings import Settings, get_settings
+
+
+class QualityGateError(Exception):
+    """A blocking check failed on data that was just written; downstream must not run."""
+
+
+def _checks(soda_dir: Path) -> dict[str, DatasetChecks]:
+    """The parsed SodaCL files, re-read when any of them changes (edits apply without a restart)."""
+    stamp = tuple(sorted((str(p), p.stat().st_mtime_ns) for p in Path(soda_dir).glob("*/*.yml")))
+    return _parse_checks(Path(soda_dir), stamp)
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_checks(soda_dir: Path, stamp: tuple) -> dict[str, DatasetChecks]:
+    return load_checks(soda_dir)
+
+
+def window_filter(window: Window | None) -> str | None:
+    if window is None:
+        return None
+    return f"{quote_ident(window.column)} BETWEEN DATE '{window.start}' AND DATE '{window.end}'"
+
+
+def window_now(window: Window | None) -> dt.datetime | None:
+    """Soda's NOW for a window: midnight after its last day (None: the real now)."""
+    if window is None:
+        return None
+    return dt.datetime.combine(window.end + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+
+
+def audit_table(
+    identifier: str,
+    metadata_location: str,
+    *,
+    window: Window | None,
+    settings: Settings | None = None,
+    resolve: Callable[[str], str] | None = None,
+) -> list[CheckOutcome]:
+    """Run the Soda checks of ``identifier`` (``layer.table``) over ``window`` of the snapshot just written."""
+    settings = settings or get_settings()
+    dataset = _checks(settings.soda_dir).get(identifier)
+    if dataset is None:
+        return []
+    if resolve is None:
+        catalog = load_catalog(settings)
+        layer = identifier.split(".")[0]
+        resolve = lambda name: catalog.load_table(f"{layer}.{name}").metadata_location  # noqa: E731
+    return run_checks(
+        dataset, metadata_location, settings=settings, row_filter=window_filter(window), now=window_now(window),
+        resolve=resolve,
+    )
+
+
+def blocked_message(identifier: str, outcomes: list[CheckOutcome]) -> str | None:
+    blocked = [o for o in outcomes if o.blocks]
+    if not blocked:
+        return None
+    details = "; ".join(f"{o.name} ({o.message})" for o in blocked)
+    return f"{identifier}: blocking quality check(s) failed, downstream assets will not run: {details}"
+
+
+def to_json(outcomes: list[CheckOutcome]) -> str:
+    return json.dumps([dataclasses.asdict(o) for o in outcomes], default=str)
+
+
+def from_json(text: str) -> list[CheckOutcome]:
+    out = []
+    for item in json.loads(text):
+        item["samples"] = tuple(item.get("samples") or ())
+        out.append(CheckOutcome(**item))
+    return out
+
+
+def dbt_audit_hook(identifier: str, metadata_location: str, window: Window | None, audit_dir: Path) -> None:
+    """The dbt plugin's ``audit`` hook: record outcomes for Dagster, raise if a blocking check failed."""
+    outcomes = audit_table(identifier, metadata_location, window=window)
+    if not outcomes:
+        return
+    audit_dir.mkdir(parents=True, exist_ok=True)
+    (audit_dir / f"{identifier}.json").write_text(to_json(outcomes))
+    message = blocked_message(identifier, outcomes)
+    if message:
+        raise QualityGateError(message)
+
+
+def read_audits(audit_dir: Path) -> dict[str, list[CheckOutcome]]:
+    if not audit_dir.is_dir():
+        return {}
+    return {p.stem: from_json(p.read_text()) for p in sorted(audit_dir.glob("*.json"))}
+

@@ -1,0 +1,215 @@
+"""Quality gates with real Soda scans over real Iceberg tables, and their effect on Dagster runs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ratatouille_assets.definitions import build_definitions
+from ratatouille_assets.ingest.generator import SampleSpec, generate
+from ratatouille_assets.lakehouse.catalog import load_catalog
+from ratatouille_assets.lakehouse.write import Window, write_window
+from ratatouille_assets.quality.audit import audit_table
+from ratatouille_assets.quality.sodacl import SodaConfigError, check_name, load_checks, parse_file
+from ratatouille_assets.settings import get_settings
+from tests.conftest import use_home
+
+ROOT = Path(__file__).resolve().parent.parent
+D1, D2 = dt.date(2024, 1, 1), dt.date(2024, 1, 2)
+
+
+def silver_orders(rows: list[dict]) -> pa.Table:
+    base = {"order_id": None, "customer_id": 1, "order_ts": dt.datetime(2024, 1, 1, 20), "order_date": D1,
+            "status": "placed", "currency": "EUR", "ship_country": "DE", "updated_at": dt.datetime(2024, 1, 1, 20)}
+    return pa.Table.from_pylist([{**base, **r} for r in rows])
+
+
+def write_orders(settings, rows: list[dict], day: dt.date = D1) -> str:
+    result = write_window(load_catalog(settings), "silver.orders", silver_orders(rows),
+                          window=Window("order_date", day, day), run_id="test")
+    return result.metadata_location
+
+
+def outcomes_by_name(settings, location: str, day: dt.date = D1) -> dict:
+    return {o.name: o for o in audit_table("silver.orders", location, window=Window("order_date", day, day), settings=settings)}
+
+
+def test_check_names_are_stable_identifiers():
+    assert check_name("row_count > 0") == "row_count_gt_0"
+    assert check_name("missing_count(order_id) = 0") == "missing_count_order_id_eq_0"
+    assert check_name("missing_percent(x) < 5%") == "missing_percent_x_lt_5_pct"
+    checks = load_checks(ROOT / "soda")
+    assert {d.layer for d in checks.values()} == {"bronze", "silver", "gold"}
+    assert len(checks) == 14  # every table of every layer
+    warn_only = [c.name for c in checks["silver.customers"].checks if not c.blocking]
+    assert warn_only == ["names_mostly_present"]
+
+
+def test_clean_partition_passes_every_check(settings):
+    rows = [{"order_id": f"O{i}", "customer_id": i, "ship_country": c, "currency": cur}
+            for i, (c, cur) in enumerate([("DE", "EUR"), ("US", "USD"), ("GB", "GBP"), ("UNKNOWN", "CHF")])]
+    outcomes = outcomes_by_name(settings, write_orders(settings, rows))
+    assert len(outcomes) == len(load_checks(settings.soda_dir)["silver.orders"].checks)
+    assert {n: o.outcome for n, o in outcomes.items() if not o.passed} == {}
+
+
+def test_each_kind_of_dirt_fails_exactly_its_check(settings):
+    rows = [
+        {"order_id": "O1"},
+        {"order_id": "O1"},                                   # duplicate key
+        {"order_id": "O2", "currency": "XXX"},                # unknown currency
+        {"order_id": "O3", "customer_id": None},              # missing customer
+        {"order_id": "O4", "ship_country": " de"},            # not canonical
+        {"order_id": "O5", "status": "lost"},                 # invalid status
+    ]
+    outcomes = outcomes_by_name(settings, write_orders(settings, rows))
+    failed = {n: o for n, o in outcomes.items() if not o.passed}
+    assert set(failed) == {
+        "duplicate_count_order_id_eq_0", "invalid_count_currency_eq_0", "missing_count_customer_id_eq_0",
+        "country_codes_canonical", "invalid_count_status_eq_0",
+    }
+    assert all(o.outcome == "fail" and o.blocks for o in failed.values())
+    currency = failed["invalid_count_currency_eq_0"]
+    assert currency.value == 1 and currency.failing_rows == 1
+    assert currency.thresholds["fail"]  # the threshold the value was compared with
+    assert [s["order_id"] for s in currency.samples] == ["O2"]  # sample failing keys
+    assert [s["order_id"] for s in failed["missing_count_customer_id_eq_0"].samples] == ["O3"]
+
+
+def test_checks_see_only_the_partition_just_written(settings):
+    write_orders(settings, [{"order_id": "O1", "currency": "XXX"}], day=D1)
+    location = write_orders(settings, [{"order_id": "O9", "order_date": D2, "order_ts": dt.datetime(2024, 1, 2, 22)}], day=D2)
+    assert all(o.passed for o in outcomes_by_name(settings, location, day=D2).values())
+    assert not outcomes_by_name(settings, location, day=D1)["invalid_count_currency_eq_0"].passed
+
+
+def test_freshness_is_measured_against_the_end_of_the_partition(settings):
+    stale = {"order_id": "O1", "order_ts": dt.datetime(2023, 12, 30, 8), "order_date": D1}
+    fresh = {"order_id": "O2", "order_ts": dt.datetime(2024, 1, 1, 23)}
+    name = "newest_order_within_a_day_of_the_window_end"
+    assert not outcomes_by_name(settings, write_orders(settings, [stale]))[name].passed
+    assert outcomes_by_name(settings, write_orders(settings, [fresh]))[name].passed
+
+
+def copy_soda(tmp_path: Path, monkeypatch) -> Path:
+    soda = tmp_path / "soda"
+    shutil.copytree(ROOT / "soda", soda)
+    monkeypatch.setenv("RATATOUILLE_SODA_DIR", str(soda))
+    get_settings.cache_clear()
+    return soda
+
+
+def test_changing_a_threshold_in_yaml_changes_the_outcome(settings, tmp_path, monkeypatch):
+    soda = copy_soda(tmp_path, monkeypatch)
+    location = write_orders(get_settings(), [{"order_id": f"O{i}"} for i in range(3)])
+    assert outcomes_by_name(get_settings(), location)["row_count_gt_0"].passed
+    text = (soda / "silver" / "orders.yml").read_text().replace("- row_count > 0", "- row_count > 10:\n      name: row_count_gt_0")
+    (soda / "silver" / "orders.yml").write_text(text)
+    outcome = outcomes_by_name(get_settings(), location)["row_count_gt_0"]
+    assert outcome.outcome == "fail" and outcome.value == 3
+
+
+def test_bad_soda_files_are_named(tmp_path):
+    bad = tmp_path / "silver" / "orders.yml"
+    bad.parent.mkdir()
+    bad.write_text("checks for order:\n  - row_count > 0\n")
+    with pytest.raises(SodaConfigError, match="orders.yml: expected exactly one section 'checks for orders:'"):
+        parse_file(bad, "silver")
+    bad.write_text("checks for orders:\n  - row_count > 0\n  - row_count > 0\n")
+    with pytest.raises(SodaConfigError, match="both get the name 'row_count_gt_0'"):
+        parse_file(bad, "silver")
+
+
+# --- gates in real Dagster runs -------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def bronze_loaded(tmp_path_factory):
+    """Two days of sample data with bronze materialized; each test runs silver and gold itself."""
+    with pytest.MonkeyPatch.context() as mp:
+        home = tmp_path_factory.mktemp("gates")
+        settings = use_home(mp, home)
+        generate(SampleSpec(days=2, rows_per_day=300, seed=3), settings.landing)
+        with dg.instance_for_test() as instance:
+            defs = build_definitions()
+            for day in ("2024-01-01", "2024-01-02"):
+                dg.materialize(list(defs.assets), selection=dg.AssetSelection.groups("bronze"), partition_key=day,
+                               instance=instance, resources=dict(defs.resources))
+            yield home, instance
+
+
+def run_silver_gold(instance, partition_key: str = "2024-01-01") -> dg.ExecuteInProcessResult:
+    defs = build_definitions()
+    return dg.materialize(list(defs.assets), selection=dg.AssetSelection.groups("silver", "gold"),
+                          partition_key=partition_key, instance=instance, resources=dict(defs.resources),
+                          raise_on_error=False)
+
+
+def materialized(result: dg.ExecuteInProcessResult) -> set[str]:
+    return {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()
+            for e in [e.event_specific_data.materialization]}
+
+
+def checks(result: dg.ExecuteInProcessResult) -> dict[str, tuple[bool, str]]:
+    return {f"{e.asset_key.to_user_string()}:{e.check_name}": (e.passed, e.severity.value)
+            for e in result.get_asset_check_evaluations()}
+
+
+def test_blocking_check_on_silver_stops_gold_and_warn_does_not(bronze_loaded, tmp_path):
+    home, instance = bronze_loaded
+    with pytest.MonkeyPatch.context() as mp:
+        use_home(mp, home)
+        soda = copy_soda(tmp_path, mp)
+
+        # A warn-only check that fails: reported WARN, gold still materializes.
+        path = soda / "silver" / "orders.yml"
+        original = path.read_text()
+        path.write_text(original + "  - row_count < 5:\n      name: tiny_partition\n      warn: when >= 5\n")
+        result = run_silver_gold(instance)
+        assert result.success
+        assert checks(result)["silver/orders:tiny_partition"] == (False, "WARN")
+        assert {"silver/orders", "gold/fct_order_lines", "gold/kpi_daily_sales"} <= materialized(result)
+
+        # The same rule as a fail threshold: silver is written and flagged, gold does not run.
+        path.write_text(original + "  - row_count < 5:\n      name: tiny_partition\n")
+        result = run_silver_gold(instance)
+        assert not result.success
+        assert checks(result)["silver/orders:tiny_partition"] == (False, "ERROR")
+        done = materialized(result)
+        assert "silver/orders" in done
+        assert not done & {"gold/fct_order_lines", "gold/kpi_daily_sales"}
+        # Unrelated branches still complete (dimensions do not depend on orders).
+        assert {"silver/customers", "gold/dim_customers"} <= done
+
+
+def test_dbt_test_failure_is_a_blocking_asset_check(bronze_loaded):
+    graph = build_definitions().resolve_asset_graph()
+    specs = {k.name: graph.get_check_spec(k) for k in graph.asset_check_keys}
+    assert specs["unique_orders_order_id"].blocking
+    assert specs["duplicate_count_order_id_eq_0"].blocking
+    assert not specs["names_mostly_present"].blocking
+
+
+def test_quarantined_files_are_metadata_and_a_warning_check(settings):
+    generate(SampleSpec(days=1, rows_per_day=300, seed=5), settings.landing)
+    day_dir = Path(settings.landing) / "order_items" / "2024-01-01"
+    good_rows = sum(pq.read_metadata(p).num_rows for p in day_dir.glob("*.parquet"))
+    (day_dir / "broken.parquet").write_bytes(b"PAR1 not really parquet")
+    defs = build_definitions()
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(list(defs.assets), selection=dg.AssetSelection.assets(dg.AssetKey(["bronze", "order_items"])),
+                                partition_key="2024-01-01", instance=instance, resources=dict(defs.resources))
+        assert result.success  # one bad file does not stop the day
+        (event,) = result.get_asset_materialization_events()
+        metadata = event.event_specific_data.materialization.metadata
+        assert metadata["quarantined_files"].value == 1
+        assert metadata["dagster/row_count"].value == good_rows
+        check = checks(result)["bronze/order_items:no_quarantined_files"]
+        assert check == (False, "WARN")
+    sidecar = Path(settings.quarantine) / "order_items" / "2024-01-01" / "broken.parquet.reason.json"
+    assert "corrupt_parquet" in sidecar.read_text()
