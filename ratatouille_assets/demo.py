@@ -63,6 +63,7 @@ def run_pipeline(days: list[str], instance: dg.DagsterInstance | None = None) ->
         )
         print(f"  bronze   {day}  run {result.run_id[:8]}", flush=True)
         runs.append(result.run_id)
+        evaluations += result.get_asset_check_evaluations()
     seconds["bronze"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
