@@ -21,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = {
         "generate": ("write deterministic, dirty sample data to the landing zone", "ratatouille_assets.ingest.generator"),
         "demo": ("generate sample data and materialize every asset for the sample days", "ratatouille_assets.demo"),
+        "backfill": ("backfill days through every layer on the running webserver (like the UI)", "ratatouille_assets.client"),
         "tables": ("list Iceberg tables with row counts and metadata locations (for iceberg_scan)", None),
     }
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:

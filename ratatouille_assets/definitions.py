@@ -7,6 +7,14 @@ from __future__ import annotations
 
 import dagster as dg
 
+from ratatouille_assets.defs.automation import (
+    automation_sensor,
+    daily_schedule,
+    failure_sensor,
+    gold_freshness,
+    landing_sensor,
+    propagate,
+)
 from ratatouille_assets.defs.bronze import build_bronze
 from ratatouille_assets.defs.checks import unknown_datasets
 from ratatouille_assets.defs.dbt import build_dbt_assets, dbt_project, dbt_resource
@@ -30,14 +38,28 @@ def build_definitions() -> dg.Definitions:
         selection=dg.AssetSelection.groups(*LAYERS),
         description="bronze -> silver -> gold for the selected partition(s)",
     )
-    assets = [*build_bronze(sources, partitions, datasets), *build_dbt_assets(project, partitions, datasets)]
+    assets = [
+        *build_bronze(sources, partitions, datasets, settings.bronze_partitions_per_run),
+        *build_dbt_assets(project, partitions, datasets, propagate(settings.automation_lookback_days)),
+    ]
     keys = {key for a in assets for key in (a.keys if isinstance(a, dg.AssetsDefinition) else [a.key])}
     orphans = unknown_datasets(datasets, keys)
     if orphans:
         raise SodaConfigError("SodaCL files for datasets that are not assets: " + ", ".join(orphans))
+    gold_daily = [k for a in assets if isinstance(a, dg.AssetsDefinition) and a.partitions_def
+                  for k in a.keys if k.path[0] == "gold"]
+    freshness_checks, freshness_sensor = gold_freshness(settings, gold_daily)
     return dg.Definitions(
         assets=assets,
+        asset_checks=freshness_checks,
         jobs=[everything],
+        schedules=[daily_schedule(everything, settings)],
+        sensors=[
+            landing_sensor(sources, partitions, settings),
+            automation_sensor(settings),
+            freshness_sensor,
+            failure_sensor(settings),
+        ],
         resources={"lakehouse": LakehouseResource(), "dbt": dbt_resource(project)},
     )
 

@@ -54,6 +54,12 @@ class Settings:
     first_partition: str
     timezone: str
     commit_retries: int
+    sensor_interval_seconds: int
+    automation_lookback_days: int
+    schedule_hour: int
+    schedule_enabled: bool
+    freshness_hours: int
+    bronze_partitions_per_run: int
     max_file_bytes: int
     s3_endpoint: str | None = None
     s3_region: str | None = None
@@ -112,6 +118,12 @@ def load_settings(environ_home: str | None = None) -> Settings:
         first_partition=_env("FIRST_PARTITION", "2024-01-01"),
         timezone=_env("TIMEZONE", "UTC"),
         commit_retries=int(_env("COMMIT_RETRIES", "8")),
+        sensor_interval_seconds=int(_env("SENSOR_INTERVAL_SECONDS", "30")),
+        automation_lookback_days=int(_env("AUTOMATION_LOOKBACK_DAYS", "30")),
+        schedule_hour=int(_env("SCHEDULE_HOUR", "1")),
+        schedule_enabled=_env("SCHEDULE_ENABLED", "false").lower() in ("1", "true", "yes"),
+        freshness_hours=int(_env("FRESHNESS_HOURS", "6")),
+        bronze_partitions_per_run=int(_env("BRONZE_PARTITIONS_PER_RUN", "10")),
         max_file_bytes=int(_env("MAX_FILE_BYTES", str(2 * 1024**3))),
         s3_endpoint=_env("S3_ENDPOINT", "") or None,
         s3_region=_env("S3_REGION", "") or None,

@@ -58,6 +58,13 @@ def landing_views(conn: duckdb.DuckDBPyConnection, landing: str) -> None:
 
 def kpi_daily_sales(conn: duckdb.DuckDBPyConnection, landing: str, day: dt.date, reporting: str = "USD") -> list[tuple]:
     """(order_date, country, orders, order_lines, units, revenue, avg_order_value) sorted by country."""
+    return kpi_daily_sales_range(conn, landing, day, day, reporting)
+
+
+def kpi_daily_sales_range(
+    conn: duckdb.DuckDBPyConnection, landing: str, first: dt.date, last: dt.date, reporting: str = "USD"
+) -> list[tuple]:
+    """The KPI rows of every day in ``first``..``last``, sorted by day and country."""
     landing_views(conn, landing)
     accepted = ", ".join(f"'{c}'" for c in ACCEPTED)
     return conn.execute(f"""
@@ -68,12 +75,12 @@ def kpi_daily_sales(conn: duckdb.DuckDBPyConnection, landing: str, day: dt.date,
             JOIN clean_items i ON i.order_id = o.order_id
             JOIN clean_fx fx ON fx.rate_date = o.order_date AND fx.currency = o.currency
             JOIN clean_fx rep ON rep.rate_date = o.order_date AND rep.currency = '{reporting}'
-            WHERE o.order_date = DATE '{day}'
+            WHERE o.order_date BETWEEN DATE '{first}' AND DATE '{last}'
               AND o.currency IN ({accepted}) AND o.customer_id IS NOT NULL
               AND o.status <> 'cancelled'
               AND i.quantity > 0 AND i.unit_price >= 0
         )
         SELECT order_date, country, count(DISTINCT order_id), count(*), sum(quantity),
                sum(amount)::DECIMAL(18, 2), round(sum(amount) / count(DISTINCT order_id), 2)::DECIMAL(18, 2)
-        FROM priced GROUP BY ALL ORDER BY country
+        FROM priced GROUP BY ALL ORDER BY order_date, country
     """).fetchall()

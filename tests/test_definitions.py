@@ -35,12 +35,19 @@ def graph_snapshot(defs: dg.Definitions) -> dict:
             "group": node.group_name,
             "kinds": sorted(node.kinds),
             "partitions": f"{type(partitions).__name__}({partitions.start:%Y-%m-%d}, {partitions.timezone})" if partitions else None,
-            "backfill_policy": str(node.backfill_policy.policy_type) if node.backfill_policy else None,
+            "backfill_policy": repr(node.backfill_policy) if node.backfill_policy else None,
+            "automation": node.automation_condition.get_label() if node.automation_condition else None,
             "deps": deps,
             "checks": {c.name: "blocking" if graph.get_check_spec(c).blocking else "warn" for c in sorted(node.check_keys, key=lambda c: c.name)},
         }
     jobs = sorted(j.name for j in defs.jobs or [])
-    return {"assets": assets, "jobs": jobs}
+    sensors = {s.name: str(s.default_status.value) for s in defs.sensors or []}
+    schedules = {
+        name: f"{s.cron_schedule} {s.execution_timezone} {s.default_status.value}"
+        for name in sorted(x.name for x in defs.schedules or [])
+        for s in [defs.resolve_schedule_def(name)]
+    }
+    return {"assets": assets, "jobs": jobs, "sensors": sensors, "schedules": schedules}
 
 
 def test_asset_graph_matches_snapshot(settings):

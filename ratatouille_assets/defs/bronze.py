@@ -15,7 +15,7 @@ from ratatouille_assets.ingest.bronze import BRONZE, bronze_identifier, load_day
 from ratatouille_assets.ingest.sources import Source
 from ratatouille_assets.ingest.readers import PARTITION_COLUMN
 from ratatouille_assets.lakehouse.tables import describe
-from ratatouille_assets.lakehouse.write import Window
+from ratatouille_assets.lakehouse.write import RetryPolicy, Window
 from ratatouille_assets.quality.audit import audit_table
 from ratatouille_assets.quality.sodacl import DatasetChecks
 
@@ -34,7 +34,10 @@ def landing_spec(source: Source) -> dg.AssetSpec:
 
 
 def bronze_asset(
-    source: Source, partitions_def: dg.PartitionsDefinition, datasets: dict[str, DatasetChecks]
+    source: Source,
+    partitions_def: dg.PartitionsDefinition,
+    datasets: dict[str, DatasetChecks],
+    backfill_policy: dg.BackfillPolicy | None = None,
 ) -> dg.AssetsDefinition:
     schema = dg.TableSchema(columns=[dg.TableColumn(name, type) for name, type in source.columns.items()])
     key = dg.AssetKey([BRONZE, source.name])
@@ -44,6 +47,7 @@ def bronze_asset(
         check_specs=[*soda_check_specs(datasets, key), quarantine_check_spec(key)],
         deps=[dg.AssetKey([LANDING, source.name])],
         partitions_def=partitions_def,
+        backfill_policy=backfill_policy,
         group_name=BRONZE,
         kinds={"iceberg", "duckdb"},
         description=source.description or f"Landing files of {source.name}, as they came.",
@@ -63,6 +67,7 @@ def bronze_asset(
                 load = load_day(
                     conn, catalog, source, settings.landing, day, context.run.run_id,
                     quarantine_root=settings.quarantine, max_file_bytes=settings.max_file_bytes,
+                    retry=RetryPolicy(attempts=settings.commit_retries),
                 )
                 for q in load.quarantined:
                     context.log.warning(f"quarantined {q.file}: {q.message}")
@@ -90,8 +95,14 @@ def bronze_asset(
 
 
 def build_bronze(
-    sources: dict[str, Source], partitions_def: dg.PartitionsDefinition, datasets: dict[str, DatasetChecks]
+    sources: dict[str, Source],
+    partitions_def: dg.PartitionsDefinition,
+    datasets: dict[str, DatasetChecks],
+    partitions_per_run: int = 1,
 ) -> list:
+    """Landing specs and bronze assets. A backfill loads ``partitions_per_run`` days per run, several
+    runs in parallel: per-run start-up is amortized, the write path keeps parallel commits safe."""
+    policy = dg.BackfillPolicy.multi_run(max_partitions_per_run=partitions_per_run)
     return [landing_spec(s) for s in sources.values()] + [
-        bronze_asset(s, partitions_def, datasets) for s in sources.values()
+        bronze_asset(s, partitions_def, datasets, policy) for s in sources.values()
     ]

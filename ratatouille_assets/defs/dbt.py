@@ -78,7 +78,15 @@ def is_partitioned(props: Mapping[str, Any]) -> bool:
 
 
 class LayerTranslator(DagsterDbtTranslator):
-    """Keys ``[layer, table]``, groups per layer, Iceberg as a kind, late-arrival partition mappings."""
+    """Keys ``[layer, table]``, groups per layer, Iceberg as a kind, late-arrival partition mappings,
+    and one automation condition for every model (see defs/automation.py)."""
+
+    def __init__(self, *, automation_condition: dg.AutomationCondition | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._automation_condition = automation_condition
+
+    def get_automation_condition(self, dbt_resource_props: Mapping[str, Any]) -> dg.AutomationCondition | None:
+        return self._automation_condition
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
         if dbt_resource_props["resource_type"] == "source":
@@ -211,10 +219,15 @@ def checked_dbt_assets(
 
 
 def build_dbt_assets(
-    project: DbtProject, partitions_def: dg.PartitionsDefinition, datasets: dict[str, DatasetChecks]
+    project: DbtProject,
+    partitions_def: dg.PartitionsDefinition,
+    datasets: dict[str, DatasetChecks],
+    automation_condition: dg.AutomationCondition | None = None,
 ) -> list[dg.AssetsDefinition]:
     manifest = json.loads(Path(project.manifest_path).read_text())
-    translator = LayerTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
+    translator = LayerTranslator(
+        settings=DagsterDbtTranslatorSettings(enable_asset_checks=True), automation_condition=automation_condition
+    )
 
     @checked_dbt_assets(
         manifest=manifest,

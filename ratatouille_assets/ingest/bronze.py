@@ -11,7 +11,7 @@ from pyiceberg.catalog import Catalog
 from ratatouille_assets.ingest.quarantine import QuarantinedFile
 from ratatouille_assets.ingest.readers import PARTITION_COLUMN, read_partition
 from ratatouille_assets.ingest.sources import Source
-from ratatouille_assets.lakehouse.write import Window, WriteResult, write_window
+from ratatouille_assets.lakehouse.write import RetryPolicy, Window, WriteResult, write_window
 
 BRONZE = "bronze"
 
@@ -38,6 +38,7 @@ def load_day(
     *,
     quarantine_root: str | None = None,
     max_file_bytes: int | None = None,
+    retry: RetryPolicy | None = None,
 ) -> BronzeLoad:
     """Replace bronze partition ``day`` of ``source`` with that day's good landing files (idempotent).
 
@@ -54,6 +55,7 @@ def load_day(
         batch.data,
         window=Window(PARTITION_COLUMN, date, date),
         run_id=run_id,
+        retry=retry,
         partition_key=day,
         extra_properties={
             "ratatouille.files": str(len(batch.files)),

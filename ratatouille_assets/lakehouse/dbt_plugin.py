@@ -27,7 +27,8 @@ from duckdb import DuckDBPyConnection
 
 from ratatouille_assets.lakehouse import duck
 from ratatouille_assets.lakehouse.catalog import load_catalog
-from ratatouille_assets.lakehouse.write import Window, write_window
+from ratatouille_assets.lakehouse.write import RetryPolicy, Window, write_window
+from ratatouille_assets.settings import get_settings
 
 REJECT_COLUMN = "_reject_reason"
 REJECTED_SUFFIX = "__rejected"
@@ -81,7 +82,12 @@ class Plugin(BasePlugin):
                     start=dt.date.fromisoformat(options["min_date"]),
                     end=dt.date.fromisoformat(options["max_date"]),
                 )
-            common = dict(window=window, run_id=str(options["run_id"]), partition_key=options.get("partition_key") or None)
+            common = dict(
+                window=window,
+                run_id=str(options["run_id"]),
+                partition_key=options.get("partition_key") or None,
+                retry=RetryPolicy(attempts=get_settings().commit_retries),
+            )
             extra: dict[str, str] = {}
             if REJECT_COLUMN in data.column_names:
                 data, rejected = split_rejected(data)

@@ -1,0 +1,190 @@
+"""Sensors and schedules, evaluated through Dagster's own contexts on real files and a real
+HTTP server on loopback."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from ratatouille_assets.defs.alerts import failures_log, record_failure
+from ratatouille_assets.defs.automation import LANDING_SENSOR
+from ratatouille_assets.definitions import build_definitions
+
+
+def drop(settings, source: str, day: str, name: str, text: str = "x\n") -> Path:
+    folder = Path(settings.landing) / source / day
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+def tick(defs: dg.Definitions, instance, cursor: str | None):
+    sensor = defs.resolve_sensor_def(LANDING_SENSOR)
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
+    result = sensor(context)
+    requests = sorted((r.partition_key, tuple(k.to_user_string() for k in r.asset_selection)) for r in result.run_requests)
+    return requests, result.cursor, [r.run_key for r in result.run_requests]
+
+
+@pytest.fixture
+def defs(settings):
+    return build_definitions()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_load_context():
+    """Dagster's sensor/schedule test contexts leave its global defs-state storage pointing at the
+    test instance; once that instance is closed, the next Definitions cannot resolve. Reset it."""
+    from dagster._core.definitions.definitions_load_context import DefinitionsLoadContext
+    from dagster._core.storage.defs_state.base import _current_storage
+
+    yield
+    DefinitionsLoadContext._instance = None
+    _current_storage.set(None)
+
+
+def test_landing_sensor_cursor(settings, defs):
+    with dg.instance_for_test() as instance:
+        # Nothing landed: nothing requested.
+        requests, cursor, _ = tick(defs, instance, None)
+        assert requests == []
+
+        # A new file: one run for that source and day.
+        drop(settings, "orders", "2024-01-05", "a.jsonl")
+        requests, cursor, keys = tick(defs, instance, cursor)
+        assert requests == [("2024-01-05", ("bronze/orders",))]
+
+        # The same file on the next tick: nothing.
+        assert tick(defs, instance, cursor)[0] == []
+
+        # A late file for an old day, arriving after newer days were processed: seen.
+        drop(settings, "orders", "2024-01-06", "b.jsonl")
+        requests, cursor, _ = tick(defs, instance, cursor)
+        assert requests == [("2024-01-06", ("bronze/orders",))]
+        drop(settings, "order_items", "2024-01-02", "late.parquet")
+        requests, cursor, _ = tick(defs, instance, cursor)
+        assert requests == [("2024-01-02", ("bronze/order_items",))]
+
+        # A modified file (new content, new mtime): picked up again, with a new run key.
+        path = Path(settings.landing) / "orders" / "2024-01-05" / "a.jsonl"
+        path.write_text("changed content\n")
+        os.utime(path, ns=(time.time_ns(), time.time_ns() + 1_000_000_000))
+        requests, cursor, new_keys = tick(defs, instance, cursor)
+        assert requests == [("2024-01-05", ("bronze/orders",))]
+        assert new_keys[0] != keys[0]
+
+        # Folders that are not partitions (no date, a future day) request nothing.
+        drop(settings, "orders", "not-a-day", "c.jsonl")
+        drop(settings, "orders", "2999-01-01", "d.jsonl")
+        assert tick(defs, instance, cursor)[0] == []
+
+
+def test_first_tick_skips_days_already_materialized(settings, defs):
+    drop(settings, "fx_rates", "2024-01-01", "a.csv", "rate_date,currency,usd_per_unit\n2024-01-01,USD,1\n")
+    drop(settings, "fx_rates", "2024-01-02", "a.csv", "rate_date,currency,usd_per_unit\n2024-01-02,USD,1\n")
+    with dg.instance_for_test() as instance:
+        dg.materialize(list(defs.assets), selection=dg.AssetSelection.assets(dg.AssetKey(["bronze", "fx_rates"])),
+                       partition_key="2024-01-01", instance=instance, resources=dict(defs.resources),
+                       raise_on_error=False)  # one currency only: the blocking row-count check fails, the day is written
+        requests, cursor, _ = tick(defs, instance, None)
+        assert requests == [("2024-01-02", ("bronze/fx_rates",))]
+        assert set(json.loads(cursor)) == {"fx_rates/2024-01-01/a.csv", "fx_rates/2024-01-02/a.csv"}
+
+
+def test_daily_schedule_runs_yesterday_through_every_layer(settings, defs):
+    schedule = defs.resolve_schedule_def("daily_all_layers")
+    assert schedule.cron_schedule == "0 1 * * *" and schedule.execution_timezone == "UTC"
+    with dg.instance_for_test() as instance:
+        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=dt.datetime(2024, 3, 5, 1, 0))
+        (request,) = schedule.evaluate_tick(context).run_requests
+    assert request.partition_key == "2024-03-04"
+    job = defs.resolve_job_def("all_layers")
+    layers = {k.path[0] for k in job.asset_layer.selected_asset_keys}
+    assert layers == {"bronze", "silver", "gold"}
+
+
+def test_schedule_timezone_is_configurable(settings, monkeypatch):
+    monkeypatch.setenv("RATATOUILLE_TIMEZONE", "Europe/Paris")
+    monkeypatch.setenv("RATATOUILLE_SCHEDULE_HOUR", "3")
+    from ratatouille_assets.settings import get_settings
+
+    get_settings.cache_clear()
+    schedule = build_definitions().resolve_schedule_def("daily_all_layers")
+    assert (schedule.cron_schedule, schedule.execution_timezone) == ("0 3 * * *", "Europe/Paris")
+
+
+class _Hook(BaseHTTPRequestHandler):
+    received: list[dict] = []
+    status = 200
+
+    def do_POST(self):  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append({"path": self.path, "json": json.loads(body), "type": self.headers["Content-Type"]})
+        self.send_response(type(self).status)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def webhook():
+    _Hook.received, _Hook.status = [], 200
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hooks/secret-token", _Hook
+    server.shutdown()
+    server.server_close()
+
+
+def test_failure_is_recorded_and_posted_to_the_webhook(settings, webhook, monkeypatch):
+    url, hook = webhook
+    monkeypatch.setenv("RATATOUILLE_ALERT_WEBHOOK_URL", url)
+    line = record_failure(settings, run_id="r1", job="all_layers", partition="2024-01-02",
+                          message="boom", steps=["dbt_daily"])
+    assert "webhook answered 200" in line and "secret-token" not in line
+    (call,) = hook.received
+    assert call["path"] == "/hooks/secret-token" and call["type"] == "application/json"
+    assert call["json"]["run_id"] == "r1" and call["json"]["partition"] == "2024-01-02"
+    assert call["json"]["failed_steps"] == ["dbt_daily"]
+    recorded = [json.loads(x) for x in Path(failures_log(settings)).read_text().splitlines()]
+    assert recorded[-1]["message"] == "boom"
+
+
+def test_run_failure_sensor_posts_a_real_failed_run(settings, webhook, monkeypatch, defs):
+    url, hook = webhook
+    monkeypatch.setenv("RATATOUILLE_ALERT_WEBHOOK_URL", url)
+
+    @dg.asset
+    def broken():
+        raise RuntimeError("planted failure")
+
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([broken], instance=instance, raise_on_error=False)
+        assert not result.success
+        (record,) = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+        failure = record.dagster_event
+        sensor = defs.resolve_sensor_def("run_failure_alerts")
+        context = dg.build_run_status_sensor_context(
+            sensor_name=sensor.name, dagster_instance=instance, dagster_run=result.dagster_run, dagster_event=failure,
+        ).for_run_failure()
+        sensor(context)
+    (call,) = hook.received
+    assert call["json"]["run_id"] == result.run_id
+    assert call["json"]["failed_steps"] == ["broken"]
+
+
+def test_unreachable_webhook_is_reported_without_the_url(settings, monkeypatch):
+    monkeypatch.setenv("RATATOUILLE_ALERT_WEBHOOK_URL", "http://127.0.0.1:9/hooks/secret-token")
+    line = record_failure(settings, run_id="r2", job="j", partition=None, message="x", steps=[])
+    assert "webhook failed" in line and "secret-token" not in line
