@@ -13,7 +13,7 @@ DEV_HOST ?= 127.0.0.1
 DEV_PORT ?= 3000
 PYTEST_ARGS ?=
 
-.PHONY: help uv install manifest demo dev test validate clean
+.PHONY: help uv install manifest demo dev browser test validate clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,12 +36,18 @@ manifest: dbt_project/target/manifest.json ## parse the dbt project (the manifes
 demo: manifest ## sample data -> bronze -> silver -> gold for 7 days, then a summary
 	$(BIN)/rat demo
 
+# Through the wrapper: it re-arms SIGINT, so Ctrl-C and `kill -INT` stop webserver, daemon and code server.
 dev: manifest ## the Dagster UI (webserver + daemon) on the demo data, http://127.0.0.1:3000
-	@mkdir -p $(DAGSTER_HOME) && cp -n dagster.yaml $(DAGSTER_HOME)/dagster.yaml 2>/dev/null || true
-	$(BIN)/dagster dev -w workspace.yaml -h $(DEV_HOST) -p $(DEV_PORT)
+	$(BIN)/python -m ratatouille_assets.devserver --host $(DEV_HOST) --port $(DEV_PORT)
 
 validate: manifest ## check that the Dagster definitions load
 	$(BIN)/dagster definitions validate -w workspace.yaml
+
+browser: ## install Debian's chromium for the UI tests
+	@test -x /usr/bin/chromium || { \
+		SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends chromium; \
+	}
 
 test: manifest ## run the test suite (real DuckDB, Iceberg, dbt and Dagster)
 	$(BIN)/pytest $(PYTEST_ARGS)

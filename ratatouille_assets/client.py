@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 from typing import Any
 
@@ -45,8 +46,13 @@ class ClientError(RuntimeError):
 def graphql(url: str, query: str, variables: dict[str, Any] | None = None, timeout: float = 60) -> dict[str, Any]:
     body = json.dumps({"query": query, "variables": variables or {}}).encode()
     request = urllib.request.Request(url.rstrip("/") + "/graphql", data=body, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        payload = json.loads(response.read())
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            payload = json.loads(response.read())
+    except urllib.error.HTTPError as exc:  # GraphQL errors come back as 4xx/5xx with a JSON body
+        payload = json.loads(exc.read() or b"{}")
+        if not payload.get("data") and not payload.get("errors"):
+            raise ClientError(f"HTTP {exc.code} from {url}/graphql") from exc
     if payload.get("errors"):
         raise ClientError("; ".join(e.get("message", str(e)) for e in payload["errors"]))
     return payload["data"]
@@ -62,7 +68,6 @@ def launch_backfill(url: str, start: str, end: str, layers: tuple[str, ...] = LA
     """Backfill days ``start``..``end`` (inclusive) of every asset in ``layers``; returns the backfill id."""
     selection = layer_assets(url, layers)
     params = {
-        "assetSelection": [{"path": path} for path, _ in selection],
         "partitionsByAssets": [
             {"assetKey": {"path": path}, "partitions": {"range": {"start": start, "end": end}} if partitioned else None}
             for path, partitioned in selection
