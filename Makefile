@@ -49,7 +49,7 @@ browser: ## install Debian's chromium for the UI tests
 		$$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends chromium; \
 	}
 
-test: manifest ## run the test suite (real DuckDB, Iceberg, dbt and Dagster)
+test: manifest browser ## run the test suite (real DuckDB, Iceberg, dbt, Dagster and a browser)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 clean: ## remove the local lakehouse (.ratatouille/) and dbt artefacts
