@@ -68,6 +68,12 @@ def test_graph_connects_landing_bronze_silver_gold(settings):
                 frontier.append(parent)
     assert {"gold/fct_order_lines", "silver/orders", "silver/order_items", "silver/fx_rates",
             "bronze/orders", "bronze/order_items", "bronze/fx_rates", "landing/orders"} <= upstream
+    # dbt runs are serialized through one pool (dagster.yaml limits it to 1): overlapping automation
+    # runs once wrote gold from each other's half-updated inputs.
+    defs = build_definitions()
+    pools = {a.node_def.pool for a in defs.assets if isinstance(a, dg.AssetsDefinition) and a.node_def.name.startswith("dbt_")}
+    assert pools == {"dbt"}
+    assert "default_limit: 1" in (ROOT / "dagster.yaml").read_text()
     # Silver day D reads landing days D..D+1 of late-arriving sources.
     mapping = graph.get(dg.AssetKey(["silver", "orders"])).partition_mappings[dg.AssetKey(["bronze", "orders"])]
     assert isinstance(mapping, dg.TimeWindowPartitionMapping) and (mapping.start_offset, mapping.end_offset) == (0, 1)

@@ -122,6 +122,14 @@ def _model_selection(manifest: Mapping[str, Any], partitioned: bool) -> str:
     return " ".join(sorted(fqns))
 
 
+# One dbt run at a time (dagster.yaml: pools default_limit 1, run granularity). Two automation runs
+# over the same days would otherwise each read the other's inputs half-updated, and the last writer
+# of a gold day could miss a change that landed in between (seen: a late order and its line,
+# propagated by two overlapping runs, both missing from gold). Serialized, every run reads what the
+# previous one committed.
+DBT_POOL = "dbt"
+
+
 def _output_name(context: dg.AssetExecutionContext, key: dg.AssetKey) -> str:
     return context.assets_def.get_output_name_for_asset_key(key)
 
@@ -215,6 +223,7 @@ def checked_dbt_assets(
         backfill_policy=backfill_policy,
         op_tags={DAGSTER_DBT_SELECT_METADATA_KEY: select, DAGSTER_DBT_EXCLUDE_METADATA_KEY: DBT_DEFAULT_EXCLUDE},
         allow_arbitrary_check_specs=True,
+        pool=DBT_POOL,
     )
 
 
