@@ -19,6 +19,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from ratatouille_assets.definitions import build_definitions
 from ratatouille_assets.ingest.generator import SampleSpec, generate
 from ratatouille_assets.lakehouse.catalog import load_catalog
+from ratatouille_assets.lakehouse.dbt_plugin import REJECTED_ROWS_PROPERTY, REJECTED_SUFFIX
 from ratatouille_assets.lakehouse.tables import describe, list_tables
 from ratatouille_assets.settings import Settings, get_settings
 
@@ -93,11 +94,11 @@ def summary(settings: Settings, report: DemoReport | None = None) -> str:
     catalog = load_catalog(settings)
     lines = ["", "Tables (rows):"]
     for layer in ("bronze", "silver", "gold"):
-        names = [t for t in list_tables(catalog) if t.startswith(layer + ".") and not t.endswith("__rejected")]
+        names = [t for t in list_tables(catalog) if t.startswith(layer + ".") and not t.endswith(REJECTED_SUFFIX)]
         cells = []
         for name in names:
             info = describe(catalog, name)
-            rejected = info.properties.get("ratatouille.rejected-rows")
+            rejected = info.properties.get(REJECTED_ROWS_PROPERTY)
             cells.append(f"{name.split('.', 1)[1]} {info.total_rows:,}" + (f" ({rejected} rejected)" if rejected and rejected != "0" else ""))
         lines.append(f"  {layer:<7} " + ", ".join(cells))
     if report:

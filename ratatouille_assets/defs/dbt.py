@@ -32,7 +32,7 @@ from ratatouille_assets.defs.partitions import dbt_vars
 from ratatouille_assets.defs.resources import LakehouseResource
 from ratatouille_assets.lakehouse.dbt_plugin import AUDIT_DIR_NAME
 from ratatouille_assets.lakehouse.tables import describe
-from ratatouille_assets.quality.audit import blocked_message, read_audits
+from ratatouille_assets.quality.audit import blocked_message, read_audit, read_audits
 from ratatouille_assets.quality.sodacl import DatasetChecks
 from ratatouille_assets.settings import Settings
 
@@ -168,13 +168,14 @@ def _run_dbt(
         if isinstance(event, dg.Output):
             key = context.asset_key_for_output(event.output_name)
             yield from materialized(key, event)
-            for outcome in read_audits(audits_path).get(".".join(key.path), []):
+            for outcome in read_audit(audits_path, ".".join(key.path)):
                 yield check_result(key, outcome)
         else:
             yield event
 
     # Models whose blocking checks failed: written, audited, and the reason dbt stopped.
-    for identifier, outcomes in read_audits(audits_path).items():
+    audits = read_audits(audits_path)
+    for identifier, outcomes in audits.items():
         key = dg.AssetKey(identifier.split("."))
         if key in reported or key not in context.selected_asset_keys:
             continue
@@ -184,7 +185,7 @@ def _run_dbt(
 
     if not invocation.is_successful():
         blocked = [
-            blocked_message(identifier, outcomes) for identifier, outcomes in read_audits(audits_path).items()
+            blocked_message(identifier, outcomes) for identifier, outcomes in audits.items()
         ]
         raise dg.Failure(
             description="dbt build failed" + (": " + " | ".join(m for m in blocked if m) if any(blocked) else ""),

@@ -5,9 +5,9 @@ from __future__ import annotations
 import dagster as dg
 from pyiceberg.schema import Schema
 
+from ratatouille_assets.lakehouse.dbt_plugin import REJECTED_REASON_PREFIX, REJECTED_ROWS_PROPERTY
 from ratatouille_assets.lakehouse.tables import SnapshotInfo
 
-REJECTED_PREFIX = "ratatouille.rejected."
 
 
 def column_schema(schema: Schema) -> dg.TableSchema:
@@ -28,8 +28,8 @@ def snapshot_metadata(info: SnapshotInfo) -> dict[str, dg.MetadataValue | dg.Tab
     if info.window:
         metadata["iceberg/window"] = dg.MetadataValue.text(info.window)
     for key, value in info.properties.items():
-        if key.startswith(REJECTED_PREFIX):
-            metadata["rejected/" + key.removeprefix(REJECTED_PREFIX)] = dg.MetadataValue.int(int(value))
-        elif key == "ratatouille.rejected-rows":
+        if key.startswith(REJECTED_REASON_PREFIX):
+            metadata["rejected/" + key.removeprefix(REJECTED_REASON_PREFIX)] = dg.MetadataValue.int(int(value))
+        elif key == REJECTED_ROWS_PROPERTY:
             metadata["rejected_rows"] = dg.MetadataValue.int(int(value))
     return metadata

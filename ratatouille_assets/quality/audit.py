@@ -104,6 +104,12 @@ def dbt_audit_hook(identifier: str, metadata_location: str, window: Window | Non
         raise QualityGateError(message)
 
 
+def read_audit(audit_dir: Path, identifier: str) -> list[CheckOutcome]:
+    """One model's outcomes (empty if it has no Soda checks or was not written)."""
+    path = audit_dir / f"{identifier}.json"
+    return from_json(path.read_text()) if path.exists() else []
+
+
 def read_audits(audit_dir: Path) -> dict[str, list[CheckOutcome]]:
     if not audit_dir.is_dir():
         return {}
