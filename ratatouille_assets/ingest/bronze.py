@@ -11,6 +11,7 @@ from pyiceberg.catalog import Catalog
 from ratatouille_assets.ingest.quarantine import QuarantinedFile
 from ratatouille_assets.ingest.readers import PARTITION_COLUMN, read_partition
 from ratatouille_assets.ingest.sources import Source
+from ratatouille_assets.lakehouse import trace
 from ratatouille_assets.lakehouse.write import RetryPolicy, Window, WriteResult, write_window
 
 BRONZE = "bronze"
@@ -45,9 +46,11 @@ def load_day(
     Bad files are quarantined under ``quarantine_root`` (or raise, per the source's ``on_bad_file``);
     their count is recorded on the snapshot so a partition with set-aside files can be found later.
     """
-    batch = read_partition(
-        conn, source, landing, day, run_id, quarantine_root=quarantine_root, max_file_bytes=max_file_bytes
-    )
+    with trace.span("bronze.read", table=bronze_identifier(source), day=day) as span:
+        batch = read_partition(
+            conn, source, landing, day, run_id, quarantine_root=quarantine_root, max_file_bytes=max_file_bytes
+        )
+        span["rows"] = batch.data.num_rows
     date = dt.date.fromisoformat(day)
     result = write_window(
         catalog,

@@ -13,6 +13,7 @@ from pathlib import Path
 import duckdb
 from pyiceberg.catalog import Catalog
 
+from ratatouille_assets.lakehouse.catalog import table_locations
 from ratatouille_assets.settings import Settings, get_settings
 
 DUCKDB_VERSION = "v" + duckdb.__version__
@@ -78,12 +79,9 @@ def quote_ident(name: str) -> str:
 def register_iceberg_views(conn: duckdb.DuckDBPyConnection, catalog: Catalog) -> list[str]:
     """Create ``<namespace>.<table>`` views over every Iceberg table in the catalog."""
     created = []
-    for (namespace,) in catalog.list_namespaces():
-        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(namespace)}")
-        for identifier in catalog.list_tables(namespace):
-            table = catalog.load_table(identifier)
-            point_view(conn, namespace, identifier[-1], table.metadata_location)
-            created.append(f"{namespace}.{identifier[-1]}")
+    for (namespace, name), location in sorted(table_locations(catalog).items()):
+        point_view(conn, namespace, name, location)
+        created.append(f"{namespace}.{name}")
     return created
 
 

@@ -34,6 +34,7 @@ from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.transforms import IdentityTransform
 
+from ratatouille_assets.lakehouse import trace
 from ratatouille_assets.lakehouse.errors import CommitConflictError, SchemaEvolutionError
 
 log = logging.getLogger(__name__)
@@ -210,6 +211,26 @@ def write_window(
         SchemaEvolutionError: the data cannot fit the table by adding columns or widening types.
         CommitConflictError: every attempt conflicted.
     """
+    with trace.span("iceberg.write", table=identifier, rows=data.num_rows):
+        return _write_window(
+            catalog, identifier, data, window=window, run_id=run_id, partition_key=partition_key, branch=branch,
+            extra_properties=extra_properties, retry=retry, on_attempt=on_attempt,
+        )
+
+
+def _write_window(
+    catalog: Catalog,
+    identifier: str,
+    data: pa.Table,
+    *,
+    window: Window | None,
+    run_id: str,
+    partition_key: str | None,
+    branch: str,
+    extra_properties: dict[str, str] | None,
+    retry: RetryPolicy | None,
+    on_attempt: Callable[[int], None] | None,
+) -> WriteResult:
     retry = retry or RetryPolicy()
     data = normalize_arrow(data)
     _check_window(identifier, data, window)
