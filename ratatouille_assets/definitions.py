@@ -5,6 +5,8 @@ Built lazily by ``@dg.definitions``: nothing is read or parsed at import time.
 
 from __future__ import annotations
 
+import functools
+
 import dagster as dg
 
 from ratatouille_assets.defs.automation import (
@@ -17,7 +19,7 @@ from ratatouille_assets.defs.automation import (
 )
 from ratatouille_assets.defs.bronze import build_bronze
 from ratatouille_assets.defs.checks import unknown_datasets
-from ratatouille_assets.defs.dbt import build_dbt_assets, dbt_project, dbt_resource
+from ratatouille_assets.defs.dbt import build_dbt_assets, dbt_project
 from ratatouille_assets.defs.partitions import daily_partitions
 from ratatouille_assets.defs.resources import LakehouseResource
 from ratatouille_assets.ingest.sources import load_sources
@@ -40,7 +42,7 @@ def build_definitions() -> dg.Definitions:
     )
     assets = [
         *build_bronze(sources, partitions, datasets, settings.bronze_partitions_per_run),
-        *build_dbt_assets(project, partitions, datasets, propagate(settings.automation_lookback_days)),
+        *build_dbt_assets(project, partitions, datasets, functools.partial(propagate, settings.automation_lookback_days)),
     ]
     keys = {key for a in assets for key in (a.keys if isinstance(a, dg.AssetsDefinition) else [a.key])}
     orphans = unknown_datasets(datasets, keys)
@@ -60,7 +62,11 @@ def build_definitions() -> dg.Definitions:
             freshness_sensor,
             failure_sensor(settings),
         ],
-        resources={"lakehouse": LakehouseResource(), "dbt": dbt_resource(project)},
+        resources={"lakehouse": LakehouseResource()},
+        # One process per run: a step subprocess re-imports Dagster, dbt and the code location
+        # (~7 s each on 2 cores), which dominated small runs. Parallelism comes from running
+        # several runs at once (backfills, dagster.yaml's run queue), and DuckDB's own threads.
+        executor=dg.in_process_executor,
     )
 
 

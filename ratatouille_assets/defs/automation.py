@@ -73,17 +73,21 @@ def landing_sensor(sources: dict[str, Source], partitions_def: dg.TimeWindowPart
     return _landing
 
 
-def propagate(lookback_days: int) -> dg.AutomationCondition:
+def propagate(lookback_days: int, ignore: dg.AssetSelection | None = None) -> dg.AutomationCondition:
     """Materialize when upstream partitions were updated and their blocking checks passed.
 
     Like ``eager()`` but with a lookback, so a late file for an old day recomputes that day's
     silver and gold (``eager()`` only looks at the latest partition), and without the "missing
     upstream" guard: a silver day also reads the next landing day (late records), which may not
-    exist yet and must not hold the day back.
+    exist yet and must not hold the day back. Updates of ``ignore`` (for daily models: the
+    dimensions, which they depend on only for their checks) do not trigger a recomputation.
     """
+    updated = dg.AutomationCondition.any_deps_updated()
+    if ignore is not None:
+        updated = updated.ignore(ignore)
     return (
         dg.AutomationCondition.in_latest_time_window(dt.timedelta(days=lookback_days))
-        & dg.AutomationCondition.any_deps_updated().since_last_handled()
+        & updated.since_last_handled()
         & ~dg.AutomationCondition.any_deps_in_progress()
         & ~dg.AutomationCondition.in_progress()
         & dg.AutomationCondition.all_deps_blocking_checks_passed()

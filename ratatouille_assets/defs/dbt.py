@@ -12,12 +12,12 @@ Dagster run over the run's window (``BackfillPolicy.single_run()``); the rest ar
 import json
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtProject
 from dagster_dbt.asset_utils import (
     DAGSTER_DBT_EXCLUDE_METADATA_KEY,
     DAGSTER_DBT_SELECT_METADATA_KEY,
@@ -26,6 +26,7 @@ from dagster_dbt.asset_utils import (
     build_dbt_specs,
 )
 
+from ratatouille_assets.defs.dbt_inprocess import dbt_build
 from ratatouille_assets.defs.checks import check_result, soda_check_specs
 from ratatouille_assets.defs.metadata import snapshot_metadata
 from ratatouille_assets.defs.partitions import dbt_vars
@@ -81,11 +82,20 @@ class LayerTranslator(DagsterDbtTranslator):
     """Keys ``[layer, table]``, groups per layer, Iceberg as a kind, late-arrival partition mappings,
     and one automation condition for every model (see defs/automation.py)."""
 
-    def __init__(self, *, automation_condition: dg.AutomationCondition | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        automation_condition: dg.AutomationCondition | None = None,
+        daily_automation_condition: dg.AutomationCondition | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self._automation_condition = automation_condition
+        self._daily_automation_condition = daily_automation_condition or automation_condition
 
     def get_automation_condition(self, dbt_resource_props: Mapping[str, Any]) -> dg.AutomationCondition | None:
+        if is_partitioned(dbt_resource_props):
+            return self._daily_automation_condition
         return self._automation_condition
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
@@ -136,7 +146,6 @@ def _output_name(context: dg.AssetExecutionContext, key: dg.AssetKey) -> str:
 
 def _run_dbt(
     context: dg.AssetExecutionContext,
-    dbt: DbtCliResource,
     lakehouse: LakehouseResource,
     dbt_vars_: dict[str, str],
     extra_args: tuple[str, ...] = (),
@@ -149,7 +158,7 @@ def _run_dbt(
     """
     settings = lakehouse.settings()
     variables = {"reporting_currency": settings.reporting_currency, **dbt_vars_}
-    invocation = dbt.cli(["build", "--vars", json.dumps(variables), *extra_args], context=context, raise_on_error=False)
+    invocation = dbt_build(context, ["--vars", json.dumps(variables), *extra_args])
     catalog = lakehouse.catalog()
     run_id = context.run.run_id
     reported: set[dg.AssetKey] = set()
@@ -190,7 +199,7 @@ def _run_dbt(
         raise dg.Failure(
             description="dbt build failed" + (": " + " | ".join(m for m in blocked if m) if any(blocked) else ""),
             metadata={"dbt_log": dg.MetadataValue.path(str(Path(invocation.target_path) / "dbt.log"))},
-        )
+        ) from invocation.error
 
 
 def checked_dbt_assets(
@@ -232,11 +241,21 @@ def build_dbt_assets(
     project: DbtProject,
     partitions_def: dg.PartitionsDefinition,
     datasets: dict[str, DatasetChecks],
-    automation_condition: dg.AutomationCondition | None = None,
+    automation: Callable[[dg.AssetSelection | None], dg.AutomationCondition] | None = None,
 ) -> list[dg.AssetsDefinition]:
+    """``automation(ignore)`` gives the automation condition; daily models ignore the unpartitioned
+    models they depend on (dimensions, for their checks) so a dimension update does not recompute
+    every recent day."""
     manifest = json.loads(Path(project.manifest_path).read_text())
+    unpartitioned = dg.AssetSelection.assets(*[
+        dg.AssetKey([node["schema"], node.get("alias") or node["name"]])
+        for node in manifest["nodes"].values()
+        if node["resource_type"] == "model" and not is_partitioned(node)
+    ])
     translator = LayerTranslator(
-        settings=DagsterDbtTranslatorSettings(enable_asset_checks=True), automation_condition=automation_condition
+        settings=DagsterDbtTranslatorSettings(enable_asset_checks=True),
+        automation_condition=automation(None) if automation else None,
+        daily_automation_condition=automation(unpartitioned) if automation else None,
     )
 
     @checked_dbt_assets(
@@ -249,13 +268,13 @@ def build_dbt_assets(
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
     )
-    def dbt_daily(context: dg.AssetExecutionContext, dbt: DbtCliResource, lakehouse: LakehouseResource):
+    def dbt_daily(context: dg.AssetExecutionContext, lakehouse: LakehouseResource):
         """Daily models: the run's partition window becomes ``--vars {min_date, max_date}``."""
         window = context.partition_time_window
         keys = context.partition_keys
         label = keys[0] if len(keys) == 1 else f"{keys[0]}...{keys[-1]}"
         yield from _run_dbt(
-            context, dbt, lakehouse, dbt_vars(window.start, window.end, run_id=context.run.run_id, partition_key=label)
+            context, lakehouse, dbt_vars(window.start, window.end, run_id=context.run.run_id, partition_key=label)
         )
 
     @checked_dbt_assets(
@@ -266,18 +285,14 @@ def build_dbt_assets(
         translator=translator,
         datasets=datasets,
     )
-    def dbt_current(context: dg.AssetExecutionContext, dbt: DbtCliResource, lakehouse: LakehouseResource):
+    def dbt_current(context: dg.AssetExecutionContext, lakehouse: LakehouseResource):
         """Unpartitioned models (dimensions), rebuilt whole from all of bronze.
 
         Tests that also read a daily model (facts -> dims relationships) are checks of that model
         and run with it, after the dimensions: ``cautious`` keeps them out of this invocation.
         """
         yield from _run_dbt(
-            context, dbt, lakehouse, {"dagster_run_id": context.run.run_id}, ("--indirect-selection", "cautious")
+            context, lakehouse, {"dagster_run_id": context.run.run_id}, ("--indirect-selection", "cautious")
         )
 
     return [dbt_daily, dbt_current]
-
-
-def dbt_resource(project: DbtProject) -> DbtCliResource:
-    return DbtCliResource(project_dir=project, dbt_executable=dbt_executable())

@@ -25,7 +25,7 @@ from dbt.adapters.duckdb.plugins import BasePlugin
 from dbt.adapters.duckdb.utils import TargetConfig
 from duckdb import DuckDBPyConnection
 
-from ratatouille_assets.lakehouse import duck
+from ratatouille_assets.lakehouse import duck, trace
 from ratatouille_assets.lakehouse.catalog import load_catalog
 from ratatouille_assets.lakehouse.write import RetryPolicy, Window, write_window
 from ratatouille_assets.settings import get_settings
@@ -38,8 +38,14 @@ AUDIT_DIR_NAME = "ratatouille_audits"
 
 
 def audit_dir() -> Path:
-    """Where audit results of this dbt invocation go (dagster-dbt gives each invocation its own target)."""
-    return Path(os.environ.get("DBT_TARGET_PATH") or "target") / AUDIT_DIR_NAME
+    """Where audit results of this dbt invocation go: its target path (each invocation has its own)."""
+    try:
+        from dbt.flags import get_flags
+
+        target = getattr(get_flags(), "TARGET_PATH", None)
+    except ImportError:
+        target = None
+    return Path(target or os.environ.get("DBT_TARGET_PATH") or "target") / AUDIT_DIR_NAME
 
 
 def _load_hook(spec: str | None):
@@ -63,8 +69,9 @@ class Plugin(BasePlugin):
         return self._catalog
 
     def configure_connection(self, conn: DuckDBPyConnection) -> None:
-        duck.configure(conn)
-        duck.register_iceberg_views(conn, self.catalog)
+        with trace.span("dbt.connect"):
+            duck.configure(conn)
+            duck.register_iceberg_views(conn, self.catalog)
         self._conn = conn
 
     def store(self, target_config: TargetConfig) -> None:
@@ -73,8 +80,10 @@ class Plugin(BasePlugin):
             raise RuntimeError("the ratatouille plugin has no DuckDB connection: configure_connection never ran")
         cursor = self._conn.cursor()
         try:
-            data = cursor.execute(f"SELECT * FROM {options['source_relation']}").to_arrow_table()
             namespace, table = options["namespace"], options["table"]
+            with trace.span("dbt.model", table=f"{namespace}.{table}") as span:
+                data = cursor.execute(f"SELECT * FROM {options['source_relation']}").to_arrow_table()
+                span["rows"] = data.num_rows
             window = None
             if options.get("partition_by"):
                 window = Window(

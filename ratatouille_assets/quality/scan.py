@@ -19,7 +19,9 @@ from soda.sampler.sample_ref import SampleRef
 from soda.sampler.sampler import Sampler
 from soda.scan import Scan
 
-from ratatouille_assets.lakehouse import duck
+from pyiceberg.exceptions import NoSuchTableError
+
+from ratatouille_assets.lakehouse import duck, trace
 from ratatouille_assets.quality.sodacl import DatasetChecks
 from ratatouille_assets.settings import Settings
 
@@ -95,6 +97,28 @@ def run_checks(
     """
     if not dataset.checks:
         return []
+    with trace.span("soda.scan", table=dataset.identifier, checks=len(dataset.checks)):
+        return _run_checks(dataset, metadata_location, settings=settings, row_filter=row_filter, now=now, resolve=resolve)
+
+
+def dataset_sodacl(dataset: DatasetChecks, checks: list) -> str:
+    return dataclasses.replace(dataset, checks=tuple(checks)).sodacl(dataset.table)
+
+
+def _references(check_text: str) -> set[str]:
+    return set(_REFERENCE.findall(check_text))
+
+
+def _run_checks(
+    dataset: DatasetChecks,
+    metadata_location: str,
+    *,
+    settings: Settings,
+    row_filter: str | None,
+    now: dt.datetime | None,
+    resolve: Callable[[str], str] | None,
+) -> list[CheckOutcome]:
+    missing: set[str] = set()
     conn = duck.connect(settings)
     try:
         location = metadata_location.replace("'", "''")
@@ -102,10 +126,14 @@ def run_checks(
         conn.execute(
             f"CREATE VIEW {duck.quote_ident(dataset.table)} AS SELECT * FROM iceberg_scan('{location}'){where}"
         )
-        for other in sorted({m for c in dataset.checks for m in _REFERENCE.findall(c.text)} - {dataset.table}):
+        for other in sorted({m for c in dataset.checks for m in _references(c.text)} - {dataset.table}):
             if resolve is None:
                 raise ValueError(f"{dataset.path}: reference checks need a resolver for dataset '{other}'")
-            duck.point_view(conn, "main", other, resolve(other))
+            try:
+                duck.point_view(conn, "main", other, resolve(other))
+            except NoSuchTableError:
+                missing.add(other)
+        runnable = [c for c in dataset.checks if not (_references(c.text) & missing)]
         scan = Scan()
         scan.disable_telemetry()
         scan.set_scan_definition_name(f"ratatouille_{dataset.layer}_{dataset.table}")
@@ -114,8 +142,11 @@ def run_checks(
         scan.add_variables({"NOW": (now or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%dT%H:%M:%S+00:00")})
         sampler = _CapturingSampler()
         scan.sampler = sampler
-        scan.add_sodacl_yaml_str(dataset.sodacl(dataset.table), file_name=str(dataset.path))
-        scan.execute()
+        if runnable:
+            scan.add_sodacl_yaml_str(
+                dataset_sodacl(dataset, runnable), file_name=str(dataset.path)
+            )
+            scan.execute()
         results = {r["name"]: r for r in scan.get_scan_results()["checks"]}
         errors = scan.get_error_logs_text() or ""
     finally:
@@ -124,6 +155,15 @@ def run_checks(
     outcomes = []
     for check in dataset.checks:
         result = results.get(check.name)
+        absent = sorted(_references(check.text) & missing)
+        if absent:
+            outcomes.append(CheckOutcome(
+                name=check.name, outcome="error", blocking=check.blocking, value=None, thresholds={},
+                failing_rows=None, samples=(),
+                message=f"{dataset.path}: check '{check.text}' refers to {dataset.layer}.{absent[0]}, which does not "
+                f"exist yet: materialize {dataset.layer}.{absent[0]} first, then re-run {dataset.identifier}.",
+            ))
+            continue
         if result is None or result.get("outcome") is None:
             outcomes.append(CheckOutcome(
                 name=check.name, outcome="error", blocking=check.blocking, value=None, thresholds={},

@@ -1,6 +1,10 @@
 {{ config(partition_by='order_date') }}
 
-{#- One row per order line, priced in the reporting currency at the fx rate of the order date. -#}
+{#- One row per order line, priced in the reporting currency at the fx rate of the order date.
+    The dimensions are not read here, but this model's checks (dbt relationships tests, Soda
+    reference checks) run against them, so they are built first in any run that has both. -#}
+-- depends_on: {{ ref('dim_customers') }}
+-- depends_on: {{ ref('dim_products') }}
 with
 
 lines as (
