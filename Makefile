@@ -12,8 +12,9 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 DEV_HOST ?= 127.0.0.1
 DEV_PORT ?= 3000
 PYTEST_ARGS ?=
+BENCH_SCALE ?= small
 
-.PHONY: help uv install manifest demo dev browser test validate clean
+.PHONY: help uv install manifest demo dev browser test bench validate clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -51,6 +52,9 @@ browser: ## install Debian's chromium for the UI tests
 
 test: manifest browser ## run the test suite (real DuckDB, Iceberg, dbt, Dagster and a browser)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: manifest ## measure the platform against plain DuckDB (BENCH_SCALE=small: <5 min; full: see BENCHMARKS.md)
+	$(BIN)/python -m bench --scale $(BENCH_SCALE)
 
 clean: ## remove the local lakehouse (.ratatouille/) and dbt artefacts
 	rm -rf .ratatouille dbt_project/target dbt_project/logs

@@ -1,0 +1,363 @@
+"""``make bench [BENCH_SCALE=small|full]``: measure the platform against plain DuckDB.
+
+For each scale (order lines per day) the same generated landing day is processed by our
+platform (one Dagster run of the whole graph in a fresh process: bronze, dbt silver and gold,
+Soda checks, dbt tests, Iceberg commits) and by plain DuckDB (same SQL, Parquet out),
+interleaved A/B, ``reps`` times. Then: the fixed overhead of a tiny day split by component,
+peak RSS of each whole process tree, the incremental cost of day N after N-1 days of history,
+and dashboard query latency over that history. Prints a table and writes
+``bench/results/<date>-<host>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import duckdb
+
+from bench import history, measure, queries
+from bench.sql import Model, compile_models, save
+from ratatouille_assets.ingest.generator import SampleSpec, generate
+from ratatouille_assets.lakehouse import trace
+from ratatouille_assets.settings import get_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+GB = 1024**3
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    rows_per_day: tuple[int, ...]      # throughput and overhead ratio, one day each
+    reps: int                          # interleaved A/B repetitions per scale
+    tiny: int                          # the "tiny partition" of the fixed-overhead split
+    history_rows: int                  # rows/day of the incremental-cost history
+    history_days: tuple[int, ...]      # N: measure day N after N-1 days of history
+    search_rows: tuple[int, ...] = ()  # larger days tried for "largest day under the RSS limit"
+    memory_limit: str = "2GB"          # DuckDB memory_limit, both sides
+    rss_limit_gb: float = 4.0
+
+
+PLANS = {
+    # Under 5 minutes on 2 cores: the shape of every measurement, at small sizes.
+    "small": Plan(rows_per_day=(1_000, 100_000), reps=3, tiny=1_000, history_rows=1_000, history_days=(1, 30)),
+    # The issue's sizes: ~1.5-2 hours on 2 cores (most of it the year of history and the 10M day).
+    "full": Plan(
+        rows_per_day=(100_000, 1_000_000, 10_000_000), reps=3, tiny=1_000, history_rows=100_000,
+        history_days=(1, 30, 365), search_rows=(20_000_000,),
+    ),
+}
+
+
+def _env(home: Path, landing: Path, plan: Plan) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RATATOUILLE_") and k != "DAGSTER_HOME"}
+    env.update({
+        "RATATOUILLE_HOME": str(home),
+        "RATATOUILLE_LANDING": str(landing),
+        "DAGSTER_HOME": str(home / "dagster"),
+        "RATATOUILLE_TRACE_FILE": str(home / "trace.jsonl"),
+        "RATATOUILLE_DUCKDB_MEMORY_LIMIT": plan.memory_limit,
+        "PYTHONPATH": str(ROOT),
+    })
+    return env
+
+
+def _last_json(text: str) -> dict:
+    for line in reversed(text.strip().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise ValueError("no JSON result in the output")
+
+
+def run_ours(home: Path, landing: Path, day: str, plan: Plan, fresh: bool = True) -> dict:
+    """One day of the whole graph through the platform, in a fresh process; timings split by component."""
+    if fresh:
+        shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True, exist_ok=True)
+    env = _env(home, landing, plan)
+    trace_file = Path(env["RATATOUILLE_TRACE_FILE"])
+    trace_file.unlink(missing_ok=True)
+    env["BENCH_LAUNCHED_AT"] = repr(time.time())
+    m = measure.run([sys.executable, "-m", "bench.ours", "--day", day], env, cwd=str(ROOT),
+                    rss_limit_bytes=int(plan.rss_limit_gb * GB))
+    result = {"wall_s": m.seconds, "peak_rss_bytes": m.peak_rss_bytes, "ok": m.ok, "over_rss_limit": m.over_limit}
+    if not m.ok:
+        result["error"] = (m.stderr or m.stdout)[-2000:]
+        return result
+    out = _last_json(m.stdout)
+    spans = trace.read(str(trace_file))
+    result.update(split(out, spans, m.seconds))
+    return result
+
+
+def split(out: dict, spans: list[dict], wall: float) -> dict:
+    """Per-layer times and rows, and the wall time split into process start, Dagster, dbt, Iceberg,
+    quality checks, file reads and SQL compute."""
+    layer_s: dict[str, float] = defaultdict(float)
+    rows: dict[str, int] = defaultdict(int)
+    total: dict[str, float] = defaultdict(float)
+    for s in spans:
+        total[s["span"]] += s["seconds"]
+        table = s.get("table", "")
+        layer = table.split(".")[0]
+        if layer in ("silver", "gold"):
+            layer_s[layer] += s["seconds"] if s["span"] != "bronze.read" else 0
+        if s["span"] == "iceberg.write" and not table.endswith("__rejected"):
+            rows[layer] += s.get("rows", 0)
+    steps = out["steps"]
+    layer_s["bronze"] = sum(v for k, v in steps.items() if k.startswith("bronze__"))
+    dbt_steps = sum(v for k, v in steps.items() if k.startswith("dbt_"))
+    in_dbt = sum(s["seconds"] for s in spans if s["span"] in ("dbt.model", "iceberg.write", "soda.scan")
+                 and s.get("table", "").split(".")[0] in ("silver", "gold"))
+    parts = {
+        "process_start": out["seconds"]["process_start"],
+        "iceberg_commit": total["iceberg.write"],
+        "quality_checks": total["soda.scan"],
+        "file_reads": total["bronze.read"],
+        "sql_compute": total["dbt.model"],
+        "dbt": dbt_steps - in_dbt,
+    }
+    parts["dagster"] = wall - sum(parts.values())
+    return {"layers_s": dict(layer_s), "rows": dict(rows), "split_s": parts, "steps_s": steps}
+
+
+def run_raw(work: Path, landing: Path, days: list[str], models_file: Path, plan: Plan, tag: str) -> dict:
+    out = work / f"raw-{tag}"
+    shutil.rmtree(out, ignore_errors=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_LAUNCHED_AT": repr(time.time())}
+    m = measure.run([sys.executable, "-m", "bench.raw", "--landing", str(landing), "--days", ",".join(days),
+                     "--models", str(models_file), "--out", str(out), "--memory-limit", plan.memory_limit],
+                    env, cwd=str(ROOT), rss_limit_bytes=int(plan.rss_limit_gb * GB))
+    result = {"wall_s": m.seconds, "peak_rss_bytes": m.peak_rss_bytes, "ok": m.ok, "over_rss_limit": m.over_limit}
+    if m.ok:
+        data = _last_json(m.stdout)
+        rows: dict[str, int] = defaultdict(int)
+        for table, n in data["rows"].items():
+            if not table.endswith("__rejected"):
+                rows[table.split(".")[0]] += n
+        result.update({"layers_s": {k: data["seconds"][k] for k in ("bronze", "silver", "gold")}, "rows": dict(rows)})
+    else:
+        result["error"] = (m.stderr or m.stdout)[-2000:]
+    return result
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def throughput(work: Path, rows_per_day: int, models_file: Path, plan: Plan, log) -> dict:
+    """One landing day at ``rows_per_day``, both sides ``plan.reps`` times, alternating who goes first."""
+    spec = SampleSpec(days=1, rows_per_day=rows_per_day)
+    landing = work / f"landing-{rows_per_day}"
+    shutil.rmtree(landing, ignore_errors=True)
+    t = time.perf_counter()
+    generate(spec, str(landing))
+    log(f"  generated {rows_per_day:,} order lines in {time.perf_counter() - t:.1f}s")
+    day = spec.day(0).isoformat()
+    ours, raw = [], []
+    for rep in range(plan.reps):
+        for side in (("ours", "raw") if rep % 2 == 0 else ("raw", "ours")):
+            if side == "ours":
+                r = run_ours(work / "ours", landing, day, plan)
+                ours.append(r)
+            else:
+                r = run_raw(work, landing, [day], models_file, plan, str(rows_per_day))
+                raw.append(r)
+            log(f"  rep {rep + 1} {side:<4} {'ok' if r['ok'] else 'FAILED'} {r['wall_s']:6.1f}s "
+                f"peak RSS {r['peak_rss_bytes'] / GB:.2f} GB")
+    pairs = [o["wall_s"] / r["wall_s"] for o, r in zip(ours, raw) if o["ok"] and r["ok"]]
+    summary = {"rows_per_day": rows_per_day, "ours": ours, "raw": raw, "overhead_ratio": _median(pairs)}
+    for name, runs in (("ours", ours), ("raw", raw)):
+        good = [r for r in runs if r["ok"]]
+        if not good:
+            continue
+        summary[f"{name}_median_s"] = _median([r["wall_s"] for r in good])
+        summary[f"{name}_peak_rss_bytes"] = max(r["peak_rss_bytes"] for r in runs)
+        rates = {}
+        for layer in ("bronze", "silver", "gold"):
+            secs = _median([r["layers_s"].get(layer, 0.0) for r in good])
+            n = good[0]["rows"].get(layer, 0)
+            rates[layer] = {"rows": n, "seconds": secs, "rows_per_s": n / secs if secs else None}
+        whole = sum(good[0]["rows"].values())
+        rates["pipeline"] = {"rows": whole, "seconds": summary[f"{name}_median_s"],
+                             "rows_per_s": whole / summary[f"{name}_median_s"]}
+        summary[f"{name}_layers"] = rates
+    if ours and all(o["ok"] for o in ours):
+        summary["ours_split_s"] = {k: _median([o["split_s"][k] for o in ours]) for k in ours[0]["split_s"]}
+    return summary
+
+
+def incremental(work: Path, models: list[Model], plan: Plan, log) -> dict:
+    """Day N after N-1 days of history, for each N in ``plan.history_days``, in one growing warehouse."""
+    n_max = max(plan.history_days)
+    spec = SampleSpec(days=n_max, rows_per_day=plan.history_rows)
+    landing = work / f"landing-history-{plan.history_rows}"
+    shutil.rmtree(landing, ignore_errors=True)
+    t = time.perf_counter()
+    generate(spec, str(landing))
+    log(f"  generated {n_max} days x {plan.history_rows:,} order lines in {time.perf_counter() - t:.1f}s")
+    home = work / "history"
+    shutil.rmtree(home, ignore_errors=True)
+    env = _env(home, landing, plan)
+    days = [spec.day(i).isoformat() for i in range(n_max)]
+    results, built = {}, 0
+    for n in sorted(plan.history_days):
+        t = time.perf_counter()
+        with _environ(env, drop=("RATATOUILLE_TRACE_FILE",)):
+            get_settings.cache_clear()
+            history.build(get_settings(), days[built:n - 1], models)
+            before = history.metadata_stats(get_settings())
+        built = n
+        log(f"  history: {n - 1} days built ({time.perf_counter() - t:.1f}s), {before['snapshots']} snapshots")
+        run = run_ours(home, landing, days[n - 1], plan, fresh=False)
+        log(f"  day {n}: {'ok' if run['ok'] else 'FAILED'} {run['wall_s']:.1f}s")
+        results[n] = {"wall_s": run["wall_s"], "ok": run["ok"], "peak_rss_bytes": run["peak_rss_bytes"],
+                      "split_s": run.get("split_s"), "metadata_before": before}
+    with _environ(env, drop=("RATATOUILLE_TRACE_FILE",)):
+        get_settings.cache_clear()
+        after = history.metadata_stats(get_settings())
+        latency = queries.dashboard_latency(get_settings())
+    get_settings.cache_clear()
+    first, last = results[min(results)], results[max(results)]
+    return {
+        "rows_per_day": plan.history_rows,
+        "days": results,
+        "ratio_last_to_first": last["wall_s"] / first["wall_s"] if first["ok"] and last["ok"] else None,
+        "metadata_after": after,
+        "gold_queries": latency,
+    }
+
+
+class _environ:
+    """Temporarily run this process with ``env`` (the history builder runs in-process)."""
+
+    def __init__(self, env: dict[str, str], drop: tuple[str, ...] = ()):
+        self.env, self.drop = env, drop
+
+    def __enter__(self):
+        self.saved = dict(os.environ)
+        os.environ.clear()
+        os.environ.update({k: v for k, v in self.env.items() if k not in self.drop})
+
+    def __exit__(self, *exc):
+        os.environ.clear()
+        os.environ.update(self.saved)
+
+
+def machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    mem = next((int(line.split()[1]) * 1024 for line in open("/proc/meminfo") if line.startswith("MemTotal")), 0)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return {"host": platform.node(), "cpus": os.cpu_count(), "cpu": cpu, "memory_gb": round(mem / GB, 1),
+            "python": platform.python_version(), "duckdb": duckdb.__version__, "commit": commit or None}
+
+
+def report(results: dict) -> str:
+    lines = [f"Ratatouille bench ({results['scale']}) on {results['machine']['cpus']} x {results['machine']['cpu']}, "
+             f"{results['machine']['memory_gb']} GB; DuckDB memory_limit {results['plan']['memory_limit']}", ""]
+    lines.append(f"{'rows/day':>10} {'ours s':>8} {'duckdb s':>9} {'ratio':>6} {'ours RSS':>9} "
+                 f"{'bronze r/s':>11} {'silver r/s':>11} {'gold r/s':>10} {'pipeline r/s':>13}")
+    for t in results["throughput"]:
+        layers = t.get("ours_layers", {})
+        rate = lambda k: f"{layers[k]['rows_per_s']:,.0f}" if layers.get(k, {}).get("rows_per_s") else "-"  # noqa: E731
+        ratio = f"{t['overhead_ratio']:.2f}" if t.get("overhead_ratio") else "-"
+        lines.append(
+            f"{t['rows_per_day']:>10,} {t.get('ours_median_s', float('nan')):>8.1f} {t.get('raw_median_s', float('nan')):>9.1f} "
+            f"{ratio:>6} {t.get('ours_peak_rss_bytes', 0) / GB:>8.2f}G {rate('bronze'):>11} {rate('silver'):>11} "
+            f"{rate('gold'):>10} {rate('pipeline'):>13}"
+        )
+    fixed = results.get("fixed_overhead")
+    if fixed:
+        lines += ["", f"Fixed overhead, one day of {fixed['rows_per_day']:,} order lines, whole graph: "
+                  f"{fixed['wall_s']:.1f}s (median) = " + ", ".join(f"{k} {v:.1f}s" for k, v in fixed["split_s"].items())]
+    if results.get("largest_day_under_limit"):
+        big = results["largest_day_under_limit"]
+        lines.append(f"Largest day completed under {results['plan']['rss_limit_gb']:.0f} GB RSS: "
+                     f"{big['rows_per_day']:,} order lines (peak {big['peak_rss_bytes'] / GB:.2f} GB)")
+    inc = results.get("incremental")
+    if inc:
+        days = ", ".join(f"day {n}: {d['wall_s']:.1f}s" for n, d in inc["days"].items())
+        ratio = f"{inc['ratio_last_to_first']:.2f}" if inc.get("ratio_last_to_first") else "-"
+        meta = inc["metadata_after"]
+        lines += ["", f"Incremental ({inc['rows_per_day']:,} rows/day): {days}; last/first = {ratio}",
+                  f"  after: {meta['snapshots']} snapshots in {meta['tables']} tables, current metadata "
+                  f"{meta['current_metadata_bytes'] / 1024:.0f} KiB, all metadata files {meta['metadata_dir_bytes'] / 1024**2:.1f} MiB"]
+        q = inc["gold_queries"]
+        lines.append(f"Gold dashboard queries over {q['days']} ({q['kpi_rows']:,} KPI rows): "
+                     f"p50 {q['p50_ms']:.1f} ms, p95 {q['p95_ms']:.1f} ms")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", choices=sorted(PLANS), default=os.environ.get("BENCH_SCALE", "small"))
+    parser.add_argument("--work", type=Path, default=ROOT / ".ratatouille" / "bench")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--rows", type=lambda v: tuple(int(x) for x in v.split(",")),
+                        help="override the scale's order lines/day, comma-separated (e.g. 1000000)")
+    parser.add_argument("--reps", type=int, help="override the A/B repetitions")
+    parser.add_argument("--no-history", action="store_true", help="skip the incremental-cost and query part")
+    args = parser.parse_args(argv)
+    plan = PLANS[args.scale]
+    if args.rows:
+        plan = dataclasses.replace(plan, rows_per_day=args.rows, search_rows=())
+    if args.reps:
+        plan = dataclasses.replace(plan, reps=args.reps)
+    started = time.perf_counter()
+
+    def log(message: str) -> None:
+        print(f"[{time.perf_counter() - started:6.0f}s] {message}", flush=True)
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    models = compile_models(ROOT / "dbt_project", args.work)
+    models_file = args.work / "models.json"
+    save(models, models_file)
+    results: dict = {"scale": args.scale, "date": dt.date.today().isoformat(), "machine": machine(),
+                     "plan": dataclasses.asdict(plan), "throughput": []}
+
+    for rows in sorted(set(plan.rows_per_day) | {plan.tiny}):
+        log(f"throughput at {rows:,} order lines/day")
+        results["throughput"].append(throughput(args.work, rows, models_file, plan, log))
+    tiny = next(t for t in results["throughput"] if t["rows_per_day"] == plan.tiny)
+    if "ours_split_s" in tiny:
+        results["fixed_overhead"] = {"rows_per_day": plan.tiny, "wall_s": tiny["ours_median_s"], "split_s": tiny["ours_split_s"]}
+
+    done = [t for t in results["throughput"] if t.get("ours") and all(o["ok"] for o in t["ours"])]
+    for rows in plan.search_rows:
+        log(f"largest day: trying {rows:,} order lines/day")
+        probe = throughput(args.work, rows, models_file, dataclasses.replace(plan, reps=1), log)
+        if not all(o["ok"] for o in probe["ours"]):
+            break
+        done.append(probe)
+    if done:
+        big = max(done, key=lambda t: t["rows_per_day"])
+        results["largest_day_under_limit"] = {"rows_per_day": big["rows_per_day"], "peak_rss_bytes": big["ours_peak_rss_bytes"],
+                                              "searched_up_to": max([*plan.rows_per_day, *plan.search_rows])}
+
+    if not args.no_history:
+        log(f"incremental cost: N = {', '.join(map(str, plan.history_days))} at {plan.history_rows:,} order lines/day")
+        results["incremental"] = incremental(args.work, models, plan, log)
+    results["seconds"] = time.perf_counter() - started
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"{results['date']}-{platform.node()}-{args.scale}.json"
+    path.write_text(json.dumps(results, indent=2, default=str))
+    print()
+    print(report(results))
+    print(f"\nresults: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path} ({results['seconds'] / 60:.1f} min)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,81 @@
+"""The dbt models' compiled SQL, so plain DuckDB (and the history builder) runs exactly our SQL.
+
+The project is compiled once with sentinel window dates; :func:`for_window` swaps in a real
+window. Compiled SQL names relations ``"memory"."<schema>"."<table>"``, which is what an
+in-memory DuckDB with schemas ``bronze``, ``silver`` and ``gold`` resolves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+START, END = "1901-01-01", "1901-12-31"  # sentinels: appear nowhere else in the SQL
+REJECT_COLUMN = "_reject_reason"
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    name: str
+    schema: str
+    sql: str
+    partition_by: str | None
+    depends_on: tuple[str, ...]
+
+    @property
+    def identifier(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    def for_window(self, start: str, end: str) -> str:
+        return self.sql.replace(START, start).replace(END, end)
+
+
+def compile_models(project_dir: Path, work: Path, reporting_currency: str = "USD") -> list[Model]:
+    """``dbt compile`` the project into ``work`` and return its models in dependency order."""
+    work.mkdir(parents=True, exist_ok=True)
+    target = work / "dbt-compile"
+    env = {**os.environ, "RATATOUILLE_HOME": str(work / "compile-home"), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    env.pop("RATATOUILLE_TRACE_FILE", None)
+    variables = {"min_date": START, "max_date": END, "reporting_currency": reporting_currency}
+    dbt = str(Path(sys.executable).parent / "dbt")
+    result = subprocess.run(
+        [dbt, "compile", "--quiet", "--vars", json.dumps(variables), "--profiles-dir", str(project_dir),
+         "--project-dir", str(project_dir), "--target-path", str(target), "--log-path", str(target)],
+        env=env, capture_output=True, text=True,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"dbt compile failed:\n{result.stdout}{result.stderr}")
+    manifest = json.loads((target / "manifest.json").read_text())
+    nodes = {uid: n for uid, n in manifest["nodes"].items() if n["resource_type"] == "model"}
+    models: dict[str, Model] = {}
+    for uid, node in nodes.items():
+        compiled = target / "compiled" / node["package_name"] / node["original_file_path"]
+        models[uid] = Model(
+            name=node.get("alias") or node["name"], schema=node["schema"], sql=compiled.read_text(),
+            partition_by=(node.get("config") or {}).get("partition_by"),
+            depends_on=tuple(d for d in node["depends_on"]["nodes"] if d in nodes),
+        )
+    ordered: list[str] = []
+
+    def visit(uid: str) -> None:
+        if uid in ordered:
+            return
+        for dep in models[uid].depends_on:
+            visit(dep)
+        ordered.append(uid)
+
+    for uid in sorted(models):
+        visit(uid)
+    return [models[uid] for uid in ordered]
+
+
+def save(models: list[Model], path: Path) -> None:
+    path.write_text(json.dumps([dataclasses.asdict(m) for m in models]))
+
+
+def load(path: Path) -> list[Model]:
+    return [Model(**{**m, "depends_on": tuple(m["depends_on"])}) for m in json.loads(path.read_text())]
