@@ -138,3 +138,42 @@ def test_concurrent_writers_all_land_via_retry(settings):
     got = read(settings, "bronze.c")
     expected_ids = [0] + [i for k in range(1, writers + 1) for i in range(k * 100, k * 100 + 50)]
     assert sorted(r[0] for r in got) == sorted(expected_ids)  # nothing lost, nothing twice
+
+
+def _data_files(settings, table: str) -> set[str]:
+    """Every Parquet file under the table's data folder, referenced or not."""
+    import os
+
+    location = load_catalog(settings).load_table(table).location().removeprefix("file://")
+    return {os.path.join(folder, n) for folder, _, names in os.walk(os.path.join(location, "data"))
+            for n in names if n.endswith(".parquet")}
+
+
+def test_a_stream_commits_once_and_a_failure_mid_stream_leaves_nothing(settings, monkeypatch):
+    import ratatouille_assets.lakehouse.write as write
+
+    monkeypatch.setattr(write, "CHUNK_ROWS", 2)  # 5 rows in the second chunk -> 3 slices
+    catalog = load_catalog(settings)
+    write_window(catalog, "bronze.s", rows(D1, [1]), window=day(D1), run_id="r0")
+    before = catalog.load_table("bronze.s").current_snapshot().snapshot_id
+    files_before = _data_files(settings, "bronze.s")
+
+    def chunks(fail: bool):
+        yield rows(D1, [10, 11])
+        yield rows(D1, [12, 13, 14, 15, 16], label="y")
+        if fail:
+            raise RuntimeError("the source broke mid-stream")
+        yield rows(D1, [17]).append_column("extra", pa.array(["e"]))  # a late chunk adds a column
+
+    with pytest.raises(RuntimeError, match="mid-stream"):
+        write_window(catalog, "bronze.s", chunks(fail=True), window=day(D1), run_id="r1")
+    assert catalog.load_table("bronze.s").current_snapshot().snapshot_id == before
+    assert _data_files(settings, "bronze.s") == files_before  # no orphan data files left behind
+    assert read(settings, "bronze.s") == [(1, D1, "x1")]
+
+    result = write_window(catalog, "bronze.s", chunks(fail=False), window=day(D1), run_id="r2",
+                          extra_properties=lambda: {"ratatouille.note": "computed after the stream"})
+    assert [r[0] for r in read(settings, "bronze.s")] == [10, 11, 12, 13, 14, 15, 16, 17]
+    assert result.rows_written == 8 and result.summary["ratatouille.note"] == "computed after the stream"
+    assert int(result.summary["added-data-files"]) == 5  # 1 + 3 slices + 1: bounded chunks, one commit
+    assert "extra" in catalog.load_table("bronze.s").schema().column_names

@@ -9,7 +9,7 @@ import duckdb
 from pyiceberg.catalog import Catalog
 
 from ratatouille_assets.ingest.quarantine import QuarantinedFile
-from ratatouille_assets.ingest.readers import PARTITION_COLUMN, read_partition
+from ratatouille_assets.ingest.readers import PARTITION_COLUMN, PartitionRead, stream_partition
 from ratatouille_assets.ingest.sources import Source
 from ratatouille_assets.lakehouse import trace
 from ratatouille_assets.lakehouse.write import RetryPolicy, Window, WriteResult, write_window
@@ -45,24 +45,24 @@ def load_day(
 
     Bad files are quarantined under ``quarantine_root`` (or raise, per the source's ``on_bad_file``);
     their count is recorded on the snapshot so a partition with set-aside files can be found later.
+    Files are read and written one at a time, so a day larger than memory still loads.
     """
-    with trace.span("bronze.read", table=bronze_identifier(source), day=day) as span:
-        batch = read_partition(
-            conn, source, landing, day, run_id, quarantine_root=quarantine_root, max_file_bytes=max_file_bytes
-        )
-        span["rows"] = batch.data.num_rows
+    found = PartitionRead()
     date = dt.date.fromisoformat(day)
     result = write_window(
         catalog,
         bronze_identifier(source),
-        batch.data,
+        stream_partition(
+            conn, source, landing, day, run_id, found, quarantine_root=quarantine_root, max_file_bytes=max_file_bytes
+        ),
         window=Window(PARTITION_COLUMN, date, date),
         run_id=run_id,
         retry=retry,
         partition_key=day,
-        extra_properties={
-            "ratatouille.files": str(len(batch.files)),
-            "ratatouille.quarantined-files": str(len(batch.quarantined)),
+        extra_properties=lambda: {
+            "ratatouille.files": str(len(found.files)),
+            "ratatouille.quarantined-files": str(len(found.quarantined)),
         },
     )
-    return BronzeLoad(day=day, files=batch.files, result=result, quarantined=batch.quarantined)
+    trace.record("bronze.read", found.read_seconds, table=bronze_identifier(source), day=day, rows=found.rows)
+    return BronzeLoad(day=day, files=tuple(found.files), result=result, quarantined=tuple(found.quarantined))

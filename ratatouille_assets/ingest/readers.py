@@ -15,6 +15,8 @@ import dataclasses
 import datetime as dt
 import os
 import re
+import time
+from collections.abc import Iterator
 from pathlib import PurePath
 
 import duckdb
@@ -84,6 +86,56 @@ def list_files(conn: duckdb.DuckDBPyConnection, landing_root: str, source: Sourc
     return [r[0] for r in rows]
 
 
+@dataclasses.dataclass
+class PartitionRead:
+    """What :func:`stream_partition` found, filled in as the stream is consumed."""
+
+    files: list[str] = dataclasses.field(default_factory=list)
+    quarantined: list[QuarantinedFile] = dataclasses.field(default_factory=list)
+    rows: int = 0
+    read_seconds: float = 0.0
+
+
+def stream_partition(
+    conn: duckdb.DuckDBPyConnection,
+    source: Source,
+    landing_root: str,
+    day: str,
+    run_id: str,
+    found: PartitionRead,
+    *,
+    quarantine_root: str | None = None,
+    max_file_bytes: int | None = None,
+) -> Iterator[pa.Table]:
+    """The day's good files for ``source``, one Arrow table per file (only one file in memory at
+    a time); bad files per ``on_bad_file``. Always yields at least an empty table (the schema).
+
+    With ``on_bad_file: fail`` the first bad file raises :class:`BadFile`; nothing is quarantined
+    and the consumer (the write path) commits nothing. With ``quarantine`` each bad file is copied
+    under ``quarantine_root`` and skipped.
+    """
+    ingested_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    for path in list_files(conn, landing_root, source, day):
+        started = time.perf_counter()
+        try:
+            table = read_file(
+                conn, source, path, landing_root=landing_root, day=day, run_id=run_id, ingested_at=ingested_at,
+                max_file_bytes=max_file_bytes,
+            )
+        except BadFile as bad:
+            if source.on_bad_file == "fail":
+                raise
+            found.quarantined.append(_quarantine(bad, path, source, day, run_id, quarantine_root))
+            continue
+        finally:
+            found.read_seconds += time.perf_counter() - started
+        found.files.append(path)
+        found.rows += table.num_rows
+        yield _ordered(source, table)
+    if not found.files:
+        yield empty_table(conn, source)
+
+
 def read_partition(
     conn: duckdb.DuckDBPyConnection,
     source: Source,
@@ -94,26 +146,20 @@ def read_partition(
     quarantine_root: str | None = None,
     max_file_bytes: int | None = None,
 ) -> Batch:
-    """The day's good files for ``source`` as one Arrow table, each file once; bad files per ``on_bad_file``.
+    """:func:`stream_partition` gathered into one table (all of the day in memory: small days only)."""
+    found = PartitionRead()
+    tables = list(stream_partition(
+        conn, source, landing_root, day, run_id, found, quarantine_root=quarantine_root, max_file_bytes=max_file_bytes,
+    ))
+    data = _union(source, tables) if found.files else tables[0]
+    return Batch(data=data, files=tuple(found.files), quarantined=tuple(found.quarantined))
 
-    With ``on_bad_file: fail`` the first bad file raises :class:`BadFile` before anything is
-    quarantined. With ``quarantine`` each bad file is copied under ``quarantine_root`` and skipped.
-    """
-    ingested_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    tables, good, quarantined = [], [], []
-    for path in list_files(conn, landing_root, source, day):
-        try:
-            tables.append(read_file(
-                conn, source, path, landing_root=landing_root, day=day, run_id=run_id, ingested_at=ingested_at,
-                max_file_bytes=max_file_bytes,
-            ))
-            good.append(path)
-        except BadFile as bad:
-            if source.on_bad_file == "fail":
-                raise
-            quarantined.append(_quarantine(bad, path, source, day, run_id, quarantine_root))
-    data = _union(source, tables) if tables else empty_table(conn, source)
-    return Batch(data=data, files=tuple(good), quarantined=tuple(quarantined))
+
+def _ordered(source: Source, table: pa.Table) -> pa.Table:
+    """Declared columns first, then extra columns, lineage last."""
+    fixed = {*source.columns, *LINEAGE_COLUMNS}
+    extras = [c for c in table.column_names if c not in fixed]
+    return table.select([*source.columns, *extras, *LINEAGE_COLUMNS])
 
 
 def _quarantine(

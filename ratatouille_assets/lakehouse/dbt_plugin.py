@@ -3,8 +3,8 @@
 - ``configure_connection``: limits and offline extensions on dbt's DuckDB connection, then one
   view per Iceberg table (``<namespace>.<table>`` over ``iceberg_scan``), so ``source('bronze', …)``
   and ``ref(…)`` read Iceberg with partition pruning and nothing is copied.
-- ``store``: called by the ``iceberg`` materialization with the model's staging view; reads it as
-  Arrow and writes it with :func:`ratatouille_assets.lakehouse.write.write_window`, then calls the
+- ``store``: called by the ``iceberg`` materialization with the model's staging view; streams it
+  as Arrow batches into :func:`ratatouille_assets.lakehouse.write.write_window`, then calls the
   optional ``audit`` hook (``module:function`` in the plugin config) on the snapshot just written.
   A hook that raises fails the model, so dbt skips everything downstream of it. The storage layer
   knows nothing of the checks: the profile wires the quality package in.
@@ -16,6 +16,7 @@ import datetime as dt
 import importlib
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from duckdb import DuckDBPyConnection
 
 from ratatouille_assets.lakehouse import duck, trace
 from ratatouille_assets.lakehouse.catalog import load_catalog
-from ratatouille_assets.lakehouse.write import RetryPolicy, Window, write_window
+from ratatouille_assets.lakehouse.write import CHUNK_ROWS, RetryPolicy, Window, write_window
 from ratatouille_assets.settings import get_settings
 
 REJECT_COLUMN = "_reject_reason"
@@ -81,9 +82,6 @@ class Plugin(BasePlugin):
         cursor = self._conn.cursor()
         try:
             namespace, table = options["namespace"], options["table"]
-            with trace.span("dbt.model", table=f"{namespace}.{table}") as span:
-                data = cursor.execute(f"SELECT * FROM {options['source_relation']}").to_arrow_table()
-                span["rows"] = data.num_rows
             window = None
             if options.get("partition_by"):
                 window = Window(
@@ -97,20 +95,66 @@ class Plugin(BasePlugin):
                 partition_key=options.get("partition_key") or None,
                 retry=RetryPolicy(attempts=get_settings().commit_retries),
             )
-            extra: dict[str, str] = {}
-            if REJECT_COLUMN in data.column_names:
-                data, rejected = split_rejected(data)
-                with self._lock:
-                    result = write_window(self.catalog, f"{namespace}.{table}{REJECTED_SUFFIX}", rejected, **common)
-                duck.point_view(cursor, namespace, table + REJECTED_SUFFIX, result.metadata_location)
-                extra = rejected_properties(rejected)
+            # The model's result streams from DuckDB to Iceberg data files in bounded batches; rows
+            # with a reject reason (few, by nature) are kept aside and written after the good ones.
+            reader = cursor.execute(f"SELECT * FROM {options['source_relation']}").fetch_record_batch(CHUNK_ROWS)
+            stream = _ModelStream(reader)
             with self._lock:
-                result = write_window(self.catalog, f"{namespace}.{table}", data, extra_properties=extra, **common)
+                result = write_window(
+                    self.catalog, f"{namespace}.{table}", stream, extra_properties=stream.rejected_properties, **common
+                )
+            trace.record("dbt.model", stream.seconds, table=f"{namespace}.{table}", rows=stream.rows)
+            if stream.has_rejects:
+                with self._lock:
+                    rejected = write_window(
+                        self.catalog, f"{namespace}.{table}{REJECTED_SUFFIX}", stream.rejected(), **common
+                    )
+                duck.point_view(cursor, namespace, table + REJECTED_SUFFIX, rejected.metadata_location)
             duck.point_view(cursor, namespace, table, result.metadata_location)
             if self._audit is not None:
                 self._audit(f"{namespace}.{table}", result.metadata_location, window, audit_dir())
         finally:
             cursor.close()
+
+
+class _ModelStream:
+    """A model's result as Arrow chunks without the reject column; rejected rows kept aside."""
+
+    def __init__(self, reader: pa.RecordBatchReader) -> None:
+        self._reader = reader
+        self.has_rejects = REJECT_COLUMN in reader.schema.names
+        self._rejected: list[pa.Table] = []
+        self.rows = 0
+        self.seconds = 0.0  # time spent computing (pulling from DuckDB), for the trace
+
+    def __iter__(self):
+        yielded = False
+        while True:
+            started = time.perf_counter()
+            try:
+                batch = self._reader.read_next_batch()
+            except StopIteration:
+                break
+            finally:
+                self.seconds += time.perf_counter() - started
+            chunk = pa.Table.from_batches([batch])
+            if self.has_rejects:
+                chunk, bad = split_rejected(chunk)
+                if bad.num_rows:
+                    self._rejected.append(bad)
+            self.rows += chunk.num_rows
+            yielded = True
+            yield chunk
+        if not yielded:  # an empty result still carries the schema (creates the table, empties the window)
+            empty = self._reader.schema.empty_table()
+            yield split_rejected(empty)[0] if self.has_rejects else empty
+
+    def rejected(self) -> pa.Table:
+        schema = self._reader.schema
+        return pa.concat_tables(self._rejected) if self._rejected else schema.empty_table()
+
+    def rejected_properties(self) -> dict[str, str]:
+        return rejected_properties(self.rejected()) if self.has_rejects else {}
 
 
 def split_rejected(data: pa.Table) -> tuple[pa.Table, pa.Table]:

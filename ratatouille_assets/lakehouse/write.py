@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
 import logging
 import random
 import time
+import uuid
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -29,7 +31,8 @@ from pyiceberg.exceptions import (
     ValidationError,
 )
 from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression, GreaterThanOrEqual, LessThanOrEqual
-from pyiceberg.io.pyarrow import schema_to_pyarrow
+from pyiceberg.io.pyarrow import _dataframe_to_data_files, schema_to_pyarrow
+from pyiceberg.manifest import DataFile
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.transforms import IdentityTransform
@@ -188,87 +191,134 @@ def _check_window(identifier: str, data: pa.Table, window: Window | None) -> Non
         )
 
 
+Chunks = pa.Table | Iterable[pa.Table]
+# Rows handed to pyiceberg at once: its partitioning and Parquet encoding copy what they are given,
+# so this bounds a write's memory whatever the size of the window (10M+ rows a day).
+CHUNK_ROWS = 500_000
+
+
 def write_window(
     catalog: Catalog,
     identifier: str,
-    data: pa.Table,
+    data: Chunks,
     *,
     window: Window | None,
     run_id: str,
     partition_key: str | None = None,
     branch: str = "main",
-    extra_properties: dict[str, str] | None = None,
+    extra_properties: dict[str, str] | Callable[[], dict[str, str]] | None = None,
     retry: RetryPolicy | None = None,
     on_attempt: Callable[[int], None] | None = None,
 ) -> WriteResult:
     """Atomically replace ``window`` of ``identifier`` with ``data`` (the whole table if ``window`` is None).
 
-    Creates the table on first write (identity-partitioned on ``window.column``) and adds new
-    columns in the same commit. On a commit conflict the table is reloaded and the write rebuilt,
-    with bounded, jittered backoff.
+    ``data`` is an Arrow table or an iterable of them (a stream: each chunk is written to data
+    files as it arrives, so memory stays bounded). Creates the table on first write
+    (identity-partitioned on ``window.column``); columns a chunk adds are added to the table
+    first (additive evolution, its own commit). Then one commit replaces the window with every
+    data file written; on a conflict the table is reloaded and the same files are committed
+    again, with bounded, jittered backoff. ``extra_properties`` may be a callable, evaluated once
+    the stream is consumed. If anything fails before the commit, the files written are deleted.
 
     Raises:
         SchemaEvolutionError: the data cannot fit the table by adding columns or widening types.
         CommitConflictError: every attempt conflicted.
     """
-    with trace.span("iceberg.write", table=identifier, rows=data.num_rows):
+    with trace.span("iceberg.write", table=identifier) as span:
         return _write_window(
             catalog, identifier, data, window=window, run_id=run_id, partition_key=partition_key, branch=branch,
-            extra_properties=extra_properties, retry=retry, on_attempt=on_attempt,
+            extra_properties=extra_properties, retry=retry or RetryPolicy(), on_attempt=on_attempt, span=span,
         )
+
+
+def _chunks(data: Chunks, span: dict) -> Iterator[pa.Table]:
+    """Normalized chunks of at most CHUNK_ROWS rows; time spent waiting for the caller's data is
+    recorded as ``input_seconds`` (trace: excluded from the write's own time)."""
+    source = iter([data] if isinstance(data, pa.Table) else data)
+    while True:
+        t = time.perf_counter()
+        try:
+            table = next(source)
+        except StopIteration:
+            return
+        finally:
+            span["input_seconds"] = span.get("input_seconds", 0.0) + time.perf_counter() - t
+        table = normalize_arrow(table)
+        if table.num_rows <= CHUNK_ROWS:
+            yield table
+        else:
+            for offset in range(0, table.num_rows, CHUNK_ROWS):
+                yield table.slice(offset, CHUNK_ROWS)
 
 
 def _write_window(
     catalog: Catalog,
     identifier: str,
-    data: pa.Table,
+    data: Chunks,
     *,
     window: Window | None,
     run_id: str,
     partition_key: str | None,
     branch: str,
-    extra_properties: dict[str, str] | None,
-    retry: RetryPolicy | None,
+    extra_properties: dict[str, str] | Callable[[], dict[str, str]] | None,
+    retry: RetryPolicy,
     on_attempt: Callable[[int], None] | None,
+    span: dict,
 ) -> WriteResult:
-    retry = retry or RetryPolicy()
-    data = normalize_arrow(data)
-    _check_window(identifier, data, window)
-    properties = {
-        RUN_ID_PROPERTY: run_id,
-        ROWS_PROPERTY: str(data.num_rows),
-        **({PARTITION_PROPERTY: partition_key} if partition_key else {}),
-        **({WINDOW_PROPERTY: str(window)} if window else {}),
-        **(extra_properties or {}),
-    }
-    row_filter = window.to_filter() if window else AlwaysTrue()
-    table = load_or_create(catalog, identifier, data.schema, window.column if window else None)
+    chunks = _chunks(data, span)
+    first = next(chunks, None)
+    if first is None:
+        raise ValueError(f"{identifier}: nothing to write, not even an empty table with the schema")
+    table = load_or_create(catalog, identifier, first.schema, window.column if window else None)
     if window is not None and not _is_identity_partitioned_on(table, window.column):
         log.warning("%s is not identity-partitioned on %s: the overwrite rewrites files", identifier, window.column)
 
+    # 1. Data files, chunk by chunk (nothing is visible to readers yet).
+    files: list[DataFile] = []
+    rows = 0
+    write_uuid, counter = uuid.uuid4(), itertools.count(0)
+    try:
+        for chunk in itertools.chain([first], chunks):
+            _check_window(identifier, chunk, window)
+            if _needs_schema_update(table.schema(), chunk.schema):
+                table = _evolve(catalog, table, identifier, chunk.schema, retry)
+            if chunk.num_rows:
+                aligned = _cast_to_table_schema(table.schema(), chunk)
+                files += _dataframe_to_data_files(
+                    table_metadata=table.metadata, df=aligned, io=table.io, write_uuid=write_uuid, counter=counter
+                )
+                rows += chunk.num_rows
+    except BaseException:
+        _delete_files(table, files)
+        raise
+    span["rows"], span["files"] = rows, len(files)
+
+    # 2. One commit: drop the window's old files, add the new ones; on conflict commit them again.
+    extra = extra_properties() if callable(extra_properties) else (extra_properties or {})
+    properties = {
+        RUN_ID_PROPERTY: run_id,
+        ROWS_PROPERTY: str(rows),
+        **({PARTITION_PROPERTY: partition_key} if partition_key else {}),
+        **({WINDOW_PROPERTY: str(window)} if window else {}),
+        **extra,
+    }
+    row_filter = window.to_filter() if window else AlwaysTrue()
     for attempt in range(1, retry.attempts + 1):
         if on_attempt:
             on_attempt(attempt)
         try:
             with table.transaction() as tx:
-                if _needs_schema_update(table.schema(), data.schema):
-                    try:
-                        with tx.update_schema() as update:
-                            update.union_by_name(data.schema)
-                    except (ValidationError, ValueError, TypeError) as exc:
-                        raise SchemaEvolutionError(
-                            f"{identifier}: the incoming schema cannot be merged into the table: {exc}. "
-                            "Only added columns and widened types evolve automatically; rename or retype the "
-                            "column in the source contract, or migrate the table."
-                        ) from exc
-                aligned = _cast_to_table_schema(tx.table_metadata.schema(), data)
                 with warnings.catch_warnings():
                     # The first write of a window deletes nothing; that is expected, not a problem.
                     warnings.filterwarnings("ignore", message="Delete operation did not match any records")
-                    tx.overwrite(aligned, overwrite_filter=row_filter, snapshot_properties=properties, branch=branch)
+                    tx.delete(row_filter, snapshot_properties=properties, branch=branch)
+                with tx.update_snapshot(snapshot_properties=properties, branch=branch).fast_append() as append:
+                    for data_file in files:
+                        append.append_data_file(data_file)
             break
         except CommitFailedException as exc:
             if attempt == retry.attempts:
+                _delete_files(table, files)
                 raise CommitConflictError(
                     f"{identifier}: commit still conflicted after {attempt} attempts; last error: {exc}"
                 ) from exc
@@ -286,12 +336,46 @@ def _write_window(
         table=identifier,
         snapshot_id=snapshot.snapshot_id if snapshot else None,
         metadata_location=table.metadata_location,
-        rows_written=data.num_rows,
-        total_rows=int(summary.get("total-records", data.num_rows)),
+        rows_written=rows,
+        total_rows=int(summary.get("total-records", rows)),
         attempts=attempt,
         schema=table.schema(),
         summary=summary,
     )
+
+
+def _evolve(catalog: Catalog, table: Table, identifier: str, schema: pa.Schema, retry: RetryPolicy) -> Table:
+    """Add the columns ``schema`` brings (or widen types), as its own commit; retried on conflict.
+
+    Nullable columns with no data yet are harmless if the data commit never comes."""
+    for attempt in range(1, retry.attempts + 1):
+        try:
+            with table.update_schema() as update:
+                update.union_by_name(schema)
+            return catalog.load_table(identifier)
+        except (ValidationError, ValueError, TypeError) as exc:
+            raise SchemaEvolutionError(
+                f"{identifier}: the incoming schema cannot be merged into the table: {exc}. "
+                "Only added columns and widened types evolve automatically; rename or retype the "
+                "column in the source contract, or migrate the table."
+            ) from exc
+        except CommitFailedException:
+            if attempt == retry.attempts:
+                raise
+            time.sleep(retry.delay(attempt))
+            table = catalog.load_table(identifier)
+            if not _needs_schema_update(table.schema(), schema):
+                return table
+    return table
+
+
+def _delete_files(table: Table, files: list[DataFile]) -> None:
+    """Best effort: data files of a write that never committed are unreferenced garbage."""
+    for data_file in files:
+        try:
+            table.io.delete(data_file.file_path)
+        except Exception:  # noqa: BLE001 - cleanup must not hide the original error
+            log.warning("could not delete uncommitted data file %s", data_file.file_path)
 
 
 def _cast_to_table_schema(schema: Schema, data: pa.Table) -> pa.Table:
