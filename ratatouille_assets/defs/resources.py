@@ -21,4 +21,5 @@ class LakehouseResource(dg.ConfigurableResource):
         return load_catalog(self.settings())
 
     def connect(self) -> duckdb.DuckDBPyConnection:
-        return duck.connect(self.settings())
+        """A connection to the run process's shared DuckDB database (see ``duck.session``)."""
+        return duck.session(self.settings())

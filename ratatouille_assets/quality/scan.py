@@ -101,6 +101,12 @@ def run_checks(
         return _run_checks(dataset, metadata_location, settings=settings, row_filter=row_filter, now=now, resolve=resolve)
 
 
+def _temp_view(conn, name: str, metadata_location: str, row_filter: str | None) -> None:
+    location = metadata_location.replace("'", "''")
+    where = f" WHERE {row_filter}" if row_filter else ""
+    conn.execute(f"CREATE TEMP VIEW {duck.quote_ident(name)} AS SELECT * FROM iceberg_scan('{location}'){where}")
+
+
 def dataset_sodacl(dataset: DatasetChecks, checks: list) -> str:
     return dataclasses.replace(dataset, checks=tuple(checks)).sodacl(dataset.table)
 
@@ -119,18 +125,15 @@ def _run_checks(
     resolve: Callable[[str], str] | None,
 ) -> list[CheckOutcome]:
     missing: set[str] = set()
-    conn = duck.connect(settings)
+    # Views are TEMP: private to this connection of the shared database, so Soda sees only them.
+    conn = duck.session(settings)
     try:
-        location = metadata_location.replace("'", "''")
-        where = f" WHERE {row_filter}" if row_filter else ""
-        conn.execute(
-            f"CREATE VIEW {duck.quote_ident(dataset.table)} AS SELECT * FROM iceberg_scan('{location}'){where}"
-        )
+        _temp_view(conn, dataset.table, metadata_location, row_filter)
         for other in sorted({m for c in dataset.checks for m in _references(c.text)} - {dataset.table}):
             if resolve is None:
                 raise ValueError(f"{dataset.path}: reference checks need a resolver for dataset '{other}'")
             try:
-                duck.point_view(conn, "main", other, resolve(other))
+                _temp_view(conn, other, resolve(other), None)
             except NoSuchTableError:
                 missing.add(other)
         runnable = [c for c in dataset.checks if not (_references(c.text) & missing)]
