@@ -112,7 +112,7 @@ def split(out: dict, spans: list[dict], wall: float) -> dict:
         table = s.get("table", "")
         layer = table.split(".")[0]
         if layer in ("silver", "gold"):
-            layer_s[layer] += s["seconds"] if s["span"] != "bronze.read" else 0
+            layer_s[layer] += s["seconds"]
         if s["span"] == "iceberg.write" and not table.endswith("__rejected"):
             rows[layer] += s.get("rows", 0)
     steps = out["steps"]
@@ -120,13 +120,15 @@ def split(out: dict, spans: list[dict], wall: float) -> dict:
     dbt_steps = sum(v for k, v in steps.items() if k.startswith("dbt_"))
     in_dbt = sum(s["seconds"] for s in spans if s["span"] in ("dbt.model", "iceberg.write", "soda.scan")
                  and s.get("table", "").split(".")[0] in ("silver", "gold"))
+    tests = out.get("dbt_tests_s", 0.0)
     parts = {
         "process_start": out["seconds"]["process_start"],
-        "iceberg_commit": total["iceberg.write"],
-        "quality_checks": total["soda.scan"],
+        "iceberg_write": total["iceberg.write"],
+        "soda_checks": total["soda.scan"],
+        "dbt_tests": tests,
         "file_reads": total["bronze.read"],
         "sql_compute": total["dbt.model"],
-        "dbt": dbt_steps - in_dbt,
+        "dbt": dbt_steps - in_dbt - tests,
     }
     parts["dagster"] = wall - sum(parts.values())
     return {"layers_s": dict(layer_s), "rows": dict(rows), "split_s": parts, "steps_s": steps}
@@ -351,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     results["seconds"] = time.perf_counter() - started
 
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"{results['date']}-{platform.node()}-{args.scale}.json"
+    custom = "-custom" if (args.rows or args.reps or args.no_history) else ""
+    path = args.out / f"{results['date']}-{platform.node()}-{args.scale}{custom}.json"
     path.write_text(json.dumps(results, indent=2, default=str))
     print()
     print(report(results))

@@ -16,12 +16,23 @@ _STARTED = time.time()
 import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import dagster as dg  # noqa: E402
 
 from ratatouille_assets.definitions import build_definitions  # noqa: E402
 from ratatouille_assets.demo import ensure_dagster_home  # noqa: E402
 from ratatouille_assets.settings import get_settings  # noqa: E402
+
+
+def dbt_test_seconds(project_dir: Path, run_id: str) -> float:
+    """Time dbt spent executing data tests in this run (from each invocation's run_results.json)."""
+    total = 0.0
+    for path in (project_dir / "target").glob(f"*-{run_id[:7]}-*/run_results.json"):
+        for result in json.loads(path.read_text())["results"]:
+            if result["unique_id"].startswith("test."):
+                total += result.get("execution_time") or 0.0
+    return total
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     run_s = time.perf_counter() - t
     steps = {s.step_key: s.end_time - s.start_time for s in instance.get_run_step_stats(result.run_id)}
     print(json.dumps({
+        "dbt_tests_s": dbt_test_seconds(get_settings().dbt_project_dir, result.run_id),
         "ok": result.success,
         "run_id": result.run_id,
         "seconds": {"process_start": imported - launched, "definitions": definitions_s, "run": run_s},
