@@ -177,3 +177,17 @@ def test_a_stream_commits_once_and_a_failure_mid_stream_leaves_nothing(settings,
     assert result.rows_written == 8 and result.summary["ratatouille.note"] == "computed after the stream"
     assert int(result.summary["added-data-files"]) == 5  # 1 + 3 slices + 1: bounded chunks, one commit
     assert "extra" in catalog.load_table("bronze.s").schema().column_names
+
+
+def test_daily_writes_keep_the_manifest_count_bounded(settings):
+    """Readers open every manifest of a snapshot: a year of daily commits must not mean 365 of them."""
+    catalog = load_catalog(settings)
+    days = [D1 + dt.timedelta(days=i) for i in range(20)]
+    for i, d in enumerate(days):
+        write_window(catalog, "gold.daily", rows(d, [i]), window=day(d), run_id=f"r{i}")
+    table = catalog.load_table("gold.daily")
+    manifests = table.current_snapshot().manifests(table.io)
+    assert len(manifests) < 16, f"{len(manifests)} manifests after 20 daily writes"
+    assert [r[0] for r in read(settings, "gold.daily")] == list(range(20))
+    write_window(catalog, "gold.daily", rows(days[3], [99]), window=day(days[3]), run_id="again")  # inside a merged manifest
+    assert [r[0] for r in read(settings, "gold.daily")] == [0, 1, 2, 99, *range(4, 20)]
