@@ -1,4 +1,4 @@
-"""Read one day of landing files for a source into Arrow, cast to the source's contract.
+"""Read one day of landing files for a source into Arrow, file by file, cast to the source's contract.
 
 DuckDB does the parsing (CSV, JSON lines, Parquet), in memory, through the same configured
 connection as everything else, so the reader works the same on a local folder and on S3.
@@ -55,13 +55,6 @@ class _Reject(Exception):
     def __init__(self, reason: str, detail: str, action: str) -> None:
         super().__init__(detail)
         self.reason, self.detail, self.action = reason, detail, action
-
-
-@dataclasses.dataclass(frozen=True)
-class Batch:
-    data: pa.Table
-    files: tuple[str, ...]
-    quarantined: tuple[QuarantinedFile, ...] = ()
 
 
 def _lit(value: str) -> str:
@@ -136,25 +129,6 @@ def stream_partition(
         yield empty_table(conn, source)
 
 
-def read_partition(
-    conn: duckdb.DuckDBPyConnection,
-    source: Source,
-    landing_root: str,
-    day: str,
-    run_id: str,
-    *,
-    quarantine_root: str | None = None,
-    max_file_bytes: int | None = None,
-) -> Batch:
-    """:func:`stream_partition` gathered into one table (all of the day in memory: small days only)."""
-    found = PartitionRead()
-    tables = list(stream_partition(
-        conn, source, landing_root, day, run_id, found, quarantine_root=quarantine_root, max_file_bytes=max_file_bytes,
-    ))
-    data = _union(source, tables) if found.files else tables[0]
-    return Batch(data=data, files=tuple(found.files), quarantined=tuple(found.quarantined))
-
-
 def _ordered(source: Source, table: pa.Table) -> pa.Table:
     """Declared columns first, then extra columns, lineage last."""
     fixed = {*source.columns, *LINEAGE_COLUMNS}
@@ -174,14 +148,6 @@ def _quarantine(
         path, quarantine_root=quarantine_root, source=source.name, day=day, file=bad.file, reason=bad.reason,
         detail=bad.detail, action=bad.action, run_id=run_id,
     )
-
-
-def _union(source: Source, tables: list[pa.Table]) -> pa.Table:
-    """Concatenate by column name: declared columns first, then extra columns as first seen, lineage last."""
-    data = pa.concat_tables(tables, promote_options="permissive")
-    fixed = {*source.columns, *LINEAGE_COLUMNS}
-    extras = [c for c in data.column_names if c not in fixed]
-    return data.select([*source.columns, *extras, *LINEAGE_COLUMNS])
 
 
 def read_file(
