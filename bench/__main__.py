@@ -279,6 +279,13 @@ def report(results: dict) -> str:
             f"{ratio:>6} {t.get('ours_peak_rss_bytes', 0) / GB:>8.2f}G {rate('bronze'):>11} {rate('silver'):>11} "
             f"{rate('gold'):>10} {rate('pipeline'):>13}"
         )
+    tiny = next((t for t in results["throughput"] if t["rows_per_day"] == results["plan"]["tiny"]), None)
+    if tiny and tiny.get("ours_median_s") and tiny.get("raw_median_s"):
+        lines.append("")
+        lines.append("Marginal ratio (the data-dependent part, fixed costs of the tiny day removed): " + ", ".join(
+            f"{t['rows_per_day']:,}: {m:.2f}" for t in results["throughput"]
+            if (m := t.get("marginal_ratio")) is not None
+        ))
     fixed = results.get("fixed_overhead")
     if fixed:
         lines += ["", f"Fixed overhead, one day of {fixed['rows_per_day']:,} order lines, whole graph: "
@@ -332,6 +339,10 @@ def main(argv: list[str] | None = None) -> int:
         log(f"throughput at {rows:,} order lines/day")
         results["throughput"].append(throughput(args.work, rows, models_file, plan, log))
     tiny = next(t for t in results["throughput"] if t["rows_per_day"] == plan.tiny)
+    for t in results["throughput"]:
+        if t is not tiny and t.get("ours_median_s") and tiny.get("ours_median_s") and t.get("raw_median_s"):
+            extra_raw = t["raw_median_s"] - tiny["raw_median_s"]
+            t["marginal_ratio"] = (t["ours_median_s"] - tiny["ours_median_s"]) / extra_raw if extra_raw > 0 else None
     if "ours_split_s" in tiny:
         results["fixed_overhead"] = {"rows_per_day": plan.tiny, "wall_s": tiny["ours_median_s"], "split_s": tiny["ours_split_s"]}
 
@@ -353,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     results["seconds"] = time.perf_counter() - started
 
     args.out.mkdir(parents=True, exist_ok=True)
-    custom = "-custom" if (args.rows or args.reps or args.no_history) else ""
+    custom = f"-custom-{dt.datetime.now():%H%M%S}" if (args.rows or args.reps or args.no_history) else ""
     path = args.out / f"{results['date']}-{platform.node()}-{args.scale}{custom}.json"
     path.write_text(json.dumps(results, indent=2, default=str))
     print()
