@@ -35,6 +35,7 @@ from pyiceberg.io.pyarrow import _dataframe_to_data_files, schema_to_pyarrow
 from pyiceberg.manifest import DataFile
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
+from pyiceberg.table.update.snapshot import ExpireSnapshots
 from pyiceberg.transforms import IdentityTransform
 
 from ratatouille_assets.lakehouse import trace
@@ -56,10 +57,20 @@ ROWS_PROPERTY = "ratatouille.rows"
 # Daily writes add a manifest per commit; readers (DuckDB's iceberg_scan, every dashboard query)
 # open every manifest of the snapshot, so after a year a query read 365 of them (~0.6 ms each).
 # Appends merge small manifests once 16 have accumulated: reads stay flat as history grows.
+#
+# Every commit also rewrites the table metadata, which lists every snapshot: after a year of daily
+# writes a commit cost 16x a first-day commit (pyiceberg deep-copies the metadata per update). Each
+# write keeps the newest MAX_SNAPSHOTS_PROPERTY snapshots (time travel over ~50 days of daily
+# writes) and deletes metadata files beyond the last 20. Expiring is metadata-only: data files no
+# snapshot references any more stay until an orphan-file sweep removes them.
+MAX_SNAPSHOTS_PROPERTY = "ratatouille.history.max-snapshots"
 TABLE_PROPERTIES = {
     "commit.retry.num-retries": "0",
     "commit.manifest-merge.enabled": "true",
     "commit.manifest.min-count-to-merge": "16",
+    MAX_SNAPSHOTS_PROPERTY: "100",
+    "write.metadata.delete-after-commit.enabled": "true",
+    "write.metadata.previous-versions-max": "20",
 }
 
 
@@ -316,8 +327,8 @@ def _write_window(
             on_attempt(attempt)
         try:
             with table.transaction() as tx:
-                missing = {k: v for k, v in TABLE_PROPERTIES.items() if table.properties.get(k) != v}
-                if missing:  # tables created before a property was introduced get it on their next write
+                missing = {k: v for k, v in TABLE_PROPERTIES.items() if k not in table.properties}
+                if missing:  # tables created before a property was introduced get it (values set on a table stay)
                     tx.set_properties(missing)
                 with warnings.catch_warnings():
                     # The first write of a window deletes nothing; that is expected, not a problem.
@@ -326,6 +337,9 @@ def _write_window(
                 with tx.update_snapshot(snapshot_properties=properties, branch=branch).merge_append() as append:
                     for data_file in files:
                         append.append_data_file(data_file)
+                expired = _beyond_history(tx.table_metadata)
+                if expired:
+                    ExpireSnapshots(tx).by_ids(expired).commit()
             break
         except CommitFailedException as exc:
             if attempt == retry.attempts:
@@ -353,6 +367,14 @@ def _write_window(
         schema=table.schema(),
         summary=summary,
     )
+
+
+def _beyond_history(metadata) -> list[int]:
+    """Snapshots older than the newest ``MAX_SNAPSHOTS_PROPERTY``, except branch and tag heads."""
+    keep = int(metadata.properties.get(MAX_SNAPSHOTS_PROPERTY, TABLE_PROPERTIES[MAX_SNAPSHOTS_PROPERTY]))
+    protected = {ref.snapshot_id for ref in metadata.refs.values()}
+    newest_first = sorted(metadata.snapshots, key=lambda snap: (snap.timestamp_ms, snap.sequence_number or 0), reverse=True)
+    return [snap.snapshot_id for snap in newest_first[keep:] if snap.snapshot_id not in protected]
 
 
 def _evolve(catalog: Catalog, table: Table, identifier: str, schema: pa.Schema, retry: RetryPolicy) -> Table:
