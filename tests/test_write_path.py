@@ -214,3 +214,15 @@ def test_history_is_capped_so_commits_stay_cheap(settings):
     # Time travel within the kept history still works: the previous day's snapshot reads 14 rows.
     previous = sorted(table.metadata.snapshots, key=lambda s: s.timestamp_ms)[-2]
     assert table.scan(snapshot_id=previous.snapshot_id).to_arrow().num_rows == 14
+
+
+def test_an_unchanged_schema_is_not_evolved(settings):
+    """pyiceberg reads strings back as large_string: that is no schema change (it cost a table
+    reload and metadata copies on every write before)."""
+    from ratatouille_assets.lakehouse.write import _needs_schema_update, normalize_arrow
+
+    catalog = load_catalog(settings)
+    write_window(catalog, "silver.one", rows(D1, [1]), window=day(D1), run_id="r1")
+    table = catalog.load_table("silver.one")
+    assert not _needs_schema_update(table.schema(), normalize_arrow(rows(D2, [2])).schema)
+    assert _needs_schema_update(table.schema(), normalize_arrow(rows(D2, [2]).append_column("new", pa.array([1]))).schema)

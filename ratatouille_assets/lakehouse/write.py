@@ -185,13 +185,24 @@ def _castable(src: pa.DataType, dst: pa.DataType) -> bool:
         return dst.bit_width >= src.bit_width
     if pa.types.is_floating(src) and pa.types.is_floating(dst):
         return dst.bit_width >= src.bit_width
-    if pa.types.is_string(src) and pa.types.is_string(dst):
+    # pyiceberg reads strings as large_string: the same Iceberg type, no schema change.
+    if _is_text(src) and _is_text(dst):
+        return True
+    if _is_bytes(src) and _is_bytes(dst):
         return True
     if pa.types.is_timestamp(src) and pa.types.is_timestamp(dst):
         return (src.tz is None) == (dst.tz is None)
     if pa.types.is_decimal(src) and pa.types.is_decimal(dst):
         return src.scale == dst.scale and dst.precision >= src.precision
     return False
+
+
+def _is_text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+def _is_bytes(t: pa.DataType) -> bool:
+    return pa.types.is_binary(t) or pa.types.is_large_binary(t)
 
 
 def _check_window(identifier: str, data: pa.Table, window: Window | None) -> None:
