@@ -317,12 +317,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="override the scale's order lines/day, comma-separated (e.g. 1000000)")
     parser.add_argument("--reps", type=int, help="override the A/B repetitions")
     parser.add_argument("--no-history", action="store_true", help="skip the incremental-cost and query part")
+    parser.add_argument("--history-rows", type=int, help="override the history's order lines/day")
+    parser.add_argument("--history-days", type=lambda v: tuple(int(x) for x in v.split(",")),
+                        help="override N of the incremental cost (e.g. 1,30,365)")
     args = parser.parse_args(argv)
     plan = PLANS[args.scale]
     if args.rows:
         plan = dataclasses.replace(plan, rows_per_day=args.rows, search_rows=())
     if args.reps:
         plan = dataclasses.replace(plan, reps=args.reps)
+    if args.history_rows:
+        plan = dataclasses.replace(plan, history_rows=args.history_rows)
+    if args.history_days:
+        plan = dataclasses.replace(plan, history_days=args.history_days)
     started = time.perf_counter()
 
     def log(message: str) -> None:
@@ -364,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     results["seconds"] = time.perf_counter() - started
 
     args.out.mkdir(parents=True, exist_ok=True)
-    custom = f"-custom-{dt.datetime.now():%H%M%S}" if (args.rows or args.reps or args.no_history) else ""
+    overridden = args.rows or args.reps or args.no_history or args.history_rows or args.history_days
+    custom = f"-custom-{dt.datetime.now():%H%M%S}" if overridden else ""
     path = args.out / f"{results['date']}-{platform.node()}-{args.scale}{custom}.json"
     path.write_text(json.dumps(results, indent=2, default=str))
     print()
