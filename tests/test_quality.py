@@ -213,3 +213,29 @@ def test_quarantined_files_are_metadata_and_a_warning_check(settings):
         assert check == (False, "WARN")
     sidecar = Path(settings.quarantine) / "order_items" / "2024-01-01" / "broken.parquet.reason.json"
     assert "corrupt_parquet" in sidecar.read_text()
+
+
+def test_a_reference_check_on_a_missing_table_says_what_to_build_first(settings, tmp_path, monkeypatch):
+    soda = tmp_path / "soda"
+    (soda / "silver").mkdir(parents=True)
+    (soda / "silver" / "orders.yml").write_text(
+        "checks for orders:\n"
+        "  - row_count > 0\n"
+        "  - values in (customer_id) must exist in customers (customer_id):\n"
+        "      name: customers_exist\n"
+    )
+    monkeypatch.setenv("RATATOUILLE_SODA_DIR", str(soda))
+    get_settings.cache_clear()
+    settings = get_settings()
+    location = write_orders(settings, [{"order_id": "O1", "customer_id": 7}])
+
+    outcomes = outcomes_by_name(settings, location)
+    assert outcomes["row_count_gt_0"].outcome == "pass"  # the other checks still run
+    missing = outcomes["customers_exist"]
+    assert (missing.outcome, missing.blocks) == ("error", True)
+    assert "silver.customers, which does not exist yet: materialize silver.customers first" in missing.message
+
+    customers = pa.table({"customer_id": pa.array([8], pa.int64())})
+    write_window(load_catalog(settings), "silver.customers", customers, window=None, run_id="test")
+    outcomes = outcomes_by_name(settings, location)
+    assert outcomes["customers_exist"].outcome == "fail" and outcomes["customers_exist"].failing_rows == 1

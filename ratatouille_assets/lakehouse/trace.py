@@ -29,19 +29,17 @@ def span(name: str, **fields: object) -> Iterator[dict]:
         if path:
             # A span that consumes a stream excludes the time spent producing it (``input_seconds``):
             # that time belongs to the producer's own span.
-            seconds = time.perf_counter() - start - extra.pop("input_seconds", 0.0)
-            record = {"span": name, "seconds": round(seconds, 6), "pid": os.getpid(), **extra}
-            # One short write with O_APPEND: lines from concurrent processes do not interleave.
-            with open(path, "a", encoding="utf-8") as out:
-                out.write(json.dumps(record, default=str) + "\n")
+            record(name, time.perf_counter() - start - extra.pop("input_seconds", 0.0), **extra)
 
 
 def record(name: str, seconds: float, **fields: object) -> None:
     """Record a span measured by the caller (e.g. time spent producing a stream, in pieces)."""
     path = os.environ.get(TRACE_ENV)
     if path:
+        line = {"span": name, "seconds": round(seconds, 6), "pid": os.getpid(), **fields}
+        # One short write with O_APPEND: lines from concurrent processes do not interleave.
         with open(path, "a", encoding="utf-8") as out:
-            out.write(json.dumps({"span": name, "seconds": round(seconds, 6), "pid": os.getpid(), **fields}, default=str) + "\n")
+            out.write(json.dumps(line, default=str) + "\n")
 
 
 def read(path: str) -> list[dict]:
