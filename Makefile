@@ -14,7 +14,7 @@ DEV_PORT ?= 3000
 PYTEST_ARGS ?=
 BENCH_SCALE ?= small
 
-.PHONY: help uv install manifest demo dev browser test bench validate clean
+.PHONY: help uv install manifest demo dev browser postgres test bench validate clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -50,7 +50,13 @@ browser: ## install Debian's chromium for the UI tests
 		$$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends chromium; \
 	}
 
-test: manifest browser ## run the test suite (real DuckDB, Iceberg, dbt, Dagster and a browser)
+postgres: ## install Debian's PostgreSQL server for the S3/Postgres tests (each test run starts its own cluster)
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+		SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends postgresql; \
+	}
+
+test: manifest browser postgres ## run the test suite (real DuckDB, Iceberg, dbt, Dagster, S3 over HTTP, PostgreSQL, a browser)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: manifest ## measure the platform against plain DuckDB (BENCH_SCALE=small: <5 min; full: see BENCHMARKS.md)

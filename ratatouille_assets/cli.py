@@ -1,4 +1,4 @@
-"""``rat``: the command line. ``rat generate``, ``rat demo``, ``rat tables``."""
+"""``rat``: the command line. ``rat generate``, ``rat demo``, ``rat tables``, ``rat settings``."""
 
 from __future__ import annotations
 
@@ -16,6 +16,14 @@ def _tables(argv: list[str]) -> int:
     return 0
 
 
+def _settings(argv: list[str]) -> int:
+    from ratatouille_assets.settings import ENV_PREFIX, get_settings
+
+    for name, value in get_settings().public_dict().items():
+        print(f"{ENV_PREFIX}{name.upper()}={value}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {
@@ -23,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         "demo": ("generate sample data and materialize every asset for the sample days", "ratatouille_assets.demo"),
         "backfill": ("backfill days through every layer on the running webserver (like the UI)", "ratatouille_assets.client"),
         "tables": ("list Iceberg tables with row counts and metadata locations (for iceberg_scan)", None),
+        "settings": ("print the resolved settings as RATATOUILLE_* variables (secrets masked)", None),
     }
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         print("usage: rat <command> [options]\n")
@@ -32,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     if command == "tables":
         return _tables(rest)
+    if command == "settings":
+        return _settings(rest)
     module = __import__(commands[command][1], fromlist=["main"])
     return module.main(rest)
 

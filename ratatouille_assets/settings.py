@@ -5,7 +5,8 @@ warehouse, an Iceberg SQL catalog on SQLite, the landing zone, and DAGSTER_HOME.
 warehouse at ``s3://...`` and the catalog at ``postgresql://...`` is the whole switch to a server
 stack; the fields for that exist already so the shape does not change later.
 
-Secrets (S3 keys) are held as ``SecretStr``-like values that never print.
+Secrets (S3 keys, the catalog's password) are held as ``Secret`` values that never print: ``str``,
+``repr`` and f-strings show ``***``; only ``reveal()`` hands the value to a client.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import re
+import urllib.parse
 from pathlib import Path
 
 ENV_PREFIX = "RATATOUILLE_"
@@ -34,13 +37,37 @@ class Secret(str):
         return str.__str__(self)
 
 
+class SecretURI(Secret):
+    """A connection URI whose password never prints: ``postgresql://user:***@host/db``."""
+
+    def __str__(self) -> str:
+        return _USERINFO_PASSWORD.sub(r"\1:***@", str.__str__(self))
+
+    def __repr__(self) -> str:
+        return f"SecretURI({str(self)!r})"
+
+
+_USERINFO_PASSWORD = re.compile(r"^([a-z0-9+.-]+://[^:/@]*):[^@]*@", re.IGNORECASE)
+
+
+def with_password(uri: str, password: str) -> str:
+    """``uri`` with ``password`` set in its user info (URL-quoted); a URI without a user gets none."""
+    match = re.match(r"^([a-z0-9+.-]+://)([^:/@]+)(?::[^@]*)?@(.*)$", uri, re.IGNORECASE | re.DOTALL)
+    if not match:
+        raise ValueError(
+            f"{ENV_PREFIX}CATALOG_PASSWORD is set but {ENV_PREFIX}CATALOG_URI names no user "
+            "(expected postgresql+psycopg2://<user>@<host>:<port>/<database>)"
+        )
+    return f"{match[1]}{match[2]}:{urllib.parse.quote(password, safe='')}@{match[3]}"
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Resolved configuration. Build it with :func:`get_settings`, not directly."""
 
     home: Path
     warehouse: str
-    catalog_uri: str
+    catalog_uri: SecretURI
     catalog_name: str
     landing: str
     quarantine: str
@@ -88,6 +115,27 @@ def _project_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
+def _beside_warehouse(warehouse: str, name: str, home: Path) -> str:
+    """Landing and quarantine default to siblings of an S3 warehouse (``s3://b/warehouse`` ->
+    ``s3://b/landing``; ``s3://b`` -> ``s3://b/landing``), else to folders under the home."""
+    if not warehouse.startswith("s3://"):
+        return str(home / name)
+    bucket_and_prefix = warehouse[len("s3://"):].rstrip("/")
+    parent = bucket_and_prefix.rsplit("/", 1)[0] if "/" in bucket_and_prefix else bucket_and_prefix
+    return f"s3://{parent}/{name}"
+
+
+def _endpoint(value: str) -> str | None:
+    if not value:
+        return None
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(
+            f"{ENV_PREFIX}S3_ENDPOINT must start with http:// or https:// (got {value!r}), "
+            "e.g. http://minio:9000"
+        )
+    return value.rstrip("/")
+
+
 def load_settings(environ_home: str | None = None) -> Settings:
     """Read ``RATATOUILLE_*`` variables; unset ones fall back to the embedded default."""
     root = _project_root()
@@ -97,6 +145,11 @@ def load_settings(environ_home: str | None = None) -> Settings:
     if not warehouse.startswith("s3://"):
         warehouse = str(Path(warehouse).resolve())
     catalog_uri = _env("CATALOG_URI", f"sqlite:///{home / 'catalog.db'}")
+    if catalog_uri.startswith("postgresql://"):
+        catalog_uri = "postgresql+psycopg2://" + catalog_uri.removeprefix("postgresql://")
+    if password := os.environ.get(ENV_PREFIX + "CATALOG_PASSWORD"):
+        # Lets the URI sit in a ConfigMap or .env while the password comes from a Secret.
+        catalog_uri = with_password(catalog_uri, password)
     dagster_home = Path(os.environ.get("DAGSTER_HOME") or _env("DAGSTER_HOME", str(home / "dagster")))
     threads = int(_env("DUCKDB_THREADS", str(os.cpu_count() or 2)))
     if threads < 1:
@@ -104,10 +157,10 @@ def load_settings(environ_home: str | None = None) -> Settings:
     return Settings(
         home=home,
         warehouse=warehouse,
-        catalog_uri=catalog_uri,
+        catalog_uri=SecretURI(catalog_uri),
         catalog_name=_env("CATALOG_NAME", "ratatouille"),
-        landing=_env("LANDING", str(home / "landing")),
-        quarantine=_env("QUARANTINE", str(home / "quarantine")),
+        landing=_env("LANDING", _beside_warehouse(warehouse, "landing", home)),
+        quarantine=_env("QUARANTINE", _beside_warehouse(warehouse, "quarantine", home)),
         dagster_home=dagster_home.resolve(),
         sources_file=Path(_env("SOURCES_FILE", str(root / "sources.yml"))).resolve(),
         dbt_project_dir=Path(_env("DBT_PROJECT_DIR", str(root / "dbt_project"))).resolve(),
@@ -125,7 +178,7 @@ def load_settings(environ_home: str | None = None) -> Settings:
         freshness_hours=int(_env("FRESHNESS_HOURS", "6")),
         bronze_partitions_per_run=int(_env("BRONZE_PARTITIONS_PER_RUN", "10")),
         max_file_bytes=int(_env("MAX_FILE_BYTES", str(2 * 1024**3))),
-        s3_endpoint=_env("S3_ENDPOINT", "") or None,
+        s3_endpoint=_endpoint(_env("S3_ENDPOINT", "")),
         s3_region=_env("S3_REGION", "") or None,
         s3_access_key_id=Secret(_env("S3_ACCESS_KEY_ID", "")),
         s3_secret_access_key=Secret(_env("S3_SECRET_ACCESS_KEY", "")),

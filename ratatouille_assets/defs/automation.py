@@ -46,7 +46,7 @@ def landing_sensor(sources: dict[str, Source], partitions_def: dg.TimeWindowPart
         description="Requests a bronze run for each (source, day) whose landing files are new or changed.",
     )
     def _landing(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        zone = landing_zone(settings.landing)
+        zone = landing_zone(settings.landing, settings)
         files = [f for source in sources.values() for f in zone.files(source)]
         first_tick = context.cursor is None
         seen = json.loads(context.cursor) if context.cursor else {}

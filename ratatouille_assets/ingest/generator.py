@@ -20,11 +20,12 @@ import dataclasses
 import datetime as dt
 import glob
 import os
+import tempfile
 import time
 
 import duckdb
 
-from ratatouille_assets.lakehouse import duck
+from ratatouille_assets.lakehouse import duck, s3
 
 # (country, currency, USD per unit); the canonical values silver must converge to.
 COUNTRIES = (("US", "USD"), ("DE", "EUR"), ("FR", "EUR"), ("GB", "GBP"), ("JP", "JPY"), ("CH", "CHF"))
@@ -285,7 +286,22 @@ def generate_day(conn: duckdb.DuckDBPyConnection, spec: SampleSpec, index: int, 
 
 
 def generate(spec: SampleSpec, landing: str) -> list[GeneratedDay]:
-    """Write ``spec.days`` days of landing files under ``landing`` (replacing earlier sample files)."""
+    """Write ``spec.days`` days of landing files under ``landing`` (replacing earlier sample files).
+
+    On S3 the files are written to a temporary folder first, then uploaded; earlier sample files
+    of the same days are deleted first, the user's own files are left alone.
+    """
+    if s3.is_s3(landing):
+        with tempfile.TemporaryDirectory(prefix="ratatouille-sample-") as folder:
+            days = generate(spec, folder)
+            client = s3.client()
+            for dirpath, _dirs, _files in os.walk(folder):
+                relative = os.path.relpath(dirpath, folder)
+                if relative != ".":
+                    prefix = s3.join(landing, relative.replace(os.sep, "/"), FILE_PREFIX)
+                    s3.delete(client, [o.uri for o in s3.list_objects(client, prefix)])
+            s3.upload_tree(client, folder, landing)
+            return days
     conn = duck.connect()
     try:
         _setup(conn, spec)

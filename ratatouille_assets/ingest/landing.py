@@ -1,7 +1,7 @@
 """The landing zone as a listing of files with fingerprints, for the landing sensor.
 
 A fingerprint changes when a file's content may have changed (local: mtime and size; S3: the
-ETag), so a cursor of ``{file: fingerprint}`` tells new files, late files for old days and
+ETag and LastModified), so a cursor of ``{file: fingerprint}`` tells new files, late files for old days and
 re-sent files apart from files already processed, whatever order they arrive in.
 """
 
@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from typing import Protocol
 
 from ratatouille_assets.ingest.sources import Source
+from ratatouille_assets.lakehouse import s3
+from ratatouille_assets.settings import Settings
 
 DAY_PATTERN = r"\d{4}-\d{2}-\d{2}"
 
@@ -56,7 +58,36 @@ class LocalLandingZone:
             yield LandingFile(source.name, match["day"], relative, f"{stat.st_mtime_ns}:{stat.st_size}")
 
 
-def landing_zone(root: str) -> LandingZone:
-    if root.startswith("s3://"):
-        raise NotImplementedError("an S3 landing zone comes with the S3 warehouse (issue 6)")
+def _static_prefix(source: Source) -> str:
+    """The part of the source's path before its first ``{date}`` or wildcard: where listing starts."""
+    cut = min((i for i in (source.path.find(m) for m in ("{date}", "*", "?", "[")) if i >= 0), default=len(source.path))
+    return source.path[:cut]
+
+
+@dataclasses.dataclass(frozen=True)
+class S3LandingZone:
+    """A landing zone under an ``s3://bucket/prefix`` (S3 or MinIO).
+
+    Listing is paginated (1,000 keys a request) and starts at the source's static prefix, so a
+    source's listing does not walk the others. The fingerprint is the ETag plus LastModified: a
+    re-sent file with the same bytes keeps its ETag but gets a new LastModified, and is seen.
+    """
+
+    root: str
+    client: object
+
+    def files(self, source: Source) -> Iterator[LandingFile]:
+        regex = _path_regex(source)
+        base = self.root.rstrip("/") + "/"
+        for obj in s3.list_objects(self.client, base + _static_prefix(source)):
+            relative = obj.uri[len(base):]
+            match = regex.match(relative)
+            if match is None or relative.endswith("/"):
+                continue
+            yield LandingFile(source.name, match["day"], relative, f"{obj.etag}:{obj.last_modified}")
+
+
+def landing_zone(root: str, settings: Settings | None = None) -> LandingZone:
+    if s3.is_s3(root):
+        return S3LandingZone(root, s3.client(settings))
     return LocalLandingZone(root)

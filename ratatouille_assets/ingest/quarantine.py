@@ -16,6 +16,8 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
+from ratatouille_assets.lakehouse import s3
+
 # A path that leaves the landing zone is never opened, not even to copy it: only the sidecar is written.
 UNSAFE_PATH = "unsafe_path"
 SIDECAR_SUFFIX = ".reason.json"
@@ -54,18 +56,14 @@ def quarantine_file(
     detail: str,
     action: str,
     run_id: str,
+    s3_client=None,
 ) -> QuarantinedFile:
-    """Copy ``src_path`` (``file`` relative to landing) into the quarantine and write its sidecar."""
-    if src_path.startswith("s3://") or quarantine_root.startswith("s3://"):
-        raise NotImplementedError(
-            f"{file}: quarantining to or from S3 is not supported yet; set on_bad_file: fail for source '{source}'"
-        )
-    folder = Path(quarantine_root) / source / day
-    folder.mkdir(parents=True, exist_ok=True)
+    """Copy ``src_path`` (``file`` relative to landing) into the quarantine and write its sidecar.
+
+    Either side may be on S3 (copied with ``s3_client``, default: the configured one;
+    server-side when both are).
+    """
     name = safe_name(file)
-    target = folder / name if reason != UNSAFE_PATH else None
-    if target is not None:
-        _replace(target, lambda tmp: shutil.copyfile(src_path, tmp))
     message = bad_file_message(file, source=source, day=day, reason=reason, detail=detail, action=action)
     sidecar = {
         "file": file,
@@ -76,8 +74,44 @@ def quarantine_file(
         "run_id": run_id,
         "quarantined_at": dt.datetime.now(dt.UTC).isoformat(),
     }
-    _replace(folder / (name + SIDECAR_SUFFIX), lambda tmp: tmp.write_text(json.dumps(sidecar, indent=2) + "\n"))
-    return QuarantinedFile(file=file, reason=reason, message=message, target=str(target) if target else None)
+    text = json.dumps(sidecar, indent=2) + "\n"
+    copy = reason != UNSAFE_PATH
+    if s3.is_s3(src_path) or s3.is_s3(quarantine_root):
+        target = _to_object_store(src_path, quarantine_root, source, day, name, text, copy, s3_client)
+    else:
+        target = _to_folder(src_path, quarantine_root, source, day, name, text, copy)
+    return QuarantinedFile(file=file, reason=reason, message=message, target=target)
+
+
+def _to_folder(src_path: str, root: str, source: str, day: str, name: str, sidecar: str, copy: bool) -> str | None:
+    folder = Path(root) / source / day
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / name if copy else None
+    if target is not None:
+        _replace(target, lambda tmp: shutil.copyfile(src_path, tmp))
+    _replace(folder / (name + SIDECAR_SUFFIX), lambda tmp: tmp.write_text(sidecar))
+    return str(target) if target else None
+
+
+def _to_object_store(
+    src_path: str, root: str, source: str, day: str, name: str, sidecar: str, copy: bool, s3_client
+) -> str | None:
+    """The copy first, then the sidecar: each object appears whole (one PUT or server-side copy)."""
+    s3_client = s3_client or s3.client()
+    if not s3.is_s3(root):
+        folder = Path(root) / source / day
+        folder.mkdir(parents=True, exist_ok=True)
+        target = str(folder / name) if copy else None
+        if target is not None:
+            s3.copy(s3_client, src_path, target + ".part")
+            os.replace(target + ".part", target)
+        _replace(folder / (name + SIDECAR_SUFFIX), lambda tmp: tmp.write_text(sidecar))
+        return target
+    target = s3.join(root, source, day, name) if copy else None
+    if target is not None:
+        s3.copy(s3_client, src_path, target)
+    s3.put_bytes(s3_client, s3.join(root, source, day, name + SIDECAR_SUFFIX), sidecar.encode(), "application/json")
+    return target
 
 
 def _replace(target: Path, fill: Callable[[Path], object]) -> None:

@@ -66,8 +66,11 @@ def join_landing(root: str, relative: str) -> str:
 
 
 def relative_path(path: str, landing_root: str) -> str:
-    """How a file is named in lineage and messages: relative to the landing root (S3: the full URI)."""
-    return path if landing_root.startswith("s3://") else os.path.relpath(path, landing_root)
+    """How a file is named in lineage and messages: relative to the landing root, local or S3."""
+    if landing_root.startswith("s3://"):
+        root = landing_root.rstrip("/") + "/"
+        return path[len(root):] if path.startswith(root) else path
+    return os.path.relpath(path, landing_root)
 
 
 def list_files(conn: duckdb.DuckDBPyConnection, landing_root: str, source: Source, day: str) -> list[str]:

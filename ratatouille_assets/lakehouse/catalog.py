@@ -21,7 +21,7 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 def catalog_properties(settings: Settings) -> dict[str, str]:
     """pyiceberg properties for the catalog and its FileIO (secrets included: never log these)."""
-    props = {"uri": settings.catalog_uri, "warehouse": _warehouse_uri(settings)}
+    props = {"uri": settings.catalog_uri.reveal(), "warehouse": _warehouse_uri(settings)}
     if settings.is_s3:
         if settings.s3_endpoint:
             props["s3.endpoint"] = settings.s3_endpoint
@@ -51,7 +51,7 @@ def load_catalog(settings: Settings | None = None) -> Catalog:
     """Open the catalog (creating its tables on first use)."""
     settings = settings or get_settings()
     if settings.catalog_uri.startswith("sqlite:"):
-        db_path = settings.catalog_uri.removeprefix("sqlite:///")
+        db_path = settings.catalog_uri.reveal().removeprefix("sqlite:///")
         os.makedirs(os.path.dirname(db_path) or ".", exist_ok=True)
     if not settings.is_s3:
         os.makedirs(settings.warehouse, exist_ok=True)
