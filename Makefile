@@ -13,8 +13,10 @@ DEV_HOST ?= 127.0.0.1
 DEV_PORT ?= 3000
 PYTEST_ARGS ?=
 BENCH_SCALE ?= small
+# podman on this kind of machine: runc and lower rlimits (tests/stack/setup-podman.sh writes it).
+STACK_CONF ?= $(CURDIR)/.ratatouille/podman/containers.conf
 
-.PHONY: help uv install manifest demo dev browser postgres test bench validate clean
+.PHONY: help uv install manifest demo dev browser postgres stack-images stack-test test bench validate clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -56,8 +58,17 @@ postgres: ## install Debian's PostgreSQL server for the S3/Postgres tests (each 
 		$$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends postgresql; \
 	}
 
-test: manifest browser postgres ## run the test suite (real DuckDB, Iceberg, dbt, Dagster, S3 over HTTP, PostgreSQL, a browser)
-	$(BIN)/pytest $(PYTEST_ARGS)
+stack-images: ## podman, a debootstrapped base image, the app image and the test stand-ins (no registry needed)
+	tests/stack/setup-podman.sh $(STACK_CONF)
+	CONTAINERS_CONF=$(STACK_CONF) tests/stack/base-image.sh
+	CONTAINERS_CONF=$(STACK_CONF) tests/stack/stack.sh images
+
+stack-test: manifest stack-images ## the compose stack up under podman, a day through it via GraphQL, gold checked, down
+	CONTAINERS_CONF=$(STACK_CONF) $(BIN)/pytest tests/stack $(PYTEST_ARGS)
+
+test: manifest browser postgres ## run the test suite (real DuckDB, Iceberg, dbt, Dagster, S3, PostgreSQL, a browser), then the stack test
+	$(BIN)/pytest --ignore=tests/stack $(PYTEST_ARGS)
+	$(MAKE) stack-test
 
 bench: manifest ## measure the platform against plain DuckDB (BENCH_SCALE=small: <5 min; full: see BENCHMARKS.md)
 	$(BIN)/python -m bench --scale $(BENCH_SCALE)

@@ -1,0 +1,119 @@
+"""The compose stack for real (``make stack-test``): docker-compose.yml with the test override,
+under podman, from images built here (tests/stack/stack.sh images). One day of sample data goes
+into the stack's S3, a backfill is launched through the webserver's GraphQL API (as the UI does),
+the daemon runs it in the code location's container, and gold is read back from the stack's S3
+and Postgres and compared with the KPIs computed independently from the same files."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from ratatouille_assets import client
+from ratatouille_assets.ingest.generator import SampleSpec, generate
+from ratatouille_assets.lakehouse import duck, s3
+from ratatouille_assets.lakehouse.catalog import load_catalog
+from ratatouille_assets.settings import get_settings
+from tests import independent
+from tests.conftest import use_home
+from tests.services import free_port
+
+pytestmark = pytest.mark.stack
+
+ROOT = Path(__file__).resolve().parents[2]
+STACK = ROOT / "tests" / "stack" / "stack.sh"
+SPEC = SampleSpec(start=dt.date(2024, 2, 1), days=1, rows_per_day=300, seed=5)
+DAY = SPEC.day(0)
+# The stack's credentials for this run (the compose file's variables, as .env would set them).
+CREDENTIALS = {"MINIO_ROOT_USER": "stacktest", "MINIO_ROOT_PASSWORD": "stack-test-minio-pw",
+               "POSTGRES_USER": "stacktest", "POSTGRES_PASSWORD": "stack-test-pg-pw", "POSTGRES_DB": "lakehouse",
+               "BUCKET": "lake"}
+
+
+def tiny_profile() -> dict[str, str]:
+    """The tiny resource profile as .env.example lists it: what a 2-core CI machine can hold."""
+    line = re.search(r"^#\s+tiny:\s+(.*?)\s+\(", (ROOT / ".env.example").read_text(), re.MULTILINE)
+    return dict(pair.split("=", 1) for pair in line[1].split())
+
+
+def _stack(command: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([str(STACK), command], env=env, text=True, capture_output=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def stack_env():
+    if shutil.which("podman") is None or shutil.which("podman-compose") is None:
+        pytest.fail("podman/podman-compose missing: run `make stack-test`, which installs them")
+    if not os.environ.get("CONTAINERS_CONF"):
+        pytest.fail("CONTAINERS_CONF is not set: run `make stack-test` (it writes and selects containers.conf)")
+    ports = {"WEBSERVER_PORT": free_port(), "MINIO_PORT": free_port(), "MINIO_CONSOLE_PORT": free_port(),
+             "POSTGRES_PORT": free_port()}
+    env = {
+        **os.environ, **CREDENTIALS, **{k: str(v) for k, v in ports.items()},
+        "S3_ACCESS_KEY_ID": CREDENTIALS["MINIO_ROOT_USER"], "S3_SECRET_ACCESS_KEY": CREDENTIALS["MINIO_ROOT_PASSWORD"],
+        **tiny_profile(), "SCHEDULE_ENABLED": "false",
+    }
+    up = _stack("up", env)
+    try:
+        assert up.returncode == 0, f"stack did not come up:\n{up.stdout}\n{up.stderr[-6000:]}"
+        yield env
+    finally:
+        if up.returncode != 0 or os.environ.get("STACK_KEEP") != "1":
+            logs = subprocess.run(["podman", "logs", "--tail", "60", "ratatouille-test_code_1"], text=True,
+                                  capture_output=True)
+            print(logs.stdout[-4000:], logs.stderr[-4000:])
+            _stack("down", env)
+
+
+def test_webserver_has_the_code_location_loaded(stack_env):
+    url = f"http://127.0.0.1:{stack_env['WEBSERVER_PORT']}"
+    data = client.graphql(url, "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus "
+                               "locationOrLoadError { __typename } } } } }")
+    entries = data["workspaceOrError"]["locationEntries"]
+    assert [(e["name"], e["loadStatus"], e["locationOrLoadError"]["__typename"]) for e in entries] == [
+        ("ratatouille", "LOADED", "RepositoryLocation")]
+
+
+def test_a_day_runs_through_the_stack_and_gold_is_right(stack_env, tmp_path, monkeypatch):
+    url = f"http://127.0.0.1:{stack_env['WEBSERVER_PORT']}"
+    # The host sees the stack's S3 and Postgres on loopback; the same settings the containers use.
+    monkeypatch.setenv("RATATOUILLE_WAREHOUSE", "s3://lake/warehouse")
+    monkeypatch.setenv("RATATOUILLE_S3_ENDPOINT", f"http://127.0.0.1:{stack_env['MINIO_PORT']}")
+    monkeypatch.setenv("RATATOUILLE_S3_ACCESS_KEY_ID", CREDENTIALS["MINIO_ROOT_USER"])
+    monkeypatch.setenv("RATATOUILLE_S3_SECRET_ACCESS_KEY", CREDENTIALS["MINIO_ROOT_PASSWORD"])
+    monkeypatch.setenv("RATATOUILLE_CATALOG_URI",
+                       f"postgresql://stacktest:stack-test-pg-pw@127.0.0.1:{stack_env['POSTGRES_PORT']}/lakehouse")
+    settings = use_home(monkeypatch, tmp_path / "host")
+    try:
+        # The same day's files: in the stack's landing zone, and in a local folder for the reference.
+        generate(SPEC, settings.landing)
+        local = tmp_path / "landing"
+        generate(SPEC, str(local))
+        keys = [o.key for o in s3.list_objects(s3.client(settings), "s3://lake/landing/")]
+        assert len(keys) >= 5, keys
+
+        backfill = client.launch_backfill(url, DAY.isoformat(), DAY.isoformat(), title="stack test")
+        status = client.wait_for_backfill(url, backfill, timeout=900)
+        assert status["status"] == "COMPLETED_SUCCESS", status
+        assert status["runs"] and {r["status"] for r in status["runs"]} == {"SUCCESS"}
+
+        conn = duck.connect(settings)
+        duck.register_iceberg_views(conn, load_catalog(settings))
+        got = conn.execute(
+            "SELECT order_date, country, orders, order_lines, units, revenue, avg_order_value "
+            f"FROM gold.kpi_daily_sales WHERE order_date = DATE '{DAY}' ORDER BY country"
+        ).fetchall()
+        expected = independent.kpi_daily_sales(duckdb.connect(), str(local), DAY)
+        assert len(expected) >= 3
+        assert got == expected
+        snapshot = load_catalog(settings).load_table("gold.kpi_daily_sales").current_snapshot()
+        assert snapshot.summary.additional_properties.get("ratatouille.run-id") in {r["runId"] for r in status["runs"]}
+    finally:
+        get_settings.cache_clear()

@@ -1,0 +1,98 @@
+"""docker-compose.yml, .env.example, Dockerfile and stack/ agree with each other and with the
+settings the code reads (the stack itself comes up in tests/stack)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ratatouille_assets import settings as settings_module
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+ENV_EXAMPLE = (ROOT / ".env.example").read_text()
+LONG_RUNNING = ("postgres", "minio", "code", "webserver", "daemon")
+DAGSTER = ("code", "webserver", "daemon")
+
+
+def example_variables() -> dict[str, str]:
+    return dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", ENV_EXAMPLE, re.MULTILINE))
+
+
+def test_every_variable_the_compose_file_reads_is_in_env_example():
+    used = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)(?::?-[^}]*)?\}", (ROOT / "docker-compose.yml").read_text()))
+    missing = sorted(used - set(example_variables()))
+    assert used and missing == []
+
+
+def test_services_have_healthchecks_and_wait_for_healthy_dependencies():
+    services = COMPOSE["services"]
+    assert set(services) == {*LONG_RUNNING, "minio-init"}
+    for name in LONG_RUNNING:
+        assert services[name]["healthcheck"]["test"][0] == "CMD-SHELL", name
+        assert "mem_limit" in services[name], name
+    for name, service in services.items():
+        for dep, condition in service.get("depends_on", {}).items():
+            wanted = "service_completed_successfully" if dep == "minio-init" else "service_healthy"
+            assert condition == {"condition": wanted}, (name, dep)
+    assert services["code"]["depends_on"].keys() == {"postgres", "minio-init"}
+    assert {"postgres", "code"} <= services["webserver"]["depends_on"].keys()
+    # Named volumes only: data survives `down` and is not tied to a host path.
+    for name, service in services.items():
+        for volume in service.get("volumes", []):
+            assert volume.split(":")[0] in COMPOSE["volumes"], (name, volume)
+
+
+def test_dagster_containers_share_one_configuration():
+    services = COMPOSE["services"]
+    envs = [services[name]["environment"] for name in DAGSTER]
+    assert envs[0] == envs[1] == envs[2]
+    env = envs[0]
+    assert {services[name]["image"] for name in DAGSTER} == {"${RATATOUILLE_IMAGE:-ratatouille:latest}"}
+    # Every RATATOUILLE_* the stack sets is a setting the code reads.
+    known = set(re.findall(r'_env\("([A-Z0-9_]+)"', Path(settings_module.__file__).read_text()))
+    known |= {"CATALOG_PASSWORD", "ALERT_WEBHOOK_URL", "CODE_HOST"}
+    unknown = [k for k in env if k.startswith("RATATOUILLE_") and k.removeprefix("RATATOUILLE_") not in known]
+    assert unknown == []
+    # No password in the catalog URI: it comes separately (and never prints).
+    assert "PASSWORD" not in env["RATATOUILLE_CATALOG_URI"]
+    for name in DAGSTER:
+        assert services[name]["stop_signal"] == "SIGINT"
+
+
+def test_example_passwords_are_placeholders():
+    values = example_variables()
+    for key in ("MINIO_ROOT_PASSWORD", "POSTGRES_PASSWORD", "S3_SECRET_ACCESS_KEY"):
+        assert values[key].startswith("change-me"), key
+    assert values["S3_SECRET_ACCESS_KEY"] == values["MINIO_ROOT_PASSWORD"]
+
+
+def test_the_stack_instance_config_is_valid_dagster_config(tmp_path, monkeypatch):
+    # The webserver, daemon and code location of the stack load exactly this file.
+    for var, value in {"DAGSTER_PG_HOST": "db", "DAGSTER_PG_PORT": "5432", "DAGSTER_PG_USER": "u",
+                       "DAGSTER_PG_PASSWORD": "p", "DAGSTER_PG_DB": "d", "DAGSTER_COMPUTE_LOG_DIR": str(tmp_path)}.items():
+        monkeypatch.setenv(var, value)
+    from dagster._core.instance.config import dagster_instance_config
+
+    config, _ = dagster_instance_config(str(ROOT / "stack"))
+    assert config["storage"]["postgres"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
+    workspace = yaml.safe_load((ROOT / "stack" / "workspace.yaml").read_text())
+    assert workspace["load_from"][0]["grpc_server"]["location_name"] == "ratatouille"
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "COPY --from=build /app/stack/dagster.yaml /opt/dagster/home/dagster.yaml" in dockerfile
+    assert re.search(r"^USER 10001$", dockerfile, re.MULTILINE)
+    assert "ARG BASE_IMAGE=" in dockerfile
+
+
+@pytest.mark.parametrize("name", ["tiny", "small", "large"])
+def test_profiles_in_env_example_give_duckdb_less_than_the_container(name):
+    line = re.search(rf"#\s+{name}:\s+CODE_MEMORY=(\d+)g\s+DUCKDB_MEMORY_LIMIT=(\d+)(MB|GB)", ENV_EXAMPLE)
+    assert line, name
+    code_gb = int(line[1])
+    duck_gb = int(line[2]) / (1024 if line[3] == "MB" else 1)
+    # Two runs at a time share the container: each DuckDB gets at most half, with room for Python.
+    assert 2 * duck_gb < code_gb
+
