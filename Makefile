@@ -63,7 +63,7 @@ stack-images: ## podman, a debootstrapped base image, the app image and the test
 	CONTAINERS_CONF=$(STACK_CONF) tests/stack/base-image.sh
 	CONTAINERS_CONF=$(STACK_CONF) tests/stack/stack.sh images
 
-stack-test: manifest stack-images ## the compose stack up under podman, a day through it via GraphQL, gold checked, down
+stack-test: manifest stack-images ## under podman: the compose stack (a day through it via GraphQL, gold checked) and the Helm chart via kube play
 	CONTAINERS_CONF=$(STACK_CONF) $(BIN)/pytest tests/stack $(PYTEST_ARGS)
 
 test: manifest browser postgres ## run the test suite (real DuckDB, Iceberg, dbt, Dagster, S3, PostgreSQL, a browser), then the stack test

@@ -24,9 +24,21 @@ from ratatouille_assets.defs.partitions import daily_partitions
 from ratatouille_assets.defs.resources import LakehouseResource
 from ratatouille_assets.ingest.sources import load_sources
 from ratatouille_assets.quality.sodacl import SodaConfigError, load_checks
-from ratatouille_assets.settings import get_settings
+from ratatouille_assets.settings import Settings, get_settings
 
 LAYERS = ("bronze", "silver", "gold")
+
+
+def run_executor(settings: Settings) -> dg.ExecutorDefinition:
+    """How the steps of a run execute: ``in_process`` (the default, one process per run) or
+    ``k8s_job`` (each step its own Kubernetes Job, on a cluster whose instance uses the
+    K8sRunLauncher; the Helm chart's ``executor.type``), at most ``executor_max_concurrent`` step
+    pods of one run at once."""
+    if settings.executor == "k8s_job":
+        from dagster_k8s import k8s_job_executor
+
+        return k8s_job_executor.configured({"max_concurrent": settings.executor_max_concurrent}, name="k8s_job_executor")
+    return dg.in_process_executor
 
 
 def build_definitions() -> dg.Definitions:
@@ -66,7 +78,8 @@ def build_definitions() -> dg.Definitions:
         # One process per run: a step subprocess re-imports Dagster, dbt and the code location
         # (~7 s each on 2 cores), which dominated small runs. Parallelism comes from running
         # several runs at once (backfills, dagster.yaml's run queue), and DuckDB's own threads.
-        executor=dg.in_process_executor,
+        # On Kubernetes, RATATOUILLE_EXECUTOR=k8s_job fans the steps out as pods instead.
+        executor=run_executor(settings),
     )
 
 

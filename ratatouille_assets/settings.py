@@ -19,6 +19,8 @@ import urllib.parse
 from pathlib import Path
 
 ENV_PREFIX = "RATATOUILLE_"
+# How the steps of a run execute: one process (default), or one Kubernetes Job per step.
+EXECUTORS = ("in_process", "k8s_job")
 
 
 class Secret(str):
@@ -88,6 +90,8 @@ class Settings:
     freshness_hours: int
     bronze_partitions_per_run: int
     max_file_bytes: int
+    executor: str = "in_process"
+    executor_max_concurrent: int = 4
     s3_endpoint: str | None = None
     s3_region: str | None = None
     s3_access_key_id: Secret = Secret("")
@@ -151,6 +155,12 @@ def load_settings(environ_home: str | None = None) -> Settings:
         # Lets the URI sit in a ConfigMap or .env while the password comes from a Secret.
         catalog_uri = with_password(catalog_uri, password)
     dagster_home = Path(os.environ.get("DAGSTER_HOME") or _env("DAGSTER_HOME", str(home / "dagster")))
+    executor = _env("EXECUTOR", "in_process")
+    if executor not in EXECUTORS:
+        raise ValueError(f"{ENV_PREFIX}EXECUTOR must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    executor_max_concurrent = int(_env("EXECUTOR_MAX_CONCURRENT", "4"))
+    if executor_max_concurrent < 1:
+        raise ValueError(f"{ENV_PREFIX}EXECUTOR_MAX_CONCURRENT must be >= 1, got {executor_max_concurrent}")
     threads = int(_env("DUCKDB_THREADS", str(os.cpu_count() or 2)))
     if threads < 1:
         raise ValueError(f"{ENV_PREFIX}DUCKDB_THREADS must be >= 1, got {threads}")
@@ -178,6 +188,8 @@ def load_settings(environ_home: str | None = None) -> Settings:
         freshness_hours=int(_env("FRESHNESS_HOURS", "6")),
         bronze_partitions_per_run=int(_env("BRONZE_PARTITIONS_PER_RUN", "10")),
         max_file_bytes=int(_env("MAX_FILE_BYTES", str(2 * 1024**3))),
+        executor=executor,
+        executor_max_concurrent=executor_max_concurrent,
         s3_endpoint=_endpoint(_env("S3_ENDPOINT", "")),
         s3_region=_env("S3_REGION", "") or None,
         s3_access_key_id=Secret(_env("S3_ACCESS_KEY_ID", "")),
