@@ -9,7 +9,6 @@ import datetime as dt
 import glob
 import json
 import logging
-import multiprocessing as mp
 import os
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from ratatouille_assets.lakehouse import duck, s3
 from ratatouille_assets.lakehouse.catalog import catalog_properties, load_catalog
 from ratatouille_assets.lakehouse.write import RetryPolicy, Window, write_window
 from ratatouille_assets.settings import Settings, get_settings
+from tests.concurrency import race
 from tests.conftest import use_home
 from tests.services import postgres_server, s3_server
 from tests.test_automation import _fresh_load_context, tick  # noqa: F401  (the autouse fixture applies here too)
@@ -306,16 +306,8 @@ def test_eight_processes_commit_partitions_to_one_table_on_postgres(sensor_setti
     write_window(catalog, "bronze.concurrent", seed, window=Window("day", D0 - dt.timedelta(days=1), D0 - dt.timedelta(days=1)),
                  run_id="seed")
     writers = 8
-    ctx = mp.get_context("spawn")
-    barrier, results = ctx.Barrier(writers), ctx.Queue()
     env = {k: v for k, v in os.environ.items() if k.startswith("RATATOUILLE_")}
-    procs = [ctx.Process(target=_writer, args=(env, catalog_properties(settings), i, barrier, results)) for i in range(writers)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=300)
-        assert p.exitcode == 0
-    attempts = dict(results.get(timeout=5) for _ in range(writers))
+    attempts = race(_writer, lambda i: (env, catalog_properties(settings), i), writers)
     assert len(attempts) == writers and max(attempts.values()) > 1, attempts
 
     table = load_catalog(settings).load_table("bronze.concurrent")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import multiprocessing as mp
 
 import pyarrow as pa
 import pytest
@@ -13,6 +12,7 @@ from ratatouille_assets.lakehouse.catalog import catalog_properties, load_catalo
 from ratatouille_assets.lakehouse.errors import SchemaEvolutionError
 from ratatouille_assets.lakehouse.tables import describe
 from ratatouille_assets.lakehouse.write import RUN_ID_PROPERTY, Window, write_window
+from tests.concurrency import race
 
 D1, D2, D3 = dt.date(2024, 1, 1), dt.date(2024, 1, 2), dt.date(2024, 1, 3)
 
@@ -122,18 +122,7 @@ def test_concurrent_writers_all_land_via_retry(settings):
     catalog = load_catalog(settings)
     write_window(catalog, "bronze.c", rows(D1, [0]), window=day(D1), run_id="seed")  # the table exists
     writers = 4
-    ctx = mp.get_context("spawn")
-    barrier, results = ctx.Barrier(writers), ctx.Queue()
-    procs = [
-        ctx.Process(target=_concurrent_writer, args=(catalog_properties(settings), "bronze.c", i + 1, barrier, results))
-        for i in range(writers)
-    ]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=180)
-        assert p.exitcode == 0
-    attempts = dict(results.get(timeout=5) for _ in range(writers))
+    attempts = race(_concurrent_writer, lambda i: (catalog_properties(settings), "bronze.c", i + 1), writers, timeout=180)
     assert max(attempts.values()) > 1, f"no writer retried: {attempts}"
     got = read(settings, "bronze.c")
     expected_ids = [0] + [i for k in range(1, writers + 1) for i in range(k * 100, k * 100 + 50)]
