@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import duckdb
@@ -35,6 +36,38 @@ DAY = SPEC.day(0)
 CREDENTIALS = {"MINIO_ROOT_USER": "stacktest", "MINIO_ROOT_PASSWORD": "stack-test-minio-pw",
                "POSTGRES_USER": "stacktest", "POSTGRES_PASSWORD": "stack-test-pg-pw", "POSTGRES_DB": "lakehouse",
                "BUCKET": "lake"}
+
+
+SOURCES = {"customers", "fx_rates", "order_items", "orders", "products"}
+_RUNS = """
+query Runs($filter: RunsFilter) {
+  runsOrError(filter: $filter) { ... on Runs { results { status assetSelection { path } } } }
+}
+"""
+
+
+_TICKS = """
+query Ticks($selector: SensorSelector!) {
+  sensorOrError(sensorSelector: $selector) { ... on Sensor { sensorState { ticks(limit: 1) { status } } } }
+}
+"""
+
+
+def wait_for_first_landing_tick(url: str, timeout: float = 180) -> None:
+    """The landing sensor's first tick counts files of days already materialized as processed: let it
+    happen before files land, as on a server that has been up for a while."""
+    selector = {"repositoryLocationName": "ratatouille", "repositoryName": "__repository__", "sensorName": "landing_files"}
+    deadline = time.monotonic() + timeout
+    while not client.graphql(url, _TICKS, {"selector": selector})["sensorOrError"]["sensorState"]["ticks"]:
+        assert time.monotonic() < deadline, "the landing sensor never ticked: is the daemon running?"
+        time.sleep(2)
+
+
+def landing_runs(url: str, day: str) -> set[str]:
+    """Sources whose bronze partition ``day`` a landing-sensor run loaded successfully."""
+    tags = [{"key": "ratatouille/trigger", "value": "landing"}, {"key": "dagster/partition", "value": day}]
+    runs = client.graphql(url, _RUNS, {"filter": {"tags": tags}})["runsOrError"]["results"]
+    return {key["path"][1] for run in runs if run["status"] == "SUCCESS" for key in run["assetSelection"] or []}
 
 
 def tiny_profile() -> dict[str, str]:
@@ -93,6 +126,7 @@ def test_a_day_runs_through_the_stack_and_gold_is_right(stack_env, tmp_path, mon
     settings = use_home(monkeypatch, tmp_path / "host")
     try:
         # The same day's files: in the stack's landing zone, and in a local folder for the reference.
+        wait_for_first_landing_tick(url)
         generate(SPEC, settings.landing)
         local = tmp_path / "landing"
         generate(SPEC, str(local))
@@ -115,5 +149,12 @@ def test_a_day_runs_through_the_stack_and_gold_is_right(stack_env, tmp_path, mon
         assert got == expected
         snapshot = load_catalog(settings).load_table("gold.kpi_daily_sales").current_snapshot()
         assert snapshot.summary.additional_properties.get("ratatouille.run-id") in {r["runId"] for r in status["runs"]}
+
+        # Without any click, the daemon's landing sensor listed the new files in the stack's S3 and
+        # loaded the day into bronze, one run per source.
+        deadline = time.monotonic() + 240
+        while (loaded := landing_runs(url, DAY.isoformat())) != SOURCES and time.monotonic() < deadline:
+            time.sleep(5)
+        assert loaded == SOURCES
     finally:
         get_settings.cache_clear()
