@@ -1,8 +1,8 @@
 """The landing zone as a listing of files with fingerprints, for the landing sensor.
 
 A fingerprint changes when a file's content may have changed (local: mtime and size; S3: the
-ETag and LastModified), so a cursor of ``{file: fingerprint}`` tells new files, late files for old days and
-re-sent files apart from files already processed, whatever order they arrive in.
+ETag and LastModified), so a cursor of ``{file: fingerprint}`` tells new files, late files for
+old days and re-sent files apart from files already processed, whatever order they arrive in.
 """
 
 from __future__ import annotations
