@@ -27,14 +27,26 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def ensure_dagster_home(settings: Settings) -> Path:
-    """DAGSTER_HOME with the project's dagster.yaml in it (created on first use)."""
+    """DAGSTER_HOME with the project's dagster.yaml in it (created on first use, kept up to date).
+
+    An instance file that is not a copy of ours (the server stack's Postgres instance, a mounted
+    ConfigMap) is left alone: ``rat demo`` in a container must not switch it to SQLite.
+    """
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(settings.dagster_home)))
     home.mkdir(parents=True, exist_ok=True)
     source = PROJECT_ROOT / "dagster.yaml"
     target = home / "dagster.yaml"
-    if source.exists() and (not target.exists() or target.read_bytes() != source.read_bytes()):
+    if not source.exists():
+        return home
+    ours = source.read_bytes()
+    if not target.exists() or (target.read_bytes() != ours and _is_embedded_copy(target.read_bytes(), ours)):
         shutil.copyfile(source, target)
     return home
+
+
+def _is_embedded_copy(existing: bytes, ours: bytes) -> bool:
+    """An earlier copy of the project's dagster.yaml starts with the same header line."""
+    return existing.split(b"\n", 1)[0] == ours.split(b"\n", 1)[0]
 
 
 @dataclasses.dataclass

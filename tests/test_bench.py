@@ -3,7 +3,6 @@ memory sampler sees child processes, history is built through the platform's wri
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import textwrap
 

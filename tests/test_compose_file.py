@@ -96,3 +96,22 @@ def test_profiles_in_env_example_give_duckdb_less_than_the_container(name):
     # Two runs at a time share the container: each DuckDB gets at most half, with room for Python.
     assert 2 * duck_gb < code_gb
 
+
+
+def test_rat_demo_keeps_a_server_instance_file_and_refreshes_its_own(tmp_path, monkeypatch):
+    from ratatouille_assets.demo import ensure_dagster_home
+    from ratatouille_assets.settings import load_settings
+
+    home = tmp_path / "dagster"
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    ours = (ROOT / "dagster.yaml").read_text()
+    # The server stack's instance (Postgres storage) in DAGSTER_HOME: left as it is.
+    home.mkdir()
+    server = (ROOT / "stack" / "dagster.yaml").read_text()
+    (home / "dagster.yaml").write_text(server)
+    ensure_dagster_home(load_settings(str(tmp_path / "rt")))
+    assert (home / "dagster.yaml").read_text() == server
+    # An older copy of the embedded default: brought up to date.
+    (home / "dagster.yaml").write_text(ours.split("\n", 1)[0] + "\ntelemetry:\n  enabled: true\n")
+    ensure_dagster_home(load_settings(str(tmp_path / "rt")))
+    assert (home / "dagster.yaml").read_text() == ours

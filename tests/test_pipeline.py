@@ -4,7 +4,6 @@ Dagster materializations, dbt runs, DuckDB and Iceberg tables. Assertions are on
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 
 import dagster as dg
 import duckdb

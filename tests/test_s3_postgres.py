@@ -239,6 +239,25 @@ def test_bad_file_on_s3_is_quarantined_on_s3_and_the_day_still_loads(stack, s3_s
         s3.delete(client, [bad])
 
 
+def test_a_bad_file_on_s3_can_be_quarantined_to_a_local_folder(stack, s3_srv, tmp_path):
+    from ratatouille_assets.ingest.quarantine import quarantine_file
+
+    client = s3_srv.client()
+    src = "s3://lake/landing/orders/2024-01-09/bad.jsonl"
+    s3.put_bytes(client, src, b"{not json\n")
+    try:
+        result = quarantine_file(src, quarantine_root=str(tmp_path / "q"), source="orders", day="2024-01-09",
+                                 file="orders/2024-01-09/bad.jsonl", reason="unreadable", detail="line 1: not JSON",
+                                 action="Fix it.", run_id="r1", s3_client=client)
+    finally:
+        s3.delete(client, [src])
+    folder = tmp_path / "q" / "orders" / "2024-01-09"
+    assert result.target == str(folder / "bad.jsonl")
+    assert (folder / "bad.jsonl").read_bytes() == b"{not json\n"
+    assert json.loads((folder / "bad.jsonl.reason.json").read_text())["file"] == "orders/2024-01-09/bad.jsonl"
+    assert sorted(p.name for p in folder.iterdir()) == ["bad.jsonl", "bad.jsonl.reason.json"]  # no temporary left
+
+
 @pytest.fixture
 def sensor_settings(tmp_path, monkeypatch, s3_srv, pg):
     name = "sensor-" + uuid.uuid4().hex[:8]

@@ -76,37 +76,29 @@ def quarantine_file(
     }
     text = json.dumps(sidecar, indent=2) + "\n"
     copy = reason != UNSAFE_PATH
-    if s3.is_s3(src_path) or s3.is_s3(quarantine_root):
-        target = _to_object_store(src_path, quarantine_root, source, day, name, text, copy, s3_client)
+    if s3.is_s3(quarantine_root):
+        target = _to_bucket(src_path, quarantine_root, source, day, name, text, copy, s3_client or s3.client())
+    elif s3.is_s3(src_path):
+        client = s3_client or s3.client()
+        target = _to_folder(quarantine_root, source, day, name, text, copy and (lambda tmp: s3.copy(client, src_path, str(tmp))))
     else:
-        target = _to_folder(src_path, quarantine_root, source, day, name, text, copy)
+        target = _to_folder(quarantine_root, source, day, name, text, copy and (lambda tmp: shutil.copyfile(src_path, tmp)))
     return QuarantinedFile(file=file, reason=reason, message=message, target=target)
 
 
-def _to_folder(src_path: str, root: str, source: str, day: str, name: str, sidecar: str, copy: bool) -> str | None:
+def _to_folder(root: str, source: str, day: str, name: str, sidecar: str, fill_copy: Callable[[Path], object] | bool) -> str | None:
+    """The copy (``fill_copy`` writes it to a temporary path; False: no copy), then the sidecar."""
     folder = Path(root) / source / day
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / name if copy else None
+    target = folder / name if fill_copy else None
     if target is not None:
-        _replace(target, lambda tmp: shutil.copyfile(src_path, tmp))
+        _replace(target, fill_copy)
     _replace(folder / (name + SIDECAR_SUFFIX), lambda tmp: tmp.write_text(sidecar))
     return str(target) if target else None
 
 
-def _to_object_store(
-    src_path: str, root: str, source: str, day: str, name: str, sidecar: str, copy: bool, s3_client
-) -> str | None:
+def _to_bucket(src_path: str, root: str, source: str, day: str, name: str, sidecar: str, copy: bool, s3_client) -> str | None:
     """The copy first, then the sidecar: each object appears whole (one PUT or server-side copy)."""
-    s3_client = s3_client or s3.client()
-    if not s3.is_s3(root):
-        folder = Path(root) / source / day
-        folder.mkdir(parents=True, exist_ok=True)
-        target = str(folder / name) if copy else None
-        if target is not None:
-            s3.copy(s3_client, src_path, target + ".part")
-            os.replace(target + ".part", target)
-        _replace(folder / (name + SIDECAR_SUFFIX), lambda tmp: tmp.write_text(sidecar))
-        return target
     target = s3.join(root, source, day, name) if copy else None
     if target is not None:
         s3.copy(s3_client, src_path, target)

@@ -99,7 +99,8 @@ def stack_env():
         yield env
     finally:
         if up.returncode != 0 or os.environ.get("STACK_KEEP") != "1":
-            logs = subprocess.run(["podman", "logs", "--tail", "60", "ratatouille-test_code_1"], text=True,
+            code = f"{os.environ.get('STACK_PROJECT', 'ratatouille-test')}_code_1"  # stack.sh's names
+            logs = subprocess.run(["podman", "logs", "--tail", "60", code], text=True,
                                   capture_output=True)
             print(logs.stdout[-4000:], logs.stderr[-4000:])
             _stack("down", env)
