@@ -30,11 +30,11 @@ $(VENV)/.installed: pyproject.toml uv.lock | uv
 
 install: $(VENV)/.installed ## create .venv from the lock file
 
-dbt_project/target/manifest.json: $(VENV)/.installed $(shell find dbt_project/models dbt_project/macros dbt_project/tests -type f 2>/dev/null) dbt_project/dbt_project.yml
-	cd dbt_project && ../$(BIN)/dbt parse --profiles-dir . --quiet
+dbt_project/target/manifest.json: $(VENV)/.installed sources.yml $(shell find dbt_project/models dbt_project/macros dbt_project/tests -type f 2>/dev/null) dbt_project/dbt_project.yml
+	$(BIN)/python -m ratatouille_assets.project.manifest
 	@touch $@
 
-manifest: dbt_project/target/manifest.json ## parse the dbt project (the manifest Dagster loads)
+manifest: dbt_project/target/manifest.json ## generate the dbt sources from sources.yml and parse the dbt project (the manifest Dagster loads)
 
 demo: manifest ## sample data -> bronze -> silver -> gold for 7 days, then a summary
 	$(BIN)/rat demo

@@ -12,8 +12,9 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from ratatouille_assets.layers import LAYERS
+
 DEFAULT_URL = "http://127.0.0.1:3000"
-LAYERS = ("bronze", "silver", "gold")
 
 _LAUNCH = """
 mutation Launch($params: LaunchBackfillParams!) {

@@ -17,17 +17,15 @@ from ratatouille_assets.defs.automation import (
     landing_sensor,
     propagate,
 )
-from ratatouille_assets.defs.bronze import build_bronze
+from ratatouille_assets.defs.bronze import build_bronze, freshness_checks
 from ratatouille_assets.defs.checks import unknown_datasets
 from ratatouille_assets.defs.dbt import build_dbt_assets, dbt_project
 from ratatouille_assets.defs.partitions import daily_partitions
 from ratatouille_assets.defs.resources import LakehouseResource
-from ratatouille_assets.ingest.sources import load_sources
+from ratatouille_assets.ingest.sources import load_sources_file
+from ratatouille_assets.layers import LAYERS
 from ratatouille_assets.quality.sodacl import SodaConfigError, load_checks
 from ratatouille_assets.settings import Settings, get_settings
-
-LAYERS = ("bronze", "silver", "gold")
-
 
 def run_executor(settings: Settings) -> dg.ExecutorDefinition:
     """How the steps of a run execute: ``in_process`` (the default, one process per run) or
@@ -43,9 +41,10 @@ def run_executor(settings: Settings) -> dg.ExecutorDefinition:
 
 def build_definitions() -> dg.Definitions:
     settings = get_settings()
-    partitions = daily_partitions(settings)
-    sources = load_sources(settings.sources_file)
-    project = dbt_project(settings)
+    sources_file = load_sources_file(settings.sources_file)
+    sources = sources_file.sources
+    partitions = daily_partitions(sources_file.start, settings.timezone)
+    project = dbt_project(settings, sources_file)
     datasets = load_checks(settings.soda_dir)
     everything = dg.define_asset_job(
         "all_layers",
@@ -54,26 +53,30 @@ def build_definitions() -> dg.Definitions:
     )
     assets = [
         *build_bronze(sources, partitions, datasets, settings.bronze_partitions_per_run),
-        *build_dbt_assets(project, partitions, datasets, functools.partial(propagate, settings.automation_lookback_days)),
+        *build_dbt_assets(
+            project, sources_file, partitions, datasets, functools.partial(propagate, settings.automation_lookback_days)
+        ),
     ]
     keys = {key for a in assets for key in (a.keys if isinstance(a, dg.AssetsDefinition) else [a.key])}
     orphans = unknown_datasets(datasets, keys)
     if orphans:
         raise SodaConfigError("SodaCL files for datasets that are not assets: " + ", ".join(orphans))
+    # Freshness is declared per source (sources.yml): bronze must have been loaded within it, and
+    # each daily gold model downstream of such a source must have its day by the deadline.
+    fresh = [dg.AssetKey(["bronze", name]) for name, s in sources.items() if s.freshness]
+    downstream = dg.AssetSelection.assets(*fresh).downstream().resolve(assets) if fresh else set()
     gold_daily = [k for a in assets if isinstance(a, dg.AssetsDefinition) and a.partitions_def
-                  for k in a.keys if k.path[0] == "gold"]
-    freshness_checks, freshness_sensor = gold_freshness(settings, gold_daily)
+                  for k in a.keys if k.path[0] == "gold" and k in downstream]
+    gold_checks, freshness_sensor = gold_freshness(settings, gold_daily)
+    sensors = [landing_sensor(sources, partitions, settings), automation_sensor(settings), failure_sensor(settings)]
+    if freshness_sensor is not None:
+        sensors.append(freshness_sensor)
     return dg.Definitions(
         assets=assets,
-        asset_checks=freshness_checks,
+        asset_checks=[*gold_checks, *freshness_checks(sources)],
         jobs=[everything],
         schedules=[daily_schedule(everything, settings)],
-        sensors=[
-            landing_sensor(sources, partitions, settings),
-            automation_sensor(settings),
-            freshness_sensor,
-            failure_sensor(settings),
-        ],
+        sensors=sensors,
         resources={"lakehouse": LakehouseResource()},
         # One process per run: a step subprocess re-imports Dagster, dbt and the code location
         # (~7 s each on 2 cores), which dominated small runs. Parallelism comes from running

@@ -80,7 +80,6 @@ class Settings:
     duckdb_memory_limit: str
     duckdb_threads: int
     reporting_currency: str
-    first_partition: str
     timezone: str
     commit_retries: int
     sensor_interval_seconds: int
@@ -178,7 +177,6 @@ def load_settings(environ_home: str | None = None) -> Settings:
         duckdb_memory_limit=_env("DUCKDB_MEMORY_LIMIT", "4GB"),
         duckdb_threads=threads,
         reporting_currency=_env("REPORTING_CURRENCY", "USD"),
-        first_partition=_env("FIRST_PARTITION", "2024-01-01"),
         timezone=_env("TIMEZONE", "UTC"),
         commit_retries=int(_env("COMMIT_RETRIES", "8")),
         sensor_interval_seconds=int(_env("SENSOR_INTERVAL_SECONDS", "30")),

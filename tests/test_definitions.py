@@ -101,14 +101,17 @@ def test_dagster_definitions_validate(settings):
 
 def test_definitions_load_without_the_venv_on_path_and_reparse_stale_manifest(settings, monkeypatch):
     """Regression: `dagster dev` once failed because dbt was looked up on PATH."""
-    from ratatouille_assets.defs.dbt import dbt_project, manifest_is_stale
+    from ratatouille_assets.defs.dbt import dbt_project
+    from ratatouille_assets.ingest.sources import load_sources_file
+    from ratatouille_assets.project.manifest import manifest_is_stale
 
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     monkeypatch.setenv("DAGSTER_IS_DEV_CLI", "1")
-    project = dbt_project(settings)
-    model = Path(project.project_dir) / "models" / "gold" / "kpi_daily_sales.sql"
+    sources = load_sources_file(settings.sources_file)
+    project = dbt_project(settings, sources)
+    model = Path(project.project_dir) / "models" / "example" / "gold" / "kpi_daily_sales.sql"
     os.utime(model)  # touched after the manifest: the manifest is stale and gets re-parsed
-    assert manifest_is_stale(project)
-    dbt_project(settings)
-    assert not manifest_is_stale(project)
+    assert manifest_is_stale(project.project_dir, project.profiles_dir)
+    dbt_project(settings, sources)
+    assert not manifest_is_stale(project.project_dir, project.profiles_dir)
     assert build_definitions().resolve_asset_graph().has(dg.AssetKey(["gold", "kpi_daily_sales"]))

@@ -109,8 +109,8 @@ def test_changing_a_threshold_in_yaml_changes_the_outcome(settings, tmp_path, mo
     soda = copy_soda(tmp_path, monkeypatch)
     location = write_orders(get_settings(), [{"order_id": f"O{i}"} for i in range(3)])
     assert outcomes_by_name(get_settings(), location)["row_count_gt_0"].passed
-    text = (soda / "silver" / "orders.yml").read_text().replace("- row_count > 0", "- row_count > 10:\n      name: row_count_gt_0")
-    (soda / "silver" / "orders.yml").write_text(text)
+    text = (soda / "example" / "silver" / "orders.yml").read_text().replace("- row_count > 0", "- row_count > 10:\n      name: row_count_gt_0")
+    (soda / "example" / "silver" / "orders.yml").write_text(text)
     outcome = outcomes_by_name(get_settings(), location)["row_count_gt_0"]
     assert outcome.outcome == "fail" and outcome.value == 3
 
@@ -167,7 +167,7 @@ def test_blocking_check_on_silver_stops_gold_and_warn_does_not(bronze_loaded, tm
         soda = copy_soda(tmp_path, mp)
 
         # A warn-only check that fails: reported WARN, gold still materializes.
-        path = soda / "silver" / "orders.yml"
+        path = soda / "example" / "silver" / "orders.yml"
         original = path.read_text()
         path.write_text(original + "  - row_count < 5:\n      name: tiny_partition\n      warn: when >= 5\n")
         result = run_silver_gold(instance)

@@ -9,9 +9,9 @@ from collections import defaultdict
 import dagster as dg
 
 from ratatouille_assets.defs.alerts import record_failure
-from ratatouille_assets.ingest.bronze import BRONZE
-from ratatouille_assets.ingest.landing import LandingFile, landing_zone
+from ratatouille_assets.ingest.landing import LandingFile, belongs_to, landing_zone
 from ratatouille_assets.ingest.sources import Source
+from ratatouille_assets.layers import BRONZE
 from ratatouille_assets.settings import Settings
 
 LANDING_SENSOR = "landing_files"
@@ -20,30 +20,43 @@ TRIGGER_TAG = "ratatouille/trigger"
 
 def changed_partitions(
     files: list[LandingFile], seen: dict[str, str]
-) -> dict[tuple[str, str], list[LandingFile]]:
+) -> dict[tuple[str, str | None], list[LandingFile]]:
     """Files not seen before, or seen with another fingerprint, grouped by (source, day)."""
-    changed: dict[tuple[str, str], list[LandingFile]] = defaultdict(list)
+    changed: dict[tuple[str, str | None], list[LandingFile]] = defaultdict(list)
     for f in files:
         if seen.get(f.path) != f.fingerprint:
             changed[(f.source, f.day)].append(f)
     return dict(changed)
 
 
-def landing_sensor(sources: dict[str, Source], partitions_def: dg.TimeWindowPartitionsDefinition, settings: Settings):
-    """One run per (source, day) whose landing files are new or changed.
+def _digest(files: list[LandingFile]) -> str:
+    return hashlib.sha256("".join(f"{f.path}={f.fingerprint};" for f in files).encode()).hexdigest()[:16]
+
+
+def landing_sensor(
+    sources: dict[str, Source],
+    partitions_def: dg.TimeWindowPartitionsDefinition,
+    settings: Settings,
+):
+    """One run per (source, day) whose landing files are new or changed, and one per reference
+    source whose files were added, changed or removed (it is loaded whole).
 
     The cursor is the fingerprint of every file present at the last tick, not "the newest key":
     a file dropped today into an old day's folder, or a file re-sent with new content, is seen;
-    a file already processed is not, however many ticks pass. On the very first tick, files of
-    partitions that are already materialized (e.g. by ``make demo``) count as processed.
+    a file already processed is not, however many ticks pass. Files of days that are no partition
+    yet (today) or any more (before ``partitions.start``) stay out of the cursor, so they are
+    requested as soon as their day is a partition. On the very first tick, files of partitions
+    (and reference sources) that are already materialized (e.g. by ``make demo``) count as processed.
     """
+    start = partitions_def.start.date().isoformat()
 
     @dg.sensor(
         name=LANDING_SENSOR,
         asset_selection=dg.AssetSelection.assets(*[dg.AssetKey([BRONZE, s]) for s in sources]),
         minimum_interval_seconds=settings.sensor_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Requests a bronze run for each (source, day) whose landing files are new or changed.",
+        description="Requests a bronze run for each (source, day) whose landing files are new or changed, "
+                    "and for each reference source whose files changed.",
     )
     def _landing(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         zone = landing_zone(settings.landing, settings)
@@ -51,24 +64,46 @@ def landing_sensor(sources: dict[str, Source], partitions_def: dg.TimeWindowPart
         first_tick = context.cursor is None
         seen = json.loads(context.cursor) if context.cursor else {}
         valid = set(partitions_def.get_partition_keys(dynamic_partitions_store=None))
-        requests, skipped = [], []
-        for (source, day), new in sorted(changed_partitions(files, seen).items()):
+        requests, early, pending = [], [], set()
+        for (source, day), new in sorted(changed_partitions(files, seen).items(), key=lambda item: (item[0][0], item[0][1] or "")):
+            if day is None:
+                continue  # reference sources: below, with their removed files
             key = dg.AssetKey([BRONZE, source])
             if day not in valid:
-                skipped.append(f"{source}/{day}")
+                (early if day < start else pending).add(f"{source}/{day}")
                 continue
             if first_tick and day in context.instance.get_materialized_partitions(key):
                 continue
-            digest = hashlib.sha256("".join(f"{f.path}={f.fingerprint};" for f in new).encode()).hexdigest()[:16]
             requests.append(dg.RunRequest(
-                run_key=f"{source}:{day}:{digest}",
+                run_key=f"{source}:{day}:{_digest(new)}",
                 asset_selection=[key],
                 partition_key=day,
                 tags={TRIGGER_TAG: "landing", "ratatouille/files": str(len(new))},
             ))
-        if skipped:
-            context.log.warning(f"landing folders outside the partitions ({settings.first_partition}..yesterday): {skipped}")
-        return dg.SensorResult(run_requests=requests, cursor=json.dumps({f.path: f.fingerprint for f in files}))
+        for source in (s for s in sources.values() if s.is_reference):
+            key = dg.AssetKey([BRONZE, source.name])
+            now = [f for f in files if f.source == source.name]
+            before = {p: fp for p, fp in seen.items() if belongs_to(source, p)}
+            if {f.path: f.fingerprint for f in now} == before:
+                continue
+            if first_tick and context.instance.get_latest_materialization_event(key) is not None:
+                continue
+            requests.append(dg.RunRequest(
+                run_key=f"{source.name}:{_digest(now)}",
+                asset_selection=[key],
+                tags={TRIGGER_TAG: "landing", "ratatouille/files": str(len(now))},
+            ))
+        if early:
+            first = min(e.split("/", 1)[1] for e in early)
+            context.log.warning(
+                f"landing folders before the first partition ({start}, partitions.start in "
+                f"{settings.sources_file}): {sorted(early)}. To load them, set partitions.start: {first} there "
+                "and reload the code location; they are requested on the next tick."
+            )
+        if pending:
+            context.log.info(f"landing folders of days that are not partitions yet (they are once the day ends): {sorted(pending)}")
+        cursor = {f.path: f.fingerprint for f in files if f.day is None or f.day in valid}
+        return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor))
 
     return _landing
 
@@ -117,7 +152,10 @@ def daily_schedule(job, settings: Settings):
 
 
 def gold_freshness(settings: Settings, keys: list[dg.AssetKey]):
-    """Each gold day must be materialized within ``freshness_hours`` after it ends."""
+    """Each gold day must be materialized within ``freshness_hours`` after it ends (no checks, no
+    sensor, when no gold model reads a source that declares freshness)."""
+    if not keys:
+        return [], None
     checks = dg.build_time_partition_freshness_checks(
         assets=keys,
         deadline_cron=f"0 {settings.freshness_hours} * * *",

@@ -1,5 +1,8 @@
 """Bronze assets, one per source in sources.yml, plus the landing zone as external assets.
 
+A partitioned source is a daily-partitioned asset (one bronze partition per landing day); a
+reference source (``partitioned: false``) an unpartitioned one, loaded whole.
+
 (No `from __future__ import annotations` here: Dagster inspects the context annotation.)
 """
 
@@ -9,14 +12,15 @@ import datetime as dt
 import dagster as dg
 
 from ratatouille_assets.defs.checks import check_result, quarantine_check_spec, quarantine_result, soda_check_specs
-from ratatouille_assets.defs.metadata import snapshot_metadata
+from ratatouille_assets.defs.metadata import partition_metadata, snapshot_metadata
 from ratatouille_assets.defs.resources import LakehouseResource
-from ratatouille_assets.ingest.bronze import BRONZE, bronze_identifier, load_day
-from ratatouille_assets.ingest.sources import Source
+from ratatouille_assets.ingest.bronze import BronzeLoad, bronze_identifier, load_day
 from ratatouille_assets.ingest.readers import PARTITION_COLUMN
+from ratatouille_assets.ingest.sources import Source
+from ratatouille_assets.layers import BRONZE
 from ratatouille_assets.lakehouse.tables import describe
 from ratatouille_assets.lakehouse.write import RetryPolicy, Window
-from ratatouille_assets.quality.audit import audit_table
+from ratatouille_assets.quality.audit import audit_table, nothing_to_check
 from ratatouille_assets.quality.sodacl import DatasetChecks
 
 LANDING = "landing"
@@ -24,12 +28,13 @@ _FORMAT_KIND = {"csv": "csv", "jsonl": "json", "parquet": "parquet"}
 
 
 def landing_spec(source: Source) -> dg.AssetSpec:
+    kind = "daily folders" if source.partitioned else "reference files, loaded whole"
     return dg.AssetSpec(
         key=[LANDING, source.name],
         group_name=LANDING,
-        description=f"Files dropped under <landing>/{source.path}",
+        description=f"Files dropped under <landing>/{source.path} ({kind})",
         kinds={_FORMAT_KIND[source.format]},
-        metadata={"path_pattern": source.path, "format": source.format},
+        metadata={"path_pattern": source.path, "format": source.format, "partitioned": source.partitioned},
     )
 
 
@@ -39,31 +44,44 @@ def bronze_asset(
     datasets: dict[str, DatasetChecks],
     backfill_policy: dg.BackfillPolicy | None = None,
 ) -> dg.AssetsDefinition:
+    """The bronze asset of ``source``.
+
+    A multi-asset of one asset with ``can_subset``: a check that is not run (the day had no files,
+    so there is nothing to check) is reported as skipped instead of failing the step.
+    """
     schema = dg.TableSchema(columns=[dg.TableColumn(name, type) for name, type in source.columns.items()])
     key = dg.AssetKey([BRONZE, source.name])
-
-    @dg.asset(
+    spec = dg.AssetSpec(
         key=key,
-        check_specs=[*soda_check_specs(datasets, key), quarantine_check_spec(key)],
         deps=[dg.AssetKey([LANDING, source.name])],
-        partitions_def=partitions_def,
-        backfill_policy=backfill_policy,
         group_name=BRONZE,
         kinds={"iceberg", "duckdb"},
         description=source.description or f"Landing files of {source.name}, as they came.",
         metadata={
             "primary_key": ", ".join(source.primary_key),
-            "event_time": source.event_time,
+            "event_time": source.event_time or "",
+            "partitioned": source.partitioned,
             "contract": schema,
         },
+        skippable=False,
     )
-    def _bronze(context: dg.AssetExecutionContext, lakehouse: LakehouseResource) -> dg.MaterializeResult:
+
+    @dg.multi_asset(
+        name=f"bronze_{source.name}",
+        specs=[spec],
+        check_specs=[*soda_check_specs(datasets, key), quarantine_check_spec(key)],
+        partitions_def=partitions_def if source.partitioned else None,
+        backfill_policy=backfill_policy if source.partitioned else None,
+        can_subset=True,
+    )
+    def _bronze(context: dg.AssetExecutionContext, lakehouse: LakehouseResource):
         settings = lakehouse.settings()
         catalog = lakehouse.catalog()
         conn = lakehouse.connect()
-        loads = []
+        days = list(context.partition_keys) if source.partitioned else [None]
+        loads: list[BronzeLoad] = []
         try:
-            for day in context.partition_keys:
+            for day in days:
                 load = load_day(
                     conn, catalog, source, settings.landing, day, context.run.run_id,
                     quarantine_root=settings.quarantine, max_file_bytes=settings.max_file_bytes,
@@ -72,24 +90,39 @@ def bronze_asset(
                 for q in load.quarantined:
                     context.log.warning(f"quarantined {q.file}: {q.message}")
                 context.log.info(
-                    f"{bronze_identifier(source)}[{day}]: {load.result.rows_written} rows from {len(load.files)} file(s), "
-                    f"snapshot {load.result.snapshot_id} (attempts: {load.result.attempts})"
+                    f"{bronze_identifier(source)}[{day or 'whole'}]: {load.result.rows_written} rows from "
+                    f"{len(load.files)} file(s), snapshot {load.result.snapshot_id} (attempts: {load.result.attempts})"
                 )
+                if day is not None:
+                    context.add_asset_metadata(
+                        partition_metadata(load.result.rows_written, files=len(load.files),
+                                           quarantined_files=len(load.quarantined)),
+                        asset_key=key, partition_key=day,
+                    )
                 loads.append(load)
         finally:
             conn.close()
         info = describe(catalog, bronze_identifier(source), context.run.run_id)
-        metadata = snapshot_metadata(info)
-        metadata["dagster/row_count"] = dg.MetadataValue.int(sum(load.result.rows_written for load in loads))
-        metadata["files"] = dg.MetadataValue.int(sum(len(load.files) for load in loads))
+        rows = sum(load.result.rows_written for load in loads)
         quarantined = [q for load in loads for q in load.quarantined]
+        metadata = snapshot_metadata(info)
+        metadata["dagster/row_count"] = dg.MetadataValue.int(rows)
+        metadata["files"] = dg.MetadataValue.int(sum(len(load.files) for load in loads))
         metadata["quarantined_files"] = dg.MetadataValue.int(len(quarantined))
-        # Audit exactly the landing days this run wrote.
-        window = Window(PARTITION_COLUMN, dt.date.fromisoformat(context.partition_keys[0]),
-                        dt.date.fromisoformat(context.partition_keys[-1]))
-        outcomes = audit_table(bronze_identifier(source), info.metadata_location, window=window, settings=settings)
-        results = [check_result(key, o) for o in outcomes] + [quarantine_result(key, quarantined)]
-        return dg.MaterializeResult(metadata=metadata, check_results=results)
+        window = None
+        if source.partitioned:  # audit exactly the landing days this run wrote
+            window = Window(PARTITION_COLUMN, dt.date.fromisoformat(days[0]), dt.date.fromisoformat(days[-1]))
+        skipped = nothing_to_check(rows, len(quarantined), window)
+        if skipped:
+            metadata["soda/skipped"] = dg.MetadataValue.text(skipped)
+            context.log.info(f"{key.to_user_string()}: Soda checks skipped, {skipped}")
+            outcomes = []
+        else:
+            outcomes = audit_table(bronze_identifier(source), info.metadata_location, window=window, settings=settings)
+        yield dg.MaterializeResult(asset_key=key, metadata=metadata)
+        for outcome in outcomes:
+            yield check_result(key, outcome)
+        yield quarantine_result(key, quarantined)
 
     return _bronze
 
@@ -106,3 +139,20 @@ def build_bronze(
     return [landing_spec(s) for s in sources.values()] + [
         bronze_asset(s, partitions_def, datasets, policy) for s in sources.values()
     ]
+
+
+def freshness_checks(sources: dict[str, Source]) -> list[dg.AssetChecksDefinition]:
+    """A last-update freshness check on each bronze asset whose source declares ``freshness``:
+    ``error_after`` (ERROR) if given, else ``warn_after`` (WARN)."""
+    checks = []
+    for source in sources.values():
+        if not source.freshness:
+            continue
+        level = "error_after" if "error_after" in source.freshness else "warn_after"
+        rule = source.freshness[level]
+        checks += dg.build_last_update_freshness_checks(
+            assets=[dg.AssetKey([BRONZE, source.name])],
+            lower_bound_delta=dt.timedelta(**{rule["period"] + "s": rule["count"]}),
+            severity=dg.AssetCheckSeverity.ERROR if level == "error_after" else dg.AssetCheckSeverity.WARN,
+        )
+    return checks

@@ -9,9 +9,8 @@ Dagster run over the run's window (``BackfillPolicy.single_run()``); the rest ar
 """
 
 
+import datetime as dt
 import json
-import subprocess
-import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -25,53 +24,30 @@ from dagster_dbt.asset_utils import (
     DBT_DEFAULT_SELECTOR,
     build_dbt_specs,
 )
+from pyiceberg.catalog import Catalog
 
 from ratatouille_assets.defs.dbt_inprocess import dbt_build
 from ratatouille_assets.defs.checks import check_result, soda_check_specs
-from ratatouille_assets.defs.metadata import snapshot_metadata
-from ratatouille_assets.defs.partitions import dbt_vars
+from ratatouille_assets.defs.metadata import partition_metadata, snapshot_metadata
+from ratatouille_assets.defs.partitions import dbt_vars, window_days
 from ratatouille_assets.defs.resources import LakehouseResource
-from ratatouille_assets.lakehouse.dbt_plugin import AUDIT_DIR_NAME
-from ratatouille_assets.lakehouse.tables import describe
+from ratatouille_assets.ingest.sources import SourcesFile
+from ratatouille_assets.lakehouse.dbt_plugin import AUDIT_DIR_NAME, LANDING_DAY_COLUMN, REJECTED_SUFFIX
+from ratatouille_assets.lakehouse.tables import day_counts, describe
+from ratatouille_assets.lakehouse.write import Window
+from ratatouille_assets.project import manifest as dbt_manifest
+from ratatouille_assets.project.models import Model, validate
 from ratatouille_assets.quality.audit import blocked_message, read_audit, read_audits
 from ratatouille_assets.quality.sodacl import DatasetChecks
 from ratatouille_assets.settings import Settings
 
 
-def dbt_executable() -> str:
-    """The dbt of this interpreter's environment, even when the venv is not on PATH."""
-    beside = Path(sys.executable).parent / "dbt"
-    return str(beside) if beside.exists() else "dbt"
-
-
-def dbt_project(settings: Settings) -> DbtProject:
-    """The dbt project, with ``dbt parse`` run first if the manifest is missing or older than any
-    project file (so edited models show up on reload in ``dagster dev``; a built image never parses)."""
-    project = DbtProject(project_dir=settings.dbt_project_dir, profiles_dir=settings.dbt_project_dir)
-    if manifest_is_stale(project):
-        parse_manifest(project)
-    return project
-
-
-def manifest_is_stale(project: DbtProject) -> bool:
-    manifest = Path(project.manifest_path)
-    if not manifest.exists():
-        return True
-    built = manifest.stat().st_mtime
-    root = Path(project.project_dir)
-    sources = [root / "dbt_project.yml", Path(project.profiles_dir) / "profiles.yml"]
-    for folder in ("models", "macros", "tests", "seeds", "snapshots"):
-        sources += [p for p in (root / folder).rglob("*") if p.is_file()]
-    return any(p.exists() and p.stat().st_mtime > built for p in sources)
-
-
-def parse_manifest(project: DbtProject) -> None:
-    result = subprocess.run(
-        [dbt_executable(), "parse", "--quiet", "--profiles-dir", str(project.profiles_dir)],
-        cwd=project.project_dir, capture_output=True, text=True,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"dbt parse failed in {project.project_dir}:\n{result.stdout}{result.stderr}")
+def dbt_project(settings: Settings, sources: SourcesFile) -> DbtProject:
+    """The dbt project, its generated sources synced with sources.yml and ``dbt parse`` run first if
+    the manifest is missing or older than any project file (so edited models and sources show up on
+    reload in ``dagster dev``; a built image never parses)."""
+    dbt_manifest.prepare(sources, settings.dbt_project_dir)
+    return DbtProject(project_dir=settings.dbt_project_dir, profiles_dir=settings.dbt_project_dir)
 
 
 def is_partitioned(props: Mapping[str, Any]) -> bool:
@@ -117,7 +93,7 @@ class LayerTranslator(DagsterDbtTranslator):
         self, dbt_resource_props: Mapping[str, Any], dbt_parent_resource_props: Mapping[str, Any]
     ) -> dg.PartitionMapping | None:
         """A partitioned model reading a source with ``meta.late_arrival_days: N`` needs landing days D..D+N."""
-        late = int((dbt_parent_resource_props.get("meta") or {}).get("late_arrival_days", 0))
+        late = int((dbt_parent_resource_props.get("meta") or {}).get("late_arrival_days") or 0)
         if is_partitioned(dbt_resource_props) and dbt_parent_resource_props.get("resource_type") == "source" and late:
             return dg.TimeWindowPartitionMapping(start_offset=0, end_offset=late, allow_nonexistent_upstream_partitions=True)
         return None
@@ -128,6 +104,7 @@ def _model_selection(manifest: Mapping[str, Any], partitioned: bool) -> str:
         ".".join(node["fqn"])
         for node in manifest["nodes"].values()
         if node["resource_type"] == "model" and is_partitioned(node) == partitioned
+        and (node.get("config") or {}).get("materialized") != "ephemeral"
     ]
     return " ".join(sorted(fqns))
 
@@ -144,58 +121,102 @@ def _output_name(context: dg.AssetExecutionContext, key: dg.AssetKey) -> str:
     return context.assets_def.get_output_name_for_asset_key(key)
 
 
+class DbtRunConfig(dg.Config):
+    """Launchpad options of the dbt assets."""
+
+    full_refresh: bool = False
+    """Rebuild the selected tables from this run alone (dbt --full-refresh): schema, partitioning
+    and rows all come from the new result. For daily models the run must cover every partition."""
+
+
+def _materialized(
+    context: dg.AssetExecutionContext,
+    catalog: Catalog,
+    key: dg.AssetKey,
+    models: Mapping[dg.AssetKey, Model],
+    window: tuple[dt.date, dt.date] | None,
+    skipped: str | None,
+) -> dict[str, Any]:
+    """The materialization's metadata: the Iceberg snapshot this run wrote, its rejected rows (and
+    where they are), and for a daily model each partition's own row and rejected counts."""
+    identifier = ".".join(key.path)
+    run_id = context.run.run_id
+    info = describe(catalog, identifier, run_id)
+    metadata = snapshot_metadata(info)
+    rejected_id = identifier + REJECTED_SUFFIX
+    rejected = describe(catalog, rejected_id, run_id) if catalog.table_exists(rejected_id) else None
+    if rejected is not None:
+        metadata["rejected/table"] = dg.MetadataValue.text(rejected_id)
+        metadata["rejected/metadata_location"] = dg.MetadataValue.path(rejected.metadata_location)
+    if skipped:
+        metadata["soda/skipped"] = dg.MetadataValue.text(skipped)
+    model = models.get(key)
+    if model is not None and model.partition_by and window is not None:
+        days = Window(model.partition_by, *window)
+        rows = day_counts(catalog.load_table(identifier), days, info.snapshot_id)
+        rejects = None
+        if rejected is not None:
+            rejects = day_counts(catalog.load_table(rejected_id), Window(model.partition_by, *window, nulls_by=LANDING_DAY_COLUMN),
+                                 rejected.snapshot_id)
+        for day, count in rows.items():
+            context.add_asset_metadata(
+                partition_metadata(count, rejects[day] if rejects is not None else None), asset_key=key,
+                partition_key=day.isoformat(),
+            )
+    return metadata
+
+
 def _run_dbt(
     context: dg.AssetExecutionContext,
     lakehouse: LakehouseResource,
     dbt_vars_: dict[str, str],
+    models: Mapping[dg.AssetKey, Model],
     extra_args: tuple[str, ...] = (),
+    window: tuple[dt.date, dt.date] | None = None,
 ) -> Iterator[Any]:
     """One ``dbt build``; every model's materialization gets Iceberg metadata and its Soda results.
 
     Soda checks run inside dbt (the plugin's audit hook) right after each model is written, so a
     failing blocking check fails that model and dbt skips what depends on it. The table was
     written, so it is still reported as materialized, with the failed check; the step then fails.
+    A window that holds no rows (and rejected none) is not checked: its checks are reported skipped.
     """
     settings = lakehouse.settings()
     variables = {"reporting_currency": settings.reporting_currency, **dbt_vars_}
     invocation = dbt_build(context, ["--vars", json.dumps(variables), *extra_args])
     catalog = lakehouse.catalog()
-    run_id = context.run.run_id
     reported: set[dg.AssetKey] = set()
+    audits_path = Path(invocation.target_path) / AUDIT_DIR_NAME
 
     def materialized(key: dg.AssetKey, event: dg.Output | None) -> Iterator[Any]:
-        info = describe(catalog, ".".join(key.path), run_id)
-        metadata = snapshot_metadata(info)
+        audit = read_audit(audits_path, ".".join(key.path))
+        metadata = _materialized(context, catalog, key, models, window, audit.skipped)
+        if audit.skipped:
+            context.log.info(f"{key.to_user_string()}: Soda checks skipped, {audit.skipped}")
         if event is None:
             yield dg.Output(None, output_name=_output_name(context, key), metadata=metadata)
         else:
             yield event.with_metadata({**(event.metadata or {}), **metadata})
         reported.add(key)
+        for outcome in audit.outcomes:
+            yield check_result(key, outcome)
 
-    audits_path = Path(invocation.target_path) / AUDIT_DIR_NAME
     for event in invocation.stream():
         if isinstance(event, dg.Output):
-            key = context.asset_key_for_output(event.output_name)
-            yield from materialized(key, event)
-            for outcome in read_audit(audits_path, ".".join(key.path)):
-                yield check_result(key, outcome)
+            yield from materialized(context.asset_key_for_output(event.output_name), event)
         else:
             yield event
 
     # Models whose blocking checks failed: written, audited, and the reason dbt stopped.
     audits = read_audits(audits_path)
-    for identifier, outcomes in audits.items():
+    for identifier in audits:
         key = dg.AssetKey(identifier.split("."))
         if key in reported or key not in context.selected_asset_keys:
             continue
         yield from materialized(key, None)
-        for outcome in outcomes:
-            yield check_result(key, outcome)
 
     if not invocation.is_successful():
-        blocked = [
-            blocked_message(identifier, outcomes) for identifier, outcomes in audits.items()
-        ]
+        blocked = [blocked_message(identifier, audit.outcomes) for identifier, audit in audits.items()]
         raise dg.Failure(
             description="dbt build failed" + (": " + " | ".join(m for m in blocked if m) if any(blocked) else ""),
             metadata={"dbt_log": dg.MetadataValue.path(str(Path(invocation.target_path) / "dbt.log"))},
@@ -239,60 +260,82 @@ def checked_dbt_assets(
 
 def build_dbt_assets(
     project: DbtProject,
-    partitions_def: dg.PartitionsDefinition,
+    sources: SourcesFile,
+    partitions_def: dg.TimeWindowPartitionsDefinition,
     datasets: dict[str, DatasetChecks],
     automation: Callable[[dg.AssetSelection | None], dg.AutomationCondition] | None = None,
 ) -> list[dg.AssetsDefinition]:
-    """``automation(ignore)`` gives the automation condition; daily models ignore the unpartitioned
+    """The dbt models as two multi-assets (daily and whole), after checking the model contract
+    (ratatouille_assets/project/models.py) so a model that would lose data never loads.
+
+    ``automation(ignore)`` gives the automation condition; daily models ignore the unpartitioned
     models they depend on (dimensions, for their checks) so a dimension update does not recompute
     every recent day."""
     manifest = json.loads(Path(project.manifest_path).read_text())
-    unpartitioned = dg.AssetSelection.assets(*[
-        dg.AssetKey([node["schema"], node.get("alias") or node["name"]])
-        for node in manifest["nodes"].values()
-        if node["resource_type"] == "model" and not is_partitioned(node)
-    ])
+    models = {dg.AssetKey([m.layer, m.table]): m for m in validate(manifest, sources, Path(project.project_dir))}
+    unpartitioned = dg.AssetSelection.assets(*[k for k, m in models.items() if not m.partition_by])
     translator = LayerTranslator(
         settings=DagsterDbtTranslatorSettings(enable_asset_checks=True),
         automation_condition=automation(None) if automation else None,
         daily_automation_condition=automation(unpartitioned) if automation else None,
     )
-
-    @checked_dbt_assets(
-        manifest=manifest,
-        project=project,
-        select=_model_selection(manifest, partitioned=True),
-        name="dbt_daily",
-        translator=translator,
-        datasets=datasets,
-        partitions_def=partitions_def,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-    )
-    def dbt_daily(context: dg.AssetExecutionContext, lakehouse: LakehouseResource):
-        """Daily models: the run's partition window becomes ``--vars {min_date, max_date}``."""
-        window = context.partition_time_window
-        keys = context.partition_keys
-        label = keys[0] if len(keys) == 1 else f"{keys[0]}...{keys[-1]}"
-        yield from _run_dbt(
-            context, lakehouse, dbt_vars(window.start, window.end, run_id=context.run.run_id, partition_key=label)
+    assets = []
+    daily = _model_selection(manifest, partitioned=True)
+    if daily:
+        @checked_dbt_assets(
+            manifest=manifest,
+            project=project,
+            select=daily,
+            name="dbt_daily",
+            translator=translator,
+            datasets=datasets,
+            partitions_def=partitions_def,
+            backfill_policy=dg.BackfillPolicy.single_run(),
         )
+        def dbt_daily(context: dg.AssetExecutionContext, lakehouse: LakehouseResource, config: DbtRunConfig):
+            """Daily models: the run's partition window becomes ``--vars {min_date, max_date}``."""
+            window = context.partition_time_window
+            keys = context.partition_keys
+            label = keys[0] if len(keys) == 1 else f"{keys[0]}...{keys[-1]}"
+            extra: tuple[str, ...] = ()
+            if config.full_refresh:
+                everything = partitions_def.get_partition_keys(dynamic_partitions_store=context.instance)
+                if keys != everything:
+                    raise dg.Failure(
+                        f"full_refresh rebuilds whole tables, so it must run over every partition "
+                        f"({everything[0]}..{everything[-1]}), not {label}: select all partitions (Materialize -> "
+                        "all, or a backfill of the whole range), or drop full_refresh to replace just these days."
+                    )
+                extra = ("--full-refresh",)
+            yield from _run_dbt(
+                context, lakehouse, dbt_vars(window.start, window.end, run_id=context.run.run_id, partition_key=label),
+                models, extra, window=_days(window),
+            )
 
-    @checked_dbt_assets(
-        manifest=manifest,
-        project=project,
-        select=_model_selection(manifest, partitioned=False),
-        name="dbt_current",
-        translator=translator,
-        datasets=datasets,
-    )
-    def dbt_current(context: dg.AssetExecutionContext, lakehouse: LakehouseResource):
-        """Unpartitioned models (dimensions), rebuilt whole from all of bronze.
+        assets.append(dbt_daily)
 
-        Tests that also read a daily model (facts -> dims relationships) are checks of that model
-        and run with it, after the dimensions: ``cautious`` keeps them out of this invocation.
-        """
-        yield from _run_dbt(
-            context, lakehouse, {"dagster_run_id": context.run.run_id}, ("--indirect-selection", "cautious")
+    whole = _model_selection(manifest, partitioned=False)
+    if whole:
+        @checked_dbt_assets(
+            manifest=manifest,
+            project=project,
+            select=whole,
+            name="dbt_current",
+            translator=translator,
+            datasets=datasets,
         )
+        def dbt_current(context: dg.AssetExecutionContext, lakehouse: LakehouseResource, config: DbtRunConfig):
+            """Unpartitioned models (dimensions), rebuilt whole from all of bronze.
 
-    return [dbt_daily, dbt_current]
+            Tests that also read a daily model (facts -> dims relationships) are checks of that model
+            and run with it, after the dimensions: ``cautious`` keeps them out of this invocation.
+            """
+            extra = ("--indirect-selection", "cautious", *(("--full-refresh",) if config.full_refresh else ()))
+            yield from _run_dbt(context, lakehouse, {"dagster_run_id": context.run.run_id}, models, extra)
+
+        assets.append(dbt_current)
+    return assets
+
+
+def _days(window: dg.TimeWindow) -> tuple[dt.date, dt.date]:
+    return window_days(window.start, window.end)

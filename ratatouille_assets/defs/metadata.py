@@ -9,7 +9,6 @@ from ratatouille_assets.lakehouse.dbt_plugin import REJECTED_REASON_PREFIX, REJE
 from ratatouille_assets.lakehouse.tables import SnapshotInfo
 
 
-
 def column_schema(schema: Schema) -> dg.TableSchema:
     return dg.TableSchema(
         columns=[dg.TableColumn(name=f.name, type=str(f.field_type), description=f.doc) for f in schema.fields]
@@ -32,4 +31,13 @@ def snapshot_metadata(info: SnapshotInfo) -> dict[str, dg.MetadataValue | dg.Tab
             metadata["rejected/" + key.removeprefix(REJECTED_REASON_PREFIX)] = dg.MetadataValue.int(int(value))
         elif key == REJECTED_ROWS_PROPERTY:
             metadata["rejected_rows"] = dg.MetadataValue.int(int(value))
+    return metadata
+
+
+def partition_metadata(rows: int, rejected: int | None = None, **extra: int) -> dict[str, dg.MetadataValue]:
+    """One partition's own figures, for its materialization (also in runs over many days)."""
+    metadata = {"dagster/row_count": dg.MetadataValue.int(rows)}
+    if rejected is not None:
+        metadata["rejected_rows"] = dg.MetadataValue.int(rejected)
+    metadata.update({name: dg.MetadataValue.int(value) for name, value in extra.items()})
     return metadata

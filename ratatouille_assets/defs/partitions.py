@@ -6,11 +6,11 @@ import datetime as dt
 
 import dagster as dg
 
-from ratatouille_assets.settings import Settings
 
 
-def daily_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:
-    return dg.DailyPartitionsDefinition(start_date=settings.first_partition, timezone=settings.timezone)
+def daily_partitions(start: str, timezone: str) -> dg.DailyPartitionsDefinition:
+    """Daily partitions from ``start`` (sources.yml's ``partitions.start``) to yesterday."""
+    return dg.DailyPartitionsDefinition(start_date=start, timezone=timezone)
 
 
 def window_days(start: dt.datetime, end: dt.datetime) -> tuple[dt.date, dt.date]:

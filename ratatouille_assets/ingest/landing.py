@@ -24,7 +24,7 @@ DAY_PATTERN = r"\d{4}-\d{2}-\d{2}"
 @dataclasses.dataclass(frozen=True)
 class LandingFile:
     source: str
-    day: str
+    day: str | None  # None: a file of a reference source
     path: str  # relative to the landing root
     fingerprint: str
 
@@ -37,8 +37,15 @@ class LandingZone(Protocol):
 
 def _path_regex(source: Source) -> re.Pattern[str]:
     parts = [re.escape(p) for p in source.path.split("{date}")]
-    pattern = f"(?P<day>{DAY_PATTERN})".join(parts).replace(r"\*", "[^/]*").replace(r"\?", "[^/]")
+    pattern = f"(?P<day>{DAY_PATTERN})".join(parts)
+    # ** is any number of folders (also none), * and ? stay within one path segment.
+    pattern = pattern.replace(r"\*\*/", "(?:[^/]+/)*").replace(r"\*\*", ".*").replace(r"\*", "[^/]*").replace(r"\?", "[^/]")
     return re.compile(f"^{pattern}$")
+
+
+def belongs_to(source: Source, path: str) -> bool:
+    """Whether ``path`` (relative to the landing root) is a file of ``source``."""
+    return _path_regex(source).match(path) is not None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,13 +56,15 @@ class LocalLandingZone:
 
     def files(self, source: Source) -> Iterator[LandingFile]:
         regex = _path_regex(source)
-        for path in sorted(glob.glob(os.path.join(self.root, source.path.replace("{date}", "*")))):
+        pattern = os.path.join(self.root, source.path.replace("{date}", "*"))
+        for path in sorted(glob.glob(pattern, recursive=True)):
             relative = os.path.relpath(path, self.root)
             match = regex.match(relative.replace(os.sep, "/"))
             if match is None or not os.path.isfile(path):
                 continue
             stat = os.stat(path)
-            yield LandingFile(source.name, match["day"], relative, f"{stat.st_mtime_ns}:{stat.st_size}")
+            day = match.groupdict().get("day")
+            yield LandingFile(source.name, day, relative, f"{stat.st_mtime_ns}:{stat.st_size}")
 
 
 def _static_prefix(source: Source) -> str:
@@ -84,7 +93,7 @@ class S3LandingZone:
             match = regex.match(relative)
             if match is None or relative.endswith("/"):
                 continue
-            yield LandingFile(source.name, match["day"], relative, f"{obj.etag}:{obj.last_modified}")
+            yield LandingFile(source.name, match.groupdict().get("day"), relative, f"{obj.etag}:{obj.last_modified}")
 
 
 def landing_zone(root: str, settings: Settings | None = None) -> LandingZone:

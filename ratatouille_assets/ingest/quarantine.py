@@ -1,6 +1,7 @@
 """Set bad landing files aside, with the reason, so the good files of the same day still load.
 
-A quarantined file is a *copy* under ``<quarantine root>/<source>/<day>/`` next to a
+A quarantined file is a *copy* under ``<quarantine root>/<source>/<day>/`` (a reference
+source's: ``<quarantine root>/<source>/``) next to a
 ``<name>.reason.json`` sidecar: landing stays the untouched record of what was delivered, and
 re-running a partition overwrites the same two files instead of piling up duplicates.
 """
@@ -34,9 +35,10 @@ class QuarantinedFile:
     target: str | None
 
 
-def bad_file_message(file: str, *, source: str, day: str, reason: str, detail: str, action: str) -> str:
+def bad_file_message(file: str, *, source: str, day: str | None, reason: str, detail: str, action: str) -> str:
     """The one wording of a bad file, shared by the quarantine sidecar and the ``fail`` error."""
-    return f"{file} ({reason}, source '{source}', day {day}): {detail}. {action}"
+    where = f"source '{source}', day {day}" if day else f"reference source '{source}'"
+    return f"{file} ({reason}, {where}): {detail}. {action}"
 
 
 def safe_name(path: str) -> str:
@@ -50,7 +52,7 @@ def quarantine_file(
     *,
     quarantine_root: str,
     source: str,
-    day: str,
+    day: str | None,
     file: str,
     reason: str,
     detail: str,
@@ -86,9 +88,9 @@ def quarantine_file(
     return QuarantinedFile(file=file, reason=reason, message=message, target=target)
 
 
-def _to_folder(root: str, source: str, day: str, name: str, sidecar: str, fill_copy: Callable[[Path], object] | bool) -> str | None:
+def _to_folder(root: str, source: str, day: str | None, name: str, sidecar: str, fill_copy: Callable[[Path], object] | bool) -> str | None:
     """The copy (``fill_copy`` writes it to a temporary path; False: no copy), then the sidecar."""
-    folder = Path(root) / source / day
+    folder = Path(root) / source / (day or "")
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / name if fill_copy else None
     if target is not None:
@@ -97,12 +99,13 @@ def _to_folder(root: str, source: str, day: str, name: str, sidecar: str, fill_c
     return str(target) if target else None
 
 
-def _to_bucket(src_path: str, root: str, source: str, day: str, name: str, sidecar: str, copy: bool, s3_client) -> str | None:
+def _to_bucket(src_path: str, root: str, source: str, day: str | None, name: str, sidecar: str, copy: bool, s3_client) -> str | None:
     """The copy first, then the sidecar: each object appears whole (one PUT or server-side copy)."""
-    target = s3.join(root, source, day, name) if copy else None
+    parts = (source, day) if day else (source,)
+    target = s3.join(root, *parts, name) if copy else None
     if target is not None:
         s3.copy(s3_client, src_path, target)
-    s3.put_bytes(s3_client, s3.join(root, source, day, name + SIDECAR_SUFFIX), sidecar.encode(), "application/json")
+    s3.put_bytes(s3_client, s3.join(root, *parts, name + SIDECAR_SUFFIX), sidecar.encode(), "application/json")
     return target
 
 

@@ -27,6 +27,8 @@ from ratatouille_assets.ingest.sources import Source
 from ratatouille_assets.lakehouse.duck import quote_ident
 
 LINEAGE_COLUMNS = ("_landing_date", "_source_file", "_ingested_at", "_run_id")
+# A reference source has no landing day: its rows carry no _landing_date.
+REFERENCE_LINEAGE_COLUMNS = LINEAGE_COLUMNS[1:]
 PARTITION_COLUMN = "_landing_date"
 
 # An explicit dialect, not a sniffed one: a ragged row must be an error, never padded with nulls
@@ -73,10 +75,17 @@ def relative_path(path: str, landing_root: str) -> str:
     return os.path.relpath(path, landing_root)
 
 
-def list_files(conn: duckdb.DuckDBPyConnection, landing_root: str, source: Source, day: str) -> list[str]:
-    """The day's files for ``source``, sorted by name (the order they are read and deduplicated in)."""
+def _static_dir(pattern: str) -> str:
+    """The folder of ``pattern`` above its first wildcard: where listing starts."""
+    cut = min((i for i in (pattern.find(c) for c in "*?[") if i >= 0), default=len(pattern))
+    return os.path.dirname(pattern[:cut])
+
+
+def list_files(conn: duckdb.DuckDBPyConnection, landing_root: str, source: Source, day: str | None = None) -> list[str]:
+    """The files of ``source`` (of ``day``, for a partitioned source), sorted by name: the order
+    they are read and deduplicated in."""
     pattern = join_landing(landing_root, source.landing_glob(day))
-    if not landing_root.startswith("s3://") and not os.path.isdir(os.path.dirname(pattern)):
+    if not landing_root.startswith("s3://") and not os.path.isdir(_static_dir(pattern)):
         return []
     rows = conn.execute(f"SELECT file FROM glob({_lit(pattern)}) ORDER BY file").fetchall()
     return [r[0] for r in rows]
@@ -96,15 +105,16 @@ def stream_partition(
     conn: duckdb.DuckDBPyConnection,
     source: Source,
     landing_root: str,
-    day: str,
+    day: str | None,
     run_id: str,
     found: PartitionRead,
     *,
     quarantine_root: str | None = None,
     max_file_bytes: int | None = None,
 ) -> Iterator[pa.Table]:
-    """The day's good files for ``source``, one Arrow table per file (only one file in memory at
-    a time); bad files per ``on_bad_file``. Always yields at least an empty table (the schema).
+    """The good files of ``source`` (of ``day``; every file, for a reference source with ``day``
+    None), one Arrow table per file (only one file in memory at a time); bad files per
+    ``on_bad_file``. Always yields at least an empty table (the schema).
 
     With ``on_bad_file: fail`` the first bad file raises :class:`BadFile`; nothing is quarantined
     and the consumer (the write path) commits nothing. With ``quarantine`` each bad file is copied
@@ -132,11 +142,16 @@ def stream_partition(
         yield empty_table(conn, source)
 
 
+def lineage_columns(source: Source) -> tuple[str, ...]:
+    return LINEAGE_COLUMNS if source.partitioned else REFERENCE_LINEAGE_COLUMNS
+
+
 def _ordered(source: Source, table: pa.Table) -> pa.Table:
     """Declared columns first, then extra columns, lineage last."""
-    fixed = {*source.columns, *LINEAGE_COLUMNS}
+    lineage = lineage_columns(source)
+    fixed = {*source.columns, *lineage}
     extras = [c for c in table.column_names if c not in fixed]
-    return table.select([*source.columns, *extras, *LINEAGE_COLUMNS])
+    return table.select([*source.columns, *extras, *lineage])
 
 
 def _quarantine(
@@ -154,7 +169,7 @@ def _quarantine(
 
 
 def read_file(
-    conn: duckdb.DuckDBPyConnection, source: Source, path: str, *, landing_root: str, day: str, run_id: str,
+    conn: duckdb.DuckDBPyConnection, source: Source, path: str, *, landing_root: str, day: str | None, run_id: str,
     ingested_at: dt.datetime, max_file_bytes: int | None = None,
 ) -> pa.Table:
     """One landing file -> Arrow: declared columns cast, extra columns kept, lineage columns last.
@@ -171,7 +186,7 @@ def read_file(
         relation = _data_relation(source, path, present)
         casts = [f"CAST({quote_ident(c)} AS {t}) AS {quote_ident(c)}" for c, t in source.columns.items()]
         lineage = [
-            f"DATE {_lit(day)} AS _landing_date",
+            *([f"DATE {_lit(day)} AS _landing_date"] if source.partitioned else []),
             f"{_lit(file)} AS _source_file",
             f"TIMESTAMP {_lit(ingested_at.strftime('%Y-%m-%d %H:%M:%S.%f'))} AS _ingested_at",
             f"{_lit(run_id)} AS _run_id",
@@ -256,7 +271,7 @@ def _data_relation(source: Source, path: str, present: dict[str, str]) -> str:
 def _check_columns(source: Source, present: dict[str, str]) -> list[str]:
     """The file's extra columns (additive drift, kept); a missing or renamed declared column rejects the file."""
     extras = [c for c in present if c not in source.columns]
-    reserved = [c for c in extras if c in LINEAGE_COLUMNS]
+    reserved = [c for c in extras if c in LINEAGE_COLUMNS]  # all four, for every kind of source
     if reserved:
         raise _Reject(
             "reserved_column", f"{_columns_phrase(reserved)} {_is(reserved)} reserved for lineage",
@@ -406,9 +421,9 @@ def _duck_message(exc: duckdb.Error) -> str:
 
 
 def empty_table(conn: duckdb.DuckDBPyConnection, source: Source) -> pa.Table:
-    select = ", ".join(f"CAST(NULL AS {t}) AS {quote_ident(c)}" for c, t in source.columns.items())
-    sql = (
-        f"SELECT {select}, CAST(NULL AS DATE) AS _landing_date, CAST(NULL AS VARCHAR) AS _source_file, "
-        "CAST(NULL AS TIMESTAMP) AS _ingested_at, CAST(NULL AS VARCHAR) AS _run_id LIMIT 0"
+    types = {"_landing_date": "DATE", "_source_file": "VARCHAR", "_ingested_at": "TIMESTAMP", "_run_id": "VARCHAR"}
+    select = ", ".join(
+        [f"CAST(NULL AS {t}) AS {quote_ident(c)}" for c, t in source.columns.items()]
+        + [f"CAST(NULL AS {types[c]}) AS {c}" for c in lineage_columns(source)]
     )
-    return conn.execute(sql).to_arrow_table()
+    return conn.execute(f"SELECT {select} LIMIT 0").to_arrow_table()

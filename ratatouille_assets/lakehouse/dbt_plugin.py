@@ -28,7 +28,8 @@ from duckdb import DuckDBPyConnection
 
 from ratatouille_assets.lakehouse import duck, trace
 from ratatouille_assets.lakehouse.catalog import load_catalog
-from ratatouille_assets.lakehouse.write import CHUNK_ROWS, RetryPolicy, Window, write_window
+from ratatouille_assets.lakehouse.errors import LakehouseError, PartitionContractError, SchemaEvolutionError
+from ratatouille_assets.lakehouse.write import CHUNK_ROWS, RetryPolicy, Window, rebuild_table, write_window
 from ratatouille_assets.settings import get_settings
 
 REJECT_COLUMN = "_reject_reason"
@@ -36,6 +37,16 @@ REJECTED_SUFFIX = "__rejected"
 REJECTED_ROWS_PROPERTY = "ratatouille.rejected-rows"
 REJECTED_REASON_PREFIX = "ratatouille.rejected."
 AUDIT_DIR_NAME = "ratatouille_audits"
+# A row of a partitioned model whose partition value is NULL belongs to no day: it is rejected with
+# this reason and filed under its landing day (LANDING_DAY_COLUMN), never dropped.
+NULL_PARTITION_REASON = "missing_partition_value"
+LANDING_DAY_COLUMN = "_landing_date"
+# dbt's on_schema_change -> the write path's schema_change ("ignore" is refused when definitions load).
+ON_SCHEMA_CHANGE = {"append_new_columns": "append", "sync_all_columns": "sync", "fail": "fail"}
+
+
+class ModelWriteError(Exception):
+    """A model's result cannot be written as it is; the message names the model file and the fix."""
 
 
 def audit_dir() -> Path:
@@ -79,53 +90,81 @@ class Plugin(BasePlugin):
         options = target_config.config
         if self._conn is None:
             raise RuntimeError("the ratatouille plugin has no DuckDB connection: configure_connection never ran")
+        model = options.get("model_path") or f"{options['namespace']}.{options['table']}"
         cursor = self._conn.cursor()
         try:
-            namespace, table = options["namespace"], options["table"]
-            window = None
-            if options.get("partition_by"):
-                window = Window(
-                    column=options["partition_by"],
-                    start=dt.date.fromisoformat(options["min_date"]),
-                    end=dt.date.fromisoformat(options["max_date"]),
-                )
-            common = dict(
-                window=window,
-                run_id=str(options["run_id"]),
-                partition_key=options.get("partition_key") or None,
-                retry=RetryPolicy(attempts=get_settings().commit_retries),
-            )
-            # The model's result streams from DuckDB to Iceberg data files in bounded batches; rows
-            # with a reject reason (few, by nature) are kept aside and written after the good ones.
-            reader = cursor.execute(f"SELECT * FROM {options['source_relation']}").fetch_record_batch(CHUNK_ROWS)
-            stream = _ModelStream(reader)
-            with self._lock:
-                result = write_window(
-                    self.catalog, f"{namespace}.{table}", stream, extra_properties=stream.rejected_properties, **common
-                )
-            trace.record("dbt.model", stream.seconds, table=f"{namespace}.{table}", rows=stream.rows)
-            if stream.has_rejects:
-                with self._lock:
-                    rejected = write_window(
-                        self.catalog, f"{namespace}.{table}{REJECTED_SUFFIX}", stream.rejected(), **common
-                    )
-                duck.point_view(cursor, namespace, table + REJECTED_SUFFIX, rejected.metadata_location)
-            duck.point_view(cursor, namespace, table, result.metadata_location)
-            if self._audit is not None:
-                self._audit(f"{namespace}.{table}", result.metadata_location, window, audit_dir())
+            self._store(cursor, options)
+        except (LakehouseError, ModelWriteError) as exc:
+            raise ModelWriteError(f"{model}: {exc}{_fix_for(exc, options)}") from exc
         finally:
             cursor.close()
 
+    def _store(self, cursor: DuckDBPyConnection, options: dict[str, Any]) -> None:
+        namespace, table = options["namespace"], options["table"]
+        identifier = f"{namespace}.{table}"
+        partition_by = options.get("partition_by")
+        window = rejected_window = None
+        if partition_by:
+            start, end = dt.date.fromisoformat(options["min_date"]), dt.date.fromisoformat(options["max_date"])
+            window = Window(column=partition_by, start=start, end=end)
+            rejected_window = Window(column=partition_by, start=start, end=end, nulls_by=LANDING_DAY_COLUMN)
+        common = dict(
+            run_id=str(options["run_id"]),
+            partition_key=options.get("partition_key") or None,
+            retry=RetryPolicy(attempts=get_settings().commit_retries),
+            schema_change=ON_SCHEMA_CHANGE[options.get("on_schema_change") or "append_new_columns"],
+        )
+        write = rebuild_table if options.get("full_refresh") else write_window
+        # The model's result streams from DuckDB to Iceberg data files in bounded batches; rejected
+        # rows (a reject reason, or no partition value: few, by nature) are kept aside and written after.
+        reader = cursor.execute(f"SELECT * FROM {options['source_relation']}").fetch_record_batch(CHUNK_ROWS)
+        stream = _ModelStream(reader, partition_by)
+        with self._lock:
+            result = write(self.catalog, identifier, stream, window=window, extra_properties=stream.rejected_properties, **common)
+        trace.record("dbt.model", stream.seconds, table=identifier, rows=stream.rows)
+        rejected_id = identifier + REJECTED_SUFFIX
+        if stream.has_rejects or stream.rejected_rows or self.catalog.table_exists(rejected_id):
+            with self._lock:
+                rejected = write(self.catalog, rejected_id, stream.rejected(), window=rejected_window, **common)
+            duck.point_view(cursor, namespace, table + REJECTED_SUFFIX, rejected.metadata_location)
+        duck.point_view(cursor, namespace, table, result.metadata_location)
+        if self._audit is not None:
+            self._audit(identifier, result.metadata_location, window, audit_dir(),
+                        rows=stream.rows, rejected=stream.rejected_rows)
+
+
+def _fix_for(exc: Exception, options: dict[str, Any]) -> str:
+    """What to change, for the errors a model can cause."""
+    if isinstance(exc, SchemaEvolutionError) and "on_schema_change" not in str(exc):
+        return (" Rebuild the table with the new schema: a full refresh (Dagster: the dbt assets' "
+                "full_refresh config; dbt: --full-refresh).")
+    if isinstance(exc, PartitionContractError) and "DATE or TIMESTAMP" in str(exc):
+        column = options.get("partition_by")
+        return f" Cast it in the model (cast({column} as date) as {column}) or partition on another column."
+    return ""
+
 
 class _ModelStream:
-    """A model's result as Arrow chunks without the reject column; rejected rows kept aside."""
+    """A model's result as Arrow chunks without the reject column; rejected rows kept aside.
 
-    def __init__(self, reader: pa.RecordBatchReader) -> None:
+    A row is rejected when it has a reject reason, or (for a partitioned model) no partition value:
+    such a row belongs to no day, so it is filed in ``<model>__rejected`` under its landing day with
+    the reason ``missing_partition_value`` rather than vanishing.
+    """
+
+    def __init__(self, reader: pa.RecordBatchReader, partition_by: str | None = None) -> None:
         self._reader = reader
+        self._partition_by = partition_by
         self.has_rejects = REJECT_COLUMN in reader.schema.names
         self._rejected: list[pa.Table] = []
         self.rows = 0
+        self.rejected_rows = 0
         self.seconds = 0.0  # time spent computing (pulling from DuckDB), for the trace
+        if partition_by and partition_by not in reader.schema.names:
+            raise ModelWriteError(
+                f"partition_by '{partition_by}' is not a column of the model's result "
+                f"(columns: {', '.join(reader.schema.names)})"
+            )
 
     def __iter__(self):
         yielded = False
@@ -137,24 +176,46 @@ class _ModelStream:
                 break
             finally:
                 self.seconds += time.perf_counter() - started
-            chunk = pa.Table.from_batches([batch])
-            if self.has_rejects:
-                chunk, bad = split_rejected(chunk)
-                if bad.num_rows:
-                    self._rejected.append(bad)
+            chunk, bad = self._split(pa.Table.from_batches([batch]))
+            if bad.num_rows:
+                self._rejected.append(bad)
+                self.rejected_rows += bad.num_rows
             self.rows += chunk.num_rows
             yielded = True
             yield chunk
         if not yielded:  # an empty result still carries the schema (creates the table, empties the window)
-            empty = self._reader.schema.empty_table()
-            yield split_rejected(empty)[0] if self.has_rejects else empty
+            yield self._split(self._reader.schema.empty_table())[0]
+
+    def _split(self, data: pa.Table) -> tuple[pa.Table, pa.Table]:
+        if not self.has_rejects:
+            data = data.append_column(REJECT_COLUMN, pa.nulls(data.num_rows, pa.string()))
+        if self._partition_by:
+            missing = pc.is_null(data.column(self._partition_by))
+            reason = pc.if_else(
+                pc.and_(missing, pc.is_null(data.column(REJECT_COLUMN))), NULL_PARTITION_REASON, data.column(REJECT_COLUMN)
+            )
+            data = data.set_column(data.schema.get_field_index(REJECT_COLUMN), REJECT_COLUMN, reason)
+        good, bad = split_rejected(data)
+        if bad.num_rows and self._partition_by and pc.any(pc.is_null(bad.column(self._partition_by))).as_py():
+            if LANDING_DAY_COLUMN not in bad.column_names:
+                count = pc.sum(pc.is_null(bad.column(self._partition_by))).as_py()
+                raise ModelWriteError(
+                    f"{count} row(s) have a NULL '{self._partition_by}' (the partition column) and no "
+                    f"'{LANDING_DAY_COLUMN}' to file them under in the rejected table. Carry {LANDING_DAY_COLUMN} "
+                    f"through the model (select it from the source), or filter or fix those rows"
+                )
+        return good, bad
 
     def rejected(self) -> pa.Table:
+        if self._rejected:
+            return pa.concat_tables(self._rejected)
         schema = self._reader.schema
-        return pa.concat_tables(self._rejected) if self._rejected else schema.empty_table()
+        if not self.has_rejects:
+            schema = schema.append(pa.field(REJECT_COLUMN, pa.string()))
+        return schema.empty_table()
 
     def rejected_properties(self) -> dict[str, str]:
-        return rejected_properties(self.rejected()) if self.has_rejects else {}
+        return rejected_properties(self.rejected())
 
 
 def split_rejected(data: pa.Table) -> tuple[pa.Table, pa.Table]:

@@ -11,3 +11,7 @@ class SchemaEvolutionError(LakehouseError):
 
 class CommitConflictError(LakehouseError):
     """A commit kept conflicting with concurrent writers after every retry."""
+
+
+class PartitionContractError(LakehouseError, ValueError):
+    """Rows cannot be placed in the partition window being written (wrong type, NULL, outside it)."""

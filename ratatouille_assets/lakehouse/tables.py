@@ -1,14 +1,16 @@
-"""Reading table state: which snapshot a run wrote, its counts and schema."""
+"""Reading table state: which snapshot a run wrote, its counts (per day) and schema."""
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 
 from pyiceberg.catalog import Catalog
+from pyiceberg.expressions import IsNull
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 
-from ratatouille_assets.lakehouse.write import PARTITION_PROPERTY, ROWS_PROPERTY, RUN_ID_PROPERTY, WINDOW_PROPERTY
+from ratatouille_assets.lakehouse.write import PARTITION_PROPERTY, ROWS_PROPERTY, RUN_ID_PROPERTY, WINDOW_PROPERTY, Window
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,3 +56,44 @@ def describe(catalog: Catalog, identifier: str, run_id: str | None = None) -> Sn
 
 def list_tables(catalog: Catalog) -> list[str]:
     return sorted(f"{ns[0]}.{t[-1]}" for ns in catalog.list_namespaces() for t in catalog.list_tables(ns[0]))
+
+
+def day_counts(table: Table, window: Window, snapshot_id: int | None = None) -> dict[dt.date, int]:
+    """Rows per day of ``window`` in ``table`` at ``snapshot_id`` (default: current), zeros included.
+
+    Read from the manifests (each data file's record count per partition), not the data. Rows with
+    a NULL partition value are counted by their ``window.nulls_by`` day (a scan of those rows only).
+    """
+    counts = {day: 0 for day in window.days()}
+    snapshot = table.snapshot_by_id(snapshot_id) if snapshot_id is not None else table.current_snapshot()
+    if snapshot is None:
+        return counts
+    field = _partition_field(table, window.column)
+    if field is None:
+        raise ValueError(f"{table.name()}: not partitioned on '{window.column}'")
+    partitions = table.inspect.partitions(snapshot_id=snapshot.snapshot_id)
+    if "partition" not in partitions.column_names:  # a snapshot with no data files
+        return counts
+    nulls = 0
+    for row in partitions.select(["partition", "record_count"]).to_pylist():
+        value = row["partition"][field]
+        if value is None:
+            nulls += row["record_count"]
+        elif value in counts:
+            counts[value] += row["record_count"]
+    if nulls and window.nulls_by:
+        filed = table.scan(
+            row_filter=IsNull(window.column), selected_fields=(window.nulls_by,), snapshot_id=snapshot.snapshot_id
+        ).to_arrow()
+        for value in filed.column(window.nulls_by).to_pylist():
+            if value in counts:
+                counts[value] += 1
+    return counts
+
+
+def _partition_field(table: Table, column: str) -> str | None:
+    source_id = table.schema().find_field(column).field_id
+    for field in table.spec().fields:
+        if field.source_id == source_id:
+            return field.name
+    return None

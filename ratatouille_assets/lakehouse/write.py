@@ -30,16 +30,26 @@ from pyiceberg.exceptions import (
     TableAlreadyExistsError,
     ValidationError,
 )
-from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression, GreaterThanOrEqual, LessThanOrEqual
+from pyiceberg.expressions import (
+    AlwaysTrue,
+    And,
+    BooleanExpression,
+    GreaterThanOrEqual,
+    IsNull,
+    LessThan,
+    LessThanOrEqual,
+    Or,
+)
 from pyiceberg.io.pyarrow import _dataframe_to_data_files, schema_to_pyarrow
 from pyiceberg.manifest import DataFile
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.table.update.snapshot import ExpireSnapshots
-from pyiceberg.transforms import IdentityTransform
+from pyiceberg.transforms import DayTransform, IdentityTransform
+from pyiceberg.types import DateType, TimestampType, TimestamptzType
 
 from ratatouille_assets.lakehouse import trace
-from ratatouille_assets.lakehouse.errors import CommitConflictError, SchemaEvolutionError
+from ratatouille_assets.lakehouse.errors import CommitConflictError, PartitionContractError, SchemaEvolutionError
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +86,17 @@ TABLE_PROPERTIES = {
 
 @dataclasses.dataclass(frozen=True)
 class Window:
-    """An inclusive range of days on a table's partition column."""
+    """An inclusive range of days on a table's partition column (a DATE, or the day of a TIMESTAMP).
+
+    ``nulls_by`` names a DATE column that files rows whose partition value is NULL (the rejected
+    rows of a model, by their ``_landing_date``): such rows belong to the window when that column
+    is in it, so a rerun of the window replaces them like every other row.
+    """
 
     column: str
     start: dt.date
     end: dt.date
+    nulls_by: str | None = None
 
     def __post_init__(self) -> None:
         if self.end < self.start:
@@ -89,11 +105,38 @@ class Window:
     def __str__(self) -> str:
         return f"{self.column}:{self.start.isoformat()}..{self.end.isoformat()}"
 
-    def to_filter(self) -> BooleanExpression:
-        return And(
-            GreaterThanOrEqual(self.column, self.start.isoformat()),
-            LessThanOrEqual(self.column, self.end.isoformat()),
-        )
+    def days(self) -> list[dt.date]:
+        return [self.start + dt.timedelta(days=i) for i in range((self.end - self.start).days + 1)]
+
+    def to_filter(self, schema: Schema | None = None) -> BooleanExpression:
+        """The rows of the window, as an Iceberg filter on ``schema`` (a timestamp column: its days)."""
+        kind = _column_kind(schema, self.column) if schema is not None else "date"
+        expression = _day_range(self.column, self.start, self.end, kind)
+        if self.nulls_by is not None:
+            expression = Or(expression, And(IsNull(self.column), _day_range(self.nulls_by, self.start, self.end, "date")))
+        return expression
+
+
+def _day_range(column: str, start: dt.date, end: dt.date, kind: str) -> BooleanExpression:
+    if kind == "date":
+        return And(GreaterThanOrEqual(column, start.isoformat()), LessThanOrEqual(column, end.isoformat()))
+    suffix = "+00:00" if kind == "timestamptz" else ""
+    after = end + dt.timedelta(days=1)
+    return And(
+        GreaterThanOrEqual(column, f"{start.isoformat()}T00:00:00{suffix}"),
+        LessThan(column, f"{after.isoformat()}T00:00:00{suffix}"),
+    )
+
+
+def _column_kind(schema: Schema, column: str) -> str:
+    field_type = schema.find_field(column).field_type
+    if isinstance(field_type, TimestamptzType):
+        return "timestamptz"
+    if isinstance(field_type, TimestampType):
+        return "timestamp"
+    if isinstance(field_type, DateType):
+        return "date"
+    raise PartitionContractError(f"partition column '{column}' is {field_type}: partition on a DATE or TIMESTAMP column")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,23 +188,42 @@ def _ensure_namespace(catalog: Catalog, namespace: str) -> None:
         pass
 
 
-def load_or_create(catalog: Catalog, identifier: str, schema: pa.Schema, partition_column: str | None) -> Table:
-    """Load ``identifier``, creating it from ``schema`` (identity-partitioned) if it does not exist.
+def partition_transform(arrow_type: pa.DataType):
+    """How a table is partitioned on its window column: by value (a DATE), by day (a TIMESTAMP)."""
+    if pa.types.is_date(arrow_type):
+        return IdentityTransform()
+    if pa.types.is_timestamp(arrow_type):
+        return DayTransform()
+    raise PartitionContractError(f"is {arrow_type}: partition on a DATE or TIMESTAMP column")
 
-    Creation and the partition spec are one commit, so no writer ever sees an unpartitioned table.
+
+def load_or_create(catalog: Catalog, identifier: str, schema: pa.Schema, partition_column: str | None) -> Table:
+    """Load ``identifier``, creating it from ``schema`` (partitioned on ``partition_column``) if it does not exist.
+
+    A DATE column is identity-partitioned, a TIMESTAMP column by its day. Creation and the
+    partition spec are one commit, so no writer ever sees an unpartitioned table.
     """
     try:
         return catalog.load_table(identifier)
     except NoSuchTableError:
         pass
-    if partition_column and partition_column not in schema.names:
-        raise SchemaEvolutionError(f"{identifier}: partition column '{partition_column}' is not in the data")
+    transform = None
+    if partition_column:
+        if partition_column not in schema.names:
+            raise SchemaEvolutionError(f"{identifier}: partition column '{partition_column}' is not in the data")
+        try:
+            transform = partition_transform(schema.field(partition_column).type)
+        except PartitionContractError as exc:
+            raise PartitionContractError(f"{identifier}: partition column '{partition_column}' {exc}") from None
     _ensure_namespace(catalog, identifier.split(".")[0])
     try:
         with catalog.create_table_transaction(identifier, schema=schema, properties=TABLE_PROPERTIES) as tx:
             if partition_column:
                 with tx.update_spec() as spec:
-                    spec.add_identity(partition_column)
+                    if isinstance(transform, IdentityTransform):
+                        spec.add_identity(partition_column)
+                    else:
+                        spec.add_field(partition_column, transform, f"{partition_column}_day")
     except (TableAlreadyExistsError, CommitFailedException):
         pass  # a concurrent writer created it first: use theirs
     return catalog.load_table(identifier)
@@ -205,17 +267,40 @@ def _is_bytes(t: pa.DataType) -> bool:
     return pa.types.is_binary(t) or pa.types.is_large_binary(t)
 
 
+def _as_day(value) -> dt.date:
+    return value.date() if isinstance(value, dt.datetime) else value
+
+
 def _check_window(identifier: str, data: pa.Table, window: Window | None) -> None:
+    """Every row belongs to the window: its partition value's day is in it (or, with ``nulls_by``,
+    a NULL partition value and a ``nulls_by`` day in it)."""
     if window is None or data.num_rows == 0:
         return
     if window.column not in data.column_names:
         raise SchemaEvolutionError(f"{identifier}: the data has no partition column '{window.column}'")
     col = data.column(window.column)
+    if not (pa.types.is_date(col.type) or pa.types.is_timestamp(col.type)):
+        raise PartitionContractError(
+            f"{identifier}: partition column '{window.column}' is {col.type}: partition on a DATE or TIMESTAMP column"
+        )
     if col.null_count:
-        raise ValueError(f"{identifier}: {col.null_count} rows have a null '{window.column}'; they belong to no partition")
-    lo, hi = pc.min(col).as_py(), pc.max(col).as_py()
+        nulls = data.filter(pc.is_null(col))
+        if window.nulls_by is None or window.nulls_by not in data.column_names:
+            raise PartitionContractError(
+                f"{identifier}: {col.null_count} rows have a NULL '{window.column}'; they belong to no partition"
+            )
+        by = nulls.column(window.nulls_by)
+        if by.null_count or _as_day(pc.min(by).as_py()) < window.start or _as_day(pc.max(by).as_py()) > window.end:
+            raise PartitionContractError(
+                f"{identifier}: rows with a NULL '{window.column}' are filed by '{window.nulls_by}', which must be "
+                f"in the window {window.start}..{window.end}"
+            )
+        col = data.filter(pc.is_valid(col)).column(window.column)
+        if len(col) == 0:
+            return
+    lo, hi = _as_day(pc.min(col).as_py()), _as_day(pc.max(col).as_py())
     if lo < window.start or hi > window.end:
-        raise ValueError(
+        raise PartitionContractError(
             f"{identifier}: rows with {window.column} from {lo} to {hi} fall outside the window being written "
             f"({window.start}..{window.end}); a write may only replace the window it owns"
         )
@@ -239,26 +324,63 @@ def write_window(
     extra_properties: dict[str, str] | Callable[[], dict[str, str]] | None = None,
     retry: RetryPolicy | None = None,
     on_attempt: Callable[[int], None] | None = None,
+    schema_change: str = "append",
 ) -> WriteResult:
     """Atomically replace ``window`` of ``identifier`` with ``data`` (the whole table if ``window`` is None).
 
     ``data`` is an Arrow table or an iterable of them (a stream: each chunk is written to data
     files as it arrives, so memory stays bounded). Creates the table on first write
-    (identity-partitioned on ``window.column``); columns a chunk adds are added to the table
-    first (additive evolution, its own commit). Then one commit replaces the window with every
+    (partitioned on ``window.column``: by value for a DATE, by day for a TIMESTAMP).
+
+    ``schema_change`` says what a schema that differs from the table's does (see
+    :data:`SCHEMA_CHANGES`): ``append`` adds the columns the data brings and widens types (columns
+    the data lacks read NULL in the new rows); ``sync`` also drops the table's columns the data
+    lacks; ``fail`` refuses any difference. Schema changes are their own commit, before the data.
+    Then one commit replaces the window with every
     data file written; on a conflict the table is reloaded and the same files are committed
     again, with bounded, jittered backoff. ``extra_properties`` may be a callable, evaluated once
     the stream is consumed. If anything fails before the commit, the files written are deleted.
 
     Raises:
-        SchemaEvolutionError: the data cannot fit the table by adding columns or widening types.
+        SchemaEvolutionError: the data cannot fit the table by adding columns or widening types, or
+            its schema differs and ``schema_change`` is ``fail``.
+        PartitionContractError: a row's partition value is not a day in the window.
         CommitConflictError: every attempt conflicted.
     """
+    if schema_change not in SCHEMA_CHANGES:
+        raise ValueError(f"schema_change must be one of {', '.join(SCHEMA_CHANGES)}, got {schema_change!r}")
     with trace.span("iceberg.write", table=identifier) as span:
         return _write_window(
             catalog, identifier, data, window=window, run_id=run_id, partition_key=partition_key, branch=branch,
             extra_properties=extra_properties, retry=retry or RetryPolicy(), on_attempt=on_attempt, span=span,
+            schema_change=schema_change,
         )
+
+
+REBUILD_SUFFIX = "__rebuild"
+
+
+def rebuild_table(catalog: Catalog, identifier: str, data: Chunks, *, window: Window | None, run_id: str, **options) -> WriteResult:
+    """Replace ``identifier`` by a new table built from ``data`` alone (a full refresh).
+
+    Unlike :func:`write_window`, nothing of the old table survives: not its rows outside the
+    window, not its schema or partitioning. The new table is written completely under a staging
+    name first, then takes the old one's place in the catalog (drop, rename: the table is missing
+    for that instant only, and a failed build leaves the old table untouched).
+    """
+    staging = identifier + REBUILD_SUFFIX
+    try:
+        catalog.drop_table(staging)  # left by a build that died before its swap
+    except NoSuchTableError:
+        pass
+    result = write_window(catalog, staging, data, window=window, run_id=run_id, **options)
+    try:
+        catalog.drop_table(identifier)
+    except NoSuchTableError:
+        pass
+    catalog.rename_table(staging, identifier)
+    table = catalog.load_table(identifier)
+    return dataclasses.replace(result, table=identifier, metadata_location=table.metadata_location)
 
 
 def _chunks(data: Chunks, span: dict) -> Iterator[pa.Table]:
@@ -294,14 +416,22 @@ def _write_window(
     retry: RetryPolicy,
     on_attempt: Callable[[int], None] | None,
     span: dict,
+    schema_change: str,
 ) -> WriteResult:
     chunks = _chunks(data, span)
     first = next(chunks, None)
     if first is None:
         raise ValueError(f"{identifier}: nothing to write, not even an empty table with the schema")
-    table = load_or_create(catalog, identifier, first.schema, window.column if window else None)
-    if window is not None and not _is_identity_partitioned_on(table, window.column):
-        log.warning("%s is not identity-partitioned on %s: the overwrite rewrites files", identifier, window.column)
+    try:
+        table = catalog.load_table(identifier)
+        created = False
+    except NoSuchTableError:
+        table = load_or_create(catalog, identifier, first.schema, window.column if window else None)
+        created = True
+    if window is not None and not _is_partitioned_on(table, window.column):
+        log.warning("%s is not partitioned on %s: the overwrite rewrites files", identifier, window.column)
+    if not created and schema_change != "append":
+        table = _apply_schema_policy(catalog, table, identifier, first.schema, schema_change, retry)
 
     # 1. Data files, chunk by chunk (nothing is visible to readers yet).
     files: list[DataFile] = []
@@ -332,7 +462,7 @@ def _write_window(
         **({WINDOW_PROPERTY: str(window)} if window else {}),
         **extra,
     }
-    row_filter = window.to_filter() if window else AlwaysTrue()
+    row_filter = window.to_filter(table.schema()) if window else AlwaysTrue()
     for attempt in range(1, retry.attempts + 1):
         if on_attempt:
             on_attempt(attempt)
@@ -388,6 +518,64 @@ def _beyond_history(metadata) -> list[int]:
     return [snap.snapshot_id for snap in newest_first[keep:] if snap.snapshot_id not in protected]
 
 
+# What a write whose schema differs from its table's does (dbt's on_schema_change, minus "ignore",
+# which would drop the new columns' values without a word).
+SCHEMA_CHANGES = ("append", "sync", "fail")
+
+
+def schema_differences(table_schema: Schema, data: pa.Schema) -> list[str]:
+    """How ``data`` differs from the table: added and missing columns, types that need a change."""
+    current = schema_to_pyarrow(table_schema, include_field_ids=False)
+    added = [f.name for f in data if f.name not in current.names]
+    missing = [name for name in current.names if name not in data.names]
+    retyped = [
+        f"{f.name} ({current.field(f.name).type} -> {f.type})"
+        for f in data
+        if f.name in current.names and not _castable(f.type, current.field(f.name).type)
+    ]
+    out = []
+    if added:
+        out.append("new column(s) " + ", ".join(added))
+    if missing:
+        out.append("missing column(s) " + ", ".join(missing))
+    if retyped:
+        out.append("changed type(s) " + ", ".join(retyped))
+    return out
+
+
+def _apply_schema_policy(
+    catalog: Catalog, table: Table, identifier: str, schema: pa.Schema, policy: str, retry: RetryPolicy
+) -> Table:
+    """``fail``: refuse any difference; ``sync``: drop the table's columns the data lacks (new
+    columns and widened types follow in the write, as for ``append``)."""
+    differences = schema_differences(table.schema(), schema)
+    if not differences:
+        return table
+    if policy == "fail":
+        raise SchemaEvolutionError(
+            f"{identifier}: the schema changed ({'; '.join(differences)}) and on_schema_change is 'fail'. "
+            "Rebuild the table with a full refresh, or set on_schema_change to append_new_columns or sync_all_columns."
+        )
+    dropped = [name for name in table.schema().column_names if name not in schema.names]
+    if not dropped:
+        return table
+    for attempt in range(1, retry.attempts + 1):
+        try:
+            with table.update_schema() as update:
+                for name in dropped:
+                    update.delete_column(name)
+            return catalog.load_table(identifier)
+        except CommitFailedException:
+            if attempt == retry.attempts:
+                raise
+            time.sleep(retry.delay(attempt))
+            table = catalog.load_table(identifier)
+            dropped = [name for name in table.schema().column_names if name not in schema.names]
+            if not dropped:
+                return table
+    return table
+
+
 def _evolve(catalog: Catalog, table: Table, identifier: str, schema: pa.Schema, retry: RetryPolicy) -> Table:
     """Add the columns ``schema`` brings (or widen types), as its own commit; retried on conflict.
 
@@ -432,10 +620,9 @@ def _cast_to_table_schema(schema: Schema, data: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=pa.schema([pa.field(f.name, f.type, nullable=True) for f in target]))
 
 
-def _is_identity_partitioned_on(table: Table, column: str) -> bool:
+def _is_partitioned_on(table: Table, column: str) -> bool:
+    """Whether the table's spec partitions on ``column`` by value or by day (so a window replaces whole files)."""
     field_id = table.schema().find_field(column).field_id if column in table.schema().column_names else None
     return any(
-        isinstance(f.transform, IdentityTransform) and f.source_id == field_id for f in table.spec().fields
+        isinstance(f.transform, (IdentityTransform, DayTransform)) and f.source_id == field_id for f in table.spec().fields
     )
-
-

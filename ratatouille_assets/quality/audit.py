@@ -17,7 +17,7 @@ from ratatouille_assets.lakehouse.catalog import load_catalog
 from ratatouille_assets.lakehouse.duck import quote_ident
 from ratatouille_assets.lakehouse.write import Window
 from ratatouille_assets.quality.scan import CheckOutcome, run_checks
-from ratatouille_assets.quality.sodacl import DatasetChecks, load_checks
+from ratatouille_assets.quality.sodacl import DatasetChecks, load_checks, soda_files
 from ratatouille_assets.settings import Settings, get_settings
 
 
@@ -27,7 +27,7 @@ class QualityGateError(Exception):
 
 def _checks(soda_dir: Path) -> dict[str, DatasetChecks]:
     """The parsed SodaCL files, re-read when any of them changes (edits apply without a restart)."""
-    stamp = tuple(sorted((str(p), p.stat().st_mtime_ns) for p in Path(soda_dir).glob("*/*.yml")))
+    stamp = tuple((str(p), p.stat().st_mtime_ns) for p in soda_files(Path(soda_dir)))
     return _parse_checks(Path(soda_dir), stamp)
 
 
@@ -80,38 +80,66 @@ def blocked_message(identifier: str, outcomes: list[CheckOutcome]) -> str | None
     return f"{identifier}: blocking quality check(s) failed, downstream assets will not run: {details}"
 
 
-def to_json(outcomes: list[CheckOutcome]) -> str:
-    return json.dumps([dataclasses.asdict(o) for o in outcomes], default=str)
+def to_json(outcomes: list[CheckOutcome], skipped: str | None = None) -> str:
+    return json.dumps({"outcomes": [dataclasses.asdict(o) for o in outcomes], "skipped": skipped}, default=str)
 
 
-def from_json(text: str) -> list[CheckOutcome]:
+@dataclasses.dataclass(frozen=True)
+class Audit:
+    """What the checks of one table said about the window just written (or why they did not run)."""
+
+    outcomes: list[CheckOutcome]
+    skipped: str | None = None
+
+
+def from_json(text: str) -> Audit:
+    document = json.loads(text)
     out = []
-    for item in json.loads(text):
+    for item in document["outcomes"]:
         item["samples"] = tuple(item.get("samples") or ())
         out.append(CheckOutcome(**item))
-    return out
+    return Audit(out, document.get("skipped"))
 
 
-def dbt_audit_hook(identifier: str, metadata_location: str, window: Window | None, audit_dir: Path) -> None:
+def nothing_to_check(rows: int, rejected: int, window: Window | None) -> str | None:
+    """Why the checks of a write do not run: it holds no rows and rejected none.
+
+    A source that has no files for a day (the example shop beside the user's own data, a day
+    nothing was delivered) is not a failed check. That a day's data is missing is what the
+    source's freshness (sources.yml) and the row counts per partition show.
+    """
+    if rows or rejected:
+        return None
+    where = f"in {window.start}..{window.end}" if window else "in the table"
+    return f"no rows {where} and none rejected: nothing to check"
+
+
+def dbt_audit_hook(
+    identifier: str, metadata_location: str, window: Window | None, audit_dir: Path, *, rows: int, rejected: int
+) -> None:
     """The dbt plugin's ``audit`` hook: record outcomes for Dagster, raise if a blocking check failed."""
-    outcomes = audit_table(identifier, metadata_location, window=window)
-    if not outcomes:
+    dataset = _checks(get_settings().soda_dir).get(identifier)
+    if dataset is None:
         return
     audit_dir.mkdir(parents=True, exist_ok=True)
+    skipped = nothing_to_check(rows, rejected, window)
+    if skipped:
+        (audit_dir / f"{identifier}.json").write_text(to_json([], skipped))
+        return
+    outcomes = audit_table(identifier, metadata_location, window=window)
     (audit_dir / f"{identifier}.json").write_text(to_json(outcomes))
     message = blocked_message(identifier, outcomes)
     if message:
         raise QualityGateError(message)
 
 
-def read_audit(audit_dir: Path, identifier: str) -> list[CheckOutcome]:
-    """One model's outcomes (empty if it has no Soda checks or was not written)."""
+def read_audit(audit_dir: Path, identifier: str) -> Audit:
+    """One model's audit (no outcomes if it has no Soda checks or was not written)."""
     path = audit_dir / f"{identifier}.json"
-    return from_json(path.read_text()) if path.exists() else []
+    return from_json(path.read_text()) if path.exists() else Audit([])
 
 
-def read_audits(audit_dir: Path) -> dict[str, list[CheckOutcome]]:
+def read_audits(audit_dir: Path) -> dict[str, Audit]:
     if not audit_dir.is_dir():
         return {}
     return {p.stem: from_json(p.read_text()) for p in sorted(audit_dir.glob("*.json"))}
-

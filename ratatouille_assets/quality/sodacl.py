@@ -8,14 +8,16 @@ does not block; every other check fails and blocks downstream assets.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ratatouille_assets.layers import LAYERS
+
 _OPERATORS = ((">=", " gte "), ("<=", " lte "), ("!=", " ne "), (">", " gt "), ("<", " lt "), ("=", " eq "), ("%", " pct "))
-LAYERS = ("bronze", "silver", "gold")
 
 
 class SodaConfigError(ValueError):
@@ -103,11 +105,29 @@ def parse_file(path: Path, layer: str) -> DatasetChecks:
     return DatasetChecks(layer=layer, table=table, path=path, checks=tuple(checks))
 
 
+def soda_files(soda_dir: Path) -> list[Path]:
+    """Every SodaCL file under ``soda_dir``, at any depth (``soda/<layer>/<table>.yml``,
+    ``soda/example/<layer>/<table>.yml``), symlinked folders included."""
+    found = []
+    for folder, _dirs, files in os.walk(soda_dir, followlinks=True):
+        found += [Path(folder) / f for f in files if f.endswith((".yml", ".yaml"))]
+    return sorted(found)
+
+
 def load_checks(soda_dir: Path) -> dict[str, DatasetChecks]:
-    """Every ``soda/<layer>/<table>.yml``, keyed by ``<layer>.<table>``."""
+    """Every SodaCL file, keyed by ``<layer>.<table>``: the file's folder is its layer, its name the table."""
     out: dict[str, DatasetChecks] = {}
-    for layer in LAYERS:
-        for path in sorted((Path(soda_dir) / layer).glob("*.yml")):
-            dataset = parse_file(path, layer)
-            out[dataset.identifier] = dataset
+    for path in soda_files(Path(soda_dir)):
+        layer = path.parent.name
+        if layer not in LAYERS:
+            raise SodaConfigError(
+                f"{path}: a SodaCL file lives in a folder named after its layer ({', '.join(LAYERS)}), "
+                f"e.g. soda/silver/{path.stem}.yml; '{layer}' is not a layer"
+            )
+        dataset = parse_file(path, layer)
+        if dataset.identifier in out:
+            raise SodaConfigError(
+                f"{out[dataset.identifier].path} and {path} both hold the checks of {dataset.identifier}: keep one file"
+            )
+        out[dataset.identifier] = dataset
     return out

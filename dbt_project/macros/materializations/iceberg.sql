@@ -7,10 +7,15 @@
   re-points the model's view at the new snapshot so later models read it.
 
   config:
-    partition_by: a DATE column; the table is identity-partitioned on it and the run replaces
-                  the days min_date..max_date. Omit for tables rebuilt whole (dimensions).
+    partition_by:     a DATE or TIMESTAMP column; the table is partitioned on it (its day) and the
+                      run replaces the days min_date..max_date. Omit for tables rebuilt whole
+                      (dimensions).
+    on_schema_change: append_new_columns (default) | sync_all_columns | fail.
   A `_reject_reason` column, if the model has one, splits the result: rows with a reason go to
   `<table>__rejected` (same window), the rest to the table, and counts per reason are recorded.
+  Rows whose partition value is NULL are rejected too (`missing_partition_value`), filed under
+  their `_landing_date`. `--full-refresh` rebuilds the table from this run's result alone.
+  The rules are checked when the Dagster definitions load (ratatouille_assets/project/models.py).
 -#}
 {% materialization iceberg, adapter='duckdb' %}
   {%- set partition_by = config.get('partition_by') -%}
@@ -37,6 +42,9 @@
       'max_date': (var('max_date') | string) if partition_by else none,
       'run_id': var('dagster_run_id', invocation_id),
       'partition_key': var('partition_key', ''),
+      'full_refresh': should_full_refresh(),
+      'on_schema_change': config.get('on_schema_change'),
+      'model_path': model.original_file_path,
   } -%}
   {% do adapter.store_relation('ratatouille', this, [], none, 'iceberg', options) %}
 

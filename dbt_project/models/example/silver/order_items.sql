@@ -1,12 +1,12 @@
 {{ config(partition_by='order_date') }}
 
-{#- One row per order line; lines arrive with their order, so they share its lateness. -#}
+{#- One row per order line (primary_key order_id, line_no); lines arrive with their order, so they
+    share its lateness. -#}
 with
 
 bronze as (
     select * from {{ source('bronze', 'order_items') }}
-    where {{ landing_days_for_window('order_items') }}
-      and {{ in_window('cast(order_ts as date)') }}
+    where {{ source_window('order_items') }}
 ),
 
 typed as (
@@ -24,18 +24,12 @@ typed as (
 ),
 
 latest as (
-    select
-        *,
-        row_number() over (
-            partition by order_id, line_no
-            order by _landing_date desc, _source_file desc
-        ) as _version,
-    from typed
+    {{ latest_by_key('typed', 'order_items') }}
 ),
 
 final as (
     select
-        * exclude (_version),
+        *,
         case
             when order_id is null or line_no is null then 'missing_key'
             when product_id is null then 'missing_product_id'
@@ -43,7 +37,6 @@ final as (
             when unit_price is null or unit_price < 0 then 'invalid_unit_price'
         end as _reject_reason,
     from latest
-    where _version = 1 or order_id is null or line_no is null
 )
 
 select * from final

@@ -1,4 +1,5 @@
-{#- Current state of every product (SCD1): the latest record per product_id wins. -#}
+{#- Current state of every product (SCD1): the latest record per product_id wins
+    (sources.yml: primary_key product_id, latest_by updated_at). -#}
 with
 
 bronze as (
@@ -18,24 +19,17 @@ typed as (
 ),
 
 latest as (
-    select
-        *,
-        row_number() over (
-            partition by product_id
-            order by updated_at desc nulls last, _landing_date desc, _source_file desc
-        ) as _version,
-    from typed
+    {{ latest_by_key('typed', 'products') }}
 ),
 
 final as (
     select
-        * exclude (_version),
+        *,
         case
             when product_id is null then 'missing_key'
             when list_price is null or list_price < 0 then 'invalid_price'
         end as _reject_reason,
     from latest
-    where _version = 1 or product_id is null
 )
 
 select * from final

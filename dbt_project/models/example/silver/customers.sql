@@ -1,4 +1,5 @@
-{#- Current state of every customer (SCD1): the latest record per customer_id wins. -#}
+{#- Current state of every customer (SCD1): the latest record per customer_id wins
+    (sources.yml: primary_key customer_id, latest_by updated_at). -#}
 with
 
 bronze as (
@@ -19,21 +20,14 @@ typed as (
 ),
 
 latest as (
-    select
-        *,
-        row_number() over (
-            partition by customer_id
-            order by updated_at desc nulls last, _landing_date desc, _source_file desc
-        ) as _version,
-    from typed
+    {{ latest_by_key('typed', 'customers') }}
 ),
 
 final as (
     select
-        * exclude (_version),
+        *,
         case when customer_id is null then 'missing_key' end as _reject_reason,
     from latest
-    where _version = 1 or customer_id is null
 )
 
 select * from final

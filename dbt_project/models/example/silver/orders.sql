@@ -1,12 +1,12 @@
 {{ config(partition_by='order_date') }}
 
-{#- One row per order, the latest version wins. Orders of a day may land a day late. -#}
+{#- One row per order, the latest version wins (sources.yml: primary_key order_id, latest_by
+    updated_at). Orders of a day may land a day late (late_arrival_days: 1). -#}
 with
 
 bronze as (
     select * from {{ source('bronze', 'orders') }}
-    where {{ landing_days_for_window('orders') }}
-      and {{ in_window('cast(order_ts as date)') }}
+    where {{ source_window('orders') }}
 ),
 
 typed as (
@@ -25,25 +25,18 @@ typed as (
 ),
 
 latest as (
-    select
-        *,
-        row_number() over (
-            partition by order_id
-            order by updated_at desc, _landing_date desc, _source_file desc
-        ) as _version,
-    from typed
+    {{ latest_by_key('typed', 'orders') }}
 ),
 
 final as (
     select
-        * exclude (_version),
+        *,
         case
             when order_id is null then 'missing_key'
             when customer_id is null then 'missing_customer_id'
             when currency is null or currency not in ({{ accepted_currencies() }}) then 'unknown_currency'
         end as _reject_reason,
     from latest
-    where _version = 1 or order_id is null
 )
 
 select * from final
