@@ -59,11 +59,12 @@ RUN --mount=type=cache,target=/root/.cache/uv --mount=type=secret,id=ca_bundle \
     && uv sync --frozen --no-dev \
     && rm -rf ratatouille_assets README.md
 
-# The code, and the dbt manifest prepared at build time (the code location never parses).
+# The code, and the dbt manifest prepared at build time (the code location never parses): the
+# dbt sources generated from sources.yml, then dbt parse.
 COPY . .
 RUN /opt/venv/bin/python -m compileall -q ratatouille_assets \
-    && cd dbt_project && /opt/venv/bin/dbt parse --profiles-dir . --quiet \
-    && test -s target/manifest.json && rm -rf logs
+    && RATATOUILLE_HOME=/tmp/ratatouille /opt/venv/bin/python -m ratatouille_assets.project.manifest \
+    && test -s dbt_project/target/manifest.json && rm -rf dbt_project/logs /tmp/ratatouille
 
 # ---- runtime ------------------------------------------------------------------------------------
 FROM python

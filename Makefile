@@ -2,8 +2,10 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-# uv on PATH, else the one installed beside this Python by `make uv`.
-UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+# uv on PATH, else the project's own: `make uv` fetches it from PyPI with stack/get-uv.py (python3's
+# standard library only: no pip, works on a stock Debian/Ubuntu python3 under PEP 668).
+UV_LOCAL := $(CURDIR)/.ratatouille/tools/uv
+UV := $(shell command -v uv 2>/dev/null || echo "$(UV_LOCAL)")
 VENV := .venv
 BIN := $(VENV)/bin
 export RATATOUILLE_HOME ?= $(CURDIR)/.ratatouille
@@ -21,8 +23,8 @@ STACK_CONF ?= $(CURDIR)/.ratatouille/podman/containers.conf
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-uv: ## install uv (from PyPI) if it is missing
-	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+uv: ## fetch uv (from PyPI, into .ratatouille/tools/) if it is not on PATH
+	@command -v uv >/dev/null 2>&1 || test -x $(UV_LOCAL) || python3 stack/get-uv.py $(UV_LOCAL)
 
 $(VENV)/.installed: pyproject.toml uv.lock | uv
 	$(UV) sync --frozen --python 3.11
@@ -43,8 +45,8 @@ demo: manifest ## sample data -> bronze -> silver -> gold for 7 days, then a sum
 dev: manifest ## the Dagster UI (webserver + daemon) on the demo data, http://127.0.0.1:3000
 	$(BIN)/python -m ratatouille_assets.devserver --host $(DEV_HOST) --port $(DEV_PORT)
 
-validate: manifest ## check that the Dagster definitions load
-	$(BIN)/dagster definitions validate -w workspace.yaml
+validate: manifest ## check that the definitions load: sources, dbt model contract, Soda files
+	$(BIN)/rat validate
 
 browser: ## install Debian's chromium for the UI tests
 	@test -x /usr/bin/chromium || { \
@@ -58,16 +60,17 @@ postgres: ## install Debian's PostgreSQL server for the S3/Postgres tests (each 
 		$$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends postgresql; \
 	}
 
-stack-images: ## podman, a debootstrapped base image, the app image and the test stand-ins (no registry needed)
+stack-images: ## podman, debootstrapped images (base, stock Debian), the app image and the test stand-ins (no registry needed)
 	tests/stack/setup-podman.sh $(STACK_CONF)
 	CONTAINERS_CONF=$(STACK_CONF) tests/stack/base-image.sh
+	CONTAINERS_CONF=$(STACK_CONF) tests/stack/stock-image.sh
 	CONTAINERS_CONF=$(STACK_CONF) tests/stack/stack.sh images
 
 stack-test: manifest stack-images ## under podman: the compose stack (a day through it via GraphQL, gold checked) and the Helm chart via kube play
-	CONTAINERS_CONF=$(STACK_CONF) $(BIN)/pytest tests/stack $(PYTEST_ARGS)
+	CONTAINERS_CONF=$(STACK_CONF) $(BIN)/pytest tests/stack -m stack $(PYTEST_ARGS)
 
 test: manifest browser postgres ## run the test suite (real DuckDB, Iceberg, dbt, Dagster, S3, PostgreSQL, a browser), then the stack test
-	$(BIN)/pytest --ignore=tests/stack $(PYTEST_ARGS)
+	$(BIN)/pytest --ignore=tests/stack -m "not stack" $(PYTEST_ARGS)
 	$(MAKE) stack-test
 
 bench: manifest ## measure the platform against plain DuckDB (BENCH_SCALE=small: <5 min; full: see BENCHMARKS.md)

@@ -75,10 +75,25 @@ def launch_backfill(url: str, start: str, end: str, layers: tuple[str, ...] = LA
         ],
         "title": title or f"{start}..{end} ({', '.join(layers)})",
     }
-    result = graphql(url, _LAUNCH, {"params": params})["launchPartitionBackfill"]
+    try:
+        result = graphql(url, _LAUNCH, {"params": params})["launchPartitionBackfill"]
+    except ClientError as exc:
+        raise ClientError(_partition_hint(str(exc), start, url)) from exc
     if result["__typename"] != "LaunchBackfillSuccess":
-        raise ClientError(f"{result['__typename']}: {result.get('message')}")
+        raise ClientError(_partition_hint(f"{result['__typename']}: {result.get('message')}", start, url))
     return result["backfillId"]
+
+
+def _partition_hint(message: str, start: str, url: str) -> str:
+    """Dagster's partition-range error, with the setting that fixes it."""
+    if "before the partitions definition start time" not in message:
+        return message
+    first_line = next((line.strip() for line in message.splitlines() if "start time" in line), message)
+    return (
+        f"{start} is before the first daily partition of the code location at {url}: set partitions.start in "
+        f"sources.yml to {start} or earlier, reload the code location (UI: Deployment -> Reload; no restart "
+        f"needed), then launch again. (Dagster: {first_line})"
+    )
 
 
 def backfill_status(url: str, backfill_id: str) -> dict[str, Any]:
@@ -110,7 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layers", default=",".join(LAYERS), help="comma-separated layers (default: all)")
     parser.add_argument("--wait", action="store_true", help="wait until the backfill is done")
     args = parser.parse_args(argv)
-    backfill_id = launch_backfill(args.url, args.start, args.end, tuple(args.layers.split(",")))
+    try:
+        backfill_id = launch_backfill(args.url, args.start, args.end, tuple(args.layers.split(",")))
+    except ClientError as exc:
+        print(f"error: {exc}")
+        return 2
     print(f"backfill {backfill_id} launched: {args.url}/runs/b/{backfill_id}")
     if not args.wait:
         return 0

@@ -64,9 +64,9 @@ def build_definitions() -> dg.Definitions:
     # Freshness is declared per source (sources.yml): bronze must have been loaded within it, and
     # each daily gold model downstream of such a source must have its day by the deadline.
     fresh = [dg.AssetKey(["bronze", name]) for name, s in sources.items() if s.freshness]
-    downstream = dg.AssetSelection.assets(*fresh).downstream().resolve(assets) if fresh else set()
-    gold_daily = [k for a in assets if isinstance(a, dg.AssetsDefinition) and a.partitions_def
-                  for k in a.keys if k.path[0] == "gold" and k in downstream]
+    materializable = [a for a in assets if isinstance(a, dg.AssetsDefinition)]
+    downstream = dg.AssetSelection.assets(*fresh).downstream().resolve(materializable) if fresh else set()
+    gold_daily = [k for a in materializable if a.partitions_def for k in a.keys if k.path[0] == "gold" and k in downstream]
     gold_checks, freshness_sensor = gold_freshness(settings, gold_daily)
     sensors = [landing_sensor(sources, partitions, settings), automation_sensor(settings), failure_sensor(settings)]
     if freshness_sensor is not None:

@@ -114,7 +114,8 @@ def _env(name: str, default: str) -> str:
     return value if value not in (None, "") else default
 
 
-def _project_root() -> Path:
+def project_root() -> Path:
+    """The project folder: sources.yml, dbt_project/ and soda/ sit here."""
     return Path(__file__).resolve().parent.parent
 
 
@@ -141,7 +142,7 @@ def _endpoint(value: str) -> str | None:
 
 def load_settings(environ_home: str | None = None) -> Settings:
     """Read ``RATATOUILLE_*`` variables; unset ones fall back to the embedded default."""
-    root = _project_root()
+    root = project_root()
     # Default beside the project, not the working directory: dbt runs with its own cwd.
     home = Path(environ_home or _env("HOME", str(root / ".ratatouille"))).resolve()
     warehouse = _env("WAREHOUSE", str(home / "warehouse"))

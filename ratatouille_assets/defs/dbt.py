@@ -216,9 +216,11 @@ def _run_dbt(
         yield from materialized(key, None)
 
     if not invocation.is_successful():
-        blocked = [blocked_message(identifier, audit.outcomes) for identifier, audit in audits.items()]
+        blocked = [m for m in (blocked_message(identifier, audit.outcomes) for identifier, audit in audits.items()) if m]
+        failed = [f for f in invocation.failures if not any(f.endswith(m) or m in f for m in blocked)]
+        reasons = [*blocked, *failed]
         raise dg.Failure(
-            description="dbt build failed" + (": " + " | ".join(m for m in blocked if m) if any(blocked) else ""),
+            description="dbt build failed" + (":\n" + "\n".join(reasons) if reasons else ""),
             metadata={"dbt_log": dg.MetadataValue.path(str(Path(invocation.target_path) / "dbt.log"))},
         ) from invocation.error
 

@@ -87,6 +87,7 @@ class InProcessInvocation:
     translator: DagsterDbtTranslator
     success: bool = False
     error: BaseException | None = None
+    failures: list[str] = dataclasses.field(default_factory=list)
 
     def stream(self) -> Iterator[Any]:
         from dbt.cli.main import dbtRunner
@@ -101,6 +102,7 @@ class InProcessInvocation:
                 result = runner.invoke(self.args)
                 self.success = bool(result.success)
                 self.error = result.exception
+                self.failures = _failures(result.result)
             except BaseException as exc:  # noqa: BLE001 - reported by the step, never lost
                 self.error = exc
             finally:
@@ -126,6 +128,18 @@ class InProcessInvocation:
 
     def is_successful(self) -> bool:
         return self.success and self.error is None
+
+
+def _failures(execution: Any) -> list[str]:
+    """What each failed node said (a model's error names its file and the fix), for the step's failure."""
+    out = []
+    for result in getattr(execution, "results", None) or []:
+        status = str(getattr(result, "status", ""))
+        if status.lower().endswith(("error", "fail")) and getattr(result, "message", None):
+            node = getattr(result, "node", None)
+            name = getattr(node, "unique_id", "?") if node is not None else "?"
+            out.append(f"{name}: {result.message}")
+    return out
 
 
 def dbt_build(context: dg.AssetExecutionContext, extra_args: Sequence[str] = ()) -> InProcessInvocation:

@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import filecmp
 import glob
+import hashlib
 import os
 import tempfile
 import time
@@ -156,19 +158,29 @@ def _orders_in_file(spec: SampleSpec, index: int) -> str:
 
 
 def _write(conn: duckdb.DuckDBPyConnection, query: str, folder: str, name: str, fmt: str, spec: SampleSpec, key: str) -> int:
+    """Write one source's sample files of a day. A file whose bytes would not change is left alone
+    (same mtime), so regenerating the same sample does not look like new data to the landing sensor."""
     os.makedirs(folder, exist_ok=True)
-    for old in glob.glob(os.path.join(folder, FILE_PREFIX + "*")):
-        os.remove(old)
     conn.execute(f"CREATE OR REPLACE TEMP TABLE out_rows AS {query}")
     total = conn.execute("SELECT count(*) FROM out_rows").fetchone()[0]
     ext = {"csv": "csv", "json": "jsonl", "parquet": "parquet"}[fmt]
     options = {"csv": "FORMAT csv, HEADER true", "json": "FORMAT json", "parquet": "FORMAT parquet"}[fmt]
+    written = set()
     for part in range(spec.files_per_day):
         path = os.path.join(folder, f"{FILE_PREFIX}{name}-{part + 1:03d}.{ext}")
+        tmp = os.path.join(folder, f".{FILE_PREFIX}{name}-{part + 1:03d}.tmp")
         conn.execute(
             f"COPY (SELECT * EXCLUDE (_part, _ord) FROM (SELECT *, {_h(spec, key, salt='file')} % {spec.files_per_day} AS _part, "
-            f"row_number() OVER () AS _ord FROM out_rows) WHERE _part = {part} ORDER BY _ord) TO '{path}' ({options})"
+            f"row_number() OVER () AS _ord FROM out_rows) WHERE _part = {part} ORDER BY _ord) TO '{tmp}' ({options})"
         )
+        if os.path.exists(path) and filecmp.cmp(path, tmp, shallow=False):
+            os.remove(tmp)
+        else:
+            os.replace(tmp, path)
+        written.add(path)
+    for old in glob.glob(os.path.join(folder, FILE_PREFIX + "*")):
+        if old not in written:
+            os.remove(old)
     return total
 
 
@@ -295,12 +307,18 @@ def generate(spec: SampleSpec, landing: str) -> list[GeneratedDay]:
         with tempfile.TemporaryDirectory(prefix="ratatouille-sample-") as folder:
             days = generate(spec, folder)
             client = s3.client()
-            for dirpath, _dirs, _files in os.walk(folder):
+            for dirpath, _dirs, files in os.walk(folder):
                 relative = os.path.relpath(dirpath, folder)
-                if relative != ".":
-                    prefix = s3.join(landing, relative.replace(os.sep, "/"), FILE_PREFIX)
-                    s3.delete(client, [o.uri for o in s3.list_objects(client, prefix)])
-            s3.upload_tree(client, folder, landing)
+                if relative == ".":
+                    continue
+                prefix = s3.join(landing, relative.replace(os.sep, "/"))
+                existing = {o.uri: o.etag for o in s3.list_objects(client, s3.join(prefix, FILE_PREFIX))}
+                fresh = {s3.join(prefix, f): os.path.join(dirpath, f) for f in files}
+                s3.delete(client, [u for u in existing if u not in fresh])
+                for uri, path in sorted(fresh.items()):
+                    # One PUT: the ETag is the MD5 of the bytes; an unchanged file is not re-sent.
+                    if existing.get(uri) != _md5(path):
+                        s3.copy(client, path, uri)
             return days
     conn = duck.connect()
     try:
@@ -308,6 +326,11 @@ def generate(spec: SampleSpec, landing: str) -> list[GeneratedDay]:
         return [generate_day(conn, spec, i, landing) for i in range(spec.days)]
     finally:
         conn.close()
+
+
+def _md5(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.md5(f.read(), usedforsecurity=False).hexdigest()
 
 
 def main(argv: list[str] | None = None) -> int:

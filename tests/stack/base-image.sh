@@ -2,7 +2,8 @@
 # Build localhost/debian-base:bookworm from Debian's mirror (no container registry needed):
 # debootstrap --variant=minbase, then `podman import`. Skipped when the image already exists.
 #
-#   usage: [MIRROR=http://...] [IMAGE=localhost/debian-base:bookworm] base-image.sh
+#   usage: [MIRROR=http://...] [IMAGE=localhost/debian-base:bookworm] [INCLUDE=pkg,pkg] base-image.sh
+# INCLUDE: packages debootstrap adds to minbase (stock-image.sh uses it); none by default.
 # Needs CONTAINERS_CONF set as setup-podman.sh says, and root (debootstrap chroots).
 set -euo pipefail
 
@@ -30,9 +31,11 @@ work=$(mktemp -d /var/tmp/debian-base.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 rootfs=$work/rootfs
 
-# minbase: essential + apt only (~80 MB unpacked). Nothing else is included: each image adds its
-# own packages, so this one base serves python, postgres and the S3 stand-in alike.
-debootstrap --variant=minbase "$SUITE" "$rootfs" "$MIRROR" >"$work/debootstrap.log" 2>&1 \
+# minbase: essential + apt only (~80 MB unpacked). Nothing else is included by default: each image
+# adds its own packages, so this one base serves python, postgres and the S3 stand-in alike.
+include=()
+[ -n "${INCLUDE:-}" ] && include=("--include=$INCLUDE")
+debootstrap --variant=minbase "${include[@]}" "$SUITE" "$rootfs" "$MIRROR" >"$work/debootstrap.log" 2>&1 \
     || { tail -n 30 "$work/debootstrap.log"; exit 1; }
 
 # The same sources apt uses on the host (main + updates + security), one-line format.
