@@ -13,7 +13,7 @@ from pathlib import Path
 from ratatouille_assets.ingest.generator import SampleSpec, generate
 from ratatouille_assets.ingest.sources import load_sources_file
 from ratatouille_assets.lakehouse.catalog import load_catalog
-from ratatouille_assets.lakehouse.dbt_plugin import REJECTED_ROWS_PROPERTY, REJECTED_SUFFIX
+from ratatouille_assets.lakehouse.dbt_plugin import REJECTED_SUFFIX
 from ratatouille_assets.lakehouse.tables import describe, list_tables
 from ratatouille_assets.layers import LAYERS
 from ratatouille_assets.materialize import RunReport, run_pipeline
@@ -56,8 +56,8 @@ def summary(settings: Settings, report: RunReport | None = None) -> str:
         cells = []
         for name in (t for t in tables if t.startswith(layer + ".") and not t.endswith(REJECTED_SUFFIX)):
             info = describe(catalog, name)
-            rejected = info.properties.get(REJECTED_ROWS_PROPERTY)
-            cells.append(f"{name.split('.', 1)[1]} {info.total_rows:,}" + (f" ({rejected} rejected)" if rejected and rejected != "0" else ""))
+            rejected = describe(catalog, name + REJECTED_SUFFIX).total_rows if name + REJECTED_SUFFIX in tables else 0
+            cells.append(f"{name.split('.', 1)[1]} {info.total_rows:,}" + (f" ({rejected:,} rejected)" if rejected else ""))
         lines.append(f"  {layer:<7} " + (", ".join(cells) or "-"))
     if report:
         span = f"{report.days[0]} .. {report.days[-1]} ({len(report.days)})" if report.days else "no days"

@@ -11,6 +11,7 @@ Dagster run over the run's window (``BackfillPolicy.single_run()``); the rest ar
 
 import datetime as dt
 import json
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,9 @@ class LayerTranslator(DagsterDbtTranslator):
         """A partitioned model reading a source with ``meta.late_arrival_days: N`` needs landing days D..D+N."""
         late = int((dbt_parent_resource_props.get("meta") or {}).get("late_arrival_days") or 0)
         if is_partitioned(dbt_resource_props) and dbt_parent_resource_props.get("resource_type") == "source" and late:
-            return dg.TimeWindowPartitionMapping(start_offset=0, end_offset=late, allow_nonexistent_upstream_partitions=True)
+            with warnings.catch_warnings():  # allow_nonexistent_upstream_partitions is "beta" in Dagster 1.13
+                warnings.simplefilter("ignore", dg.BetaWarning)
+                return dg.TimeWindowPartitionMapping(start_offset=0, end_offset=late, allow_nonexistent_upstream_partitions=True)
         return None
 
 

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.project import working_tree_repo
+
 pytestmark = pytest.mark.stack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,30 +45,6 @@ echo "--- after make demo"
 cat .venv/pyvenv.cfg
 echo "managed pythons: $(ls ~/.local/share/uv/python 2>/dev/null | tr '\n' ' ')"
 """
-
-
-def _git(cwd: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@localhost",
-           "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@localhost"}
-    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout
-
-
-def working_tree_repo(dest: Path) -> Path:
-    """A one-commit repository of this working tree as a push would publish it: tracked files and
-    new files that are not ignored, with uncommitted edits (so the test checks what is about to be
-    committed, not the last commit). .venv, .ratatouille and the other ignored paths stay out."""
-    listed = _git(ROOT, "ls-files", "-z", "--cached", "--others", "--exclude-standard").split("\0")
-    for rel in filter(None, listed):
-        src = ROOT / rel
-        if not src.is_symlink() and not src.is_file():
-            continue  # deleted in the working tree
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, target, follow_symlinks=False)
-    _git(dest, "init", "-q", "-b", "main")
-    _git(dest, "add", "-A")
-    _git(dest, "commit", "-q", "-m", "working tree under test")
-    return dest
 
 
 def host_uv_cache() -> Path | None:
