@@ -8,6 +8,7 @@ in-memory DuckDB with schemas ``bronze``, ``silver`` and ``gold`` resolves.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import os
 import subprocess
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 
 START, END = "1901-01-01", "1901-12-31"  # sentinels: appear nowhere else in the SQL
+AFTER = "1902-01-01"  # the day after END: in_window() bounds timestamps by it
 REJECT_COLUMN = "_reject_reason"
 
 
@@ -31,7 +33,8 @@ class Model:
         return f"{self.schema}.{self.name}"
 
     def for_window(self, start: str, end: str) -> str:
-        return self.sql.replace(START, start).replace(END, end)
+        after = (dt.date.fromisoformat(end) + dt.timedelta(days=1)).isoformat()
+        return self.sql.replace(START, start).replace(END, end).replace(AFTER, after)
 
 
 def compile_models(project_dir: Path, work: Path, reporting_currency: str = "USD") -> list[Model]:
