@@ -79,7 +79,8 @@ def build_definitions() -> dg.Definitions:
         assets=assets,
         asset_checks=[*gold_checks, *freshness_checks(sources)],
         jobs=[everything],
-        schedules=[daily_schedule(everything, settings)],
+        # A project with no daily asset yet (only reference sources, or none) has no day to schedule.
+        schedules=[daily_schedule(everything, settings)] if any(a.partitions_def for a in materializable) else [],
         sensors=sensors,
         resources={"lakehouse": LakehouseResource()},
         # One process per run: a step subprocess re-imports Dagster, dbt and the code location

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import threading
 import time
@@ -15,8 +16,9 @@ import dagster as dg
 import pytest
 
 from ratatouille_assets.defs.alerts import failures_log, record_failure
-from ratatouille_assets.defs.automation import LANDING_SENSOR
+from ratatouille_assets.defs.automation import LANDING_SENSOR, landing_sensor
 from ratatouille_assets.definitions import build_definitions
+from ratatouille_assets.ingest.sources import parse_sources
 
 
 def drop(settings, source: str, day: str, name: str, text: str = "x\n") -> Path:
@@ -188,3 +190,110 @@ def test_unreachable_webhook_is_reported_without_the_url(settings, monkeypatch):
     monkeypatch.setenv("RATATOUILLE_ALERT_WEBHOOK_URL", "http://127.0.0.1:9/hooks/secret-token")
     line = record_failure(settings, run_id="r2", job="j", partition=None, message="x", steps=[])
     assert "webhook failed" in line and "secret-token" not in line
+
+
+# --- The landing sensor on a Sources dict of its own: reference sources, days that are not partitions ---
+
+OWN_SOURCES = parse_sources({"sources": {
+    "stations": {"format": "csv", "partitioned": False, "path": "stations/**/*.csv",
+                 "primary_key": ["station_id"], "columns": {"station_id": "integer", "name": "varchar"}},
+    "readings": {"format": "csv", "primary_key": ["reading_id"], "columns": {"reading_id": "integer", "value": "double"}},
+}})
+
+
+class _Records(logging.Handler):
+    """The messages a sensor logs through its context's logger (what the UI shows for a tick)."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.messages: list[tuple[str, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append((record.levelname, record.getMessage()))
+
+
+def own_tick(settings, instance, cursor: str | None, partitions_def: dg.TimeWindowPartitionsDefinition):
+    """One evaluation of the landing sensor built for OWN_SOURCES on ``partitions_def``."""
+    sensor = landing_sensor(OWN_SOURCES, partitions_def, settings)
+    context = dg.build_sensor_context(instance=instance, cursor=cursor)
+    records = _Records()
+    context.log.addHandler(records)
+    result = sensor(context)
+    requests = sorted((r.partition_key, tuple(k.to_user_string() for k in r.asset_selection)) for r in result.run_requests)
+    return requests, result.cursor, [r.run_key for r in result.run_requests], records.messages
+
+
+def land(settings, relative: str, text: str = "station_id,name\n1,a\n") -> Path:
+    path = Path(settings.landing) / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+DAILY = dg.DailyPartitionsDefinition(start_date="2024-01-01", timezone="UTC")
+
+
+def test_a_reference_source_is_requested_whole_once_and_again_on_every_change(settings):
+    land(settings, "stations/a.csv")
+    nested = land(settings, "stations/2024/b.csv", "station_id,name\n2,b\n")
+    with dg.instance_for_test() as instance:
+        requests, cursor, keys, _ = own_tick(settings, instance, None, DAILY)
+        assert requests == [(None, ("bronze/stations",))]  # one run for both files, no partition
+        assert set(json.loads(cursor)) == {"stations/a.csv", "stations/2024/b.csv"}
+        seen_keys = set(keys)
+
+        assert own_tick(settings, instance, cursor, DAILY)[0] == []  # nothing changed: nothing
+
+        nested.write_text("station_id,name\n2,renamed\n")
+        os.utime(nested, ns=(time.time_ns(), time.time_ns() + 1_000_000_000))
+        land(settings, "stations/c.csv", "station_id,name\n3,c\n")
+        for change in ("changed", "added", "deleted"):
+            if change == "added":
+                land(settings, "stations/2025/d.csv", "station_id,name\n4,d\n")
+            if change == "deleted":
+                (Path(settings.landing) / "stations/a.csv").unlink()
+            requests, cursor, keys, _ = own_tick(settings, instance, cursor, DAILY)
+            assert requests == [(None, ("bronze/stations",))], change
+            assert keys[0] not in seen_keys, f"a {change} file must get a new run key"
+            seen_keys.add(keys[0])
+            assert own_tick(settings, instance, cursor, DAILY)[0] == []  # and once only
+        assert set(json.loads(cursor)) == {"stations/2024/b.csv", "stations/c.csv", "stations/2025/d.csv"}
+
+
+def test_files_of_today_are_kept_out_of_the_cursor_until_the_day_is_a_partition(settings):
+    today = dt.datetime.now(dt.timezone.utc).date()
+    yesterday = today - dt.timedelta(days=1)
+    start = (today - dt.timedelta(days=5)).isoformat()
+    until_yesterday = dg.DailyPartitionsDefinition(start_date=start, timezone="UTC")
+    until_today = dg.DailyPartitionsDefinition(start_date=start, timezone="UTC", end_offset=1)
+    land(settings, f"readings/{yesterday}/a.csv", "reading_id,value\n1,1.5\n")
+    land(settings, f"readings/{today}/a.csv", "reading_id,value\n2,2.5\n")
+    with dg.instance_for_test() as instance:
+        requests, cursor, _, messages = own_tick(settings, instance, None, until_yesterday)
+        assert requests == [(yesterday.isoformat(), ("bronze/readings",))]  # today: nothing yet
+        assert set(json.loads(cursor)) == {f"readings/{yesterday}/a.csv"}  # ... and not marked as seen
+        assert any("not partitions yet" in m and f"readings/{today}" in m for _, m in messages), messages
+
+        # The day ended (its partition exists now): the next tick requests it, and only it.
+        requests, cursor, _, _ = own_tick(settings, instance, cursor, until_today)
+        assert requests == [(today.isoformat(), ("bronze/readings",))]
+        assert set(json.loads(cursor)) == {f"readings/{yesterday}/a.csv", f"readings/{today}/a.csv"}
+        assert own_tick(settings, instance, cursor, until_today)[0] == []
+
+
+def test_folders_before_the_first_partition_request_nothing_and_name_the_setting_to_change(settings):
+    land(settings, "readings/2023-12-31/a.csv", "reading_id,value\n1,1.5\n")
+    land(settings, "readings/2023-12-30/a.csv", "reading_id,value\n2,2.5\n")
+    land(settings, "readings/2024-01-02/a.csv", "reading_id,value\n3,3.5\n")
+    with dg.instance_for_test() as instance:
+        requests, cursor, _, messages = own_tick(settings, instance, None, DAILY)
+        assert requests == [("2024-01-02", ("bronze/readings",))]
+        (warning,) = [m for level, m in messages if level == "WARNING"]
+        assert "partitions.start" in warning and "partitions.start: 2023-12-30" in warning
+        assert str(settings.sources_file) in warning
+        assert set(json.loads(cursor)) == {"readings/2024-01-02/a.csv"}
+
+        # Once partitions.start moves back, the next tick requests the early days.
+        earlier = dg.DailyPartitionsDefinition(start_date="2023-12-30", timezone="UTC")
+        requests, _, _, _ = own_tick(settings, instance, cursor, earlier)
+        assert requests == [("2023-12-30", ("bronze/readings",)), ("2023-12-31", ("bronze/readings",))]

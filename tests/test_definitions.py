@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import dagster as dg
@@ -87,16 +85,6 @@ def test_partition_window_to_dbt_vars():
         "min_date": "2024-01-01", "max_date": "2024-01-01", "dagster_run_id": "r", "partition_key": "2024-01-01"}
     # A 30-day backfill is one window, end exclusive -> inclusive last day (regression: off-by-one).
     assert window_days(dt.datetime(2024, 1, 1), dt.datetime(2024, 1, 31)) == (dt.date(2024, 1, 1), dt.date(2024, 1, 30))
-
-
-def test_dagster_definitions_validate(settings):
-    dagster = Path(sys.executable).parent / "dagster"
-    result = subprocess.run(
-        [str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ},
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "Validation successful" in result.stdout + result.stderr
 
 
 def test_definitions_load_without_the_venv_on_path_and_reparse_stale_manifest(settings, monkeypatch):

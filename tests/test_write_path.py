@@ -6,12 +6,13 @@ import datetime as dt
 
 import pyarrow as pa
 import pytest
+from pyiceberg.transforms import DayTransform
 
 from ratatouille_assets.lakehouse import duck
 from ratatouille_assets.lakehouse.catalog import catalog_properties, load_catalog
-from ratatouille_assets.lakehouse.errors import SchemaEvolutionError
-from ratatouille_assets.lakehouse.tables import describe
-from ratatouille_assets.lakehouse.write import RUN_ID_PROPERTY, Window, write_window
+from ratatouille_assets.lakehouse.errors import PartitionContractError, SchemaEvolutionError
+from ratatouille_assets.lakehouse.tables import day_counts, describe
+from ratatouille_assets.lakehouse.write import REBUILD_SUFFIX, RUN_ID_PROPERTY, Window, rebuild_table, write_window
 from tests.concurrency import race
 
 D1, D2, D3 = dt.date(2024, 1, 1), dt.date(2024, 1, 2), dt.date(2024, 1, 3)
@@ -215,3 +216,183 @@ def test_an_unchanged_schema_is_not_evolved(settings):
     table = catalog.load_table("silver.one")
     assert not _needs_schema_update(table.schema(), normalize_arrow(rows(D2, [2])).schema)
     assert _needs_schema_update(table.schema(), normalize_arrow(rows(D2, [2]).append_column("new", pa.array([1]))).schema)
+
+
+# --- TIMESTAMP windows, NULL partition values, partition types, schema policies, full rebuilds ---
+
+EDGES = [dt.datetime(2024, 1, 1, 0, 0, 0), dt.datetime(2024, 1, 1, 23, 59, 59, 999999), dt.datetime(2024, 1, 2, 0, 0, 0)]
+
+
+def events(ids: list[int], times: list[dt.datetime], tz: str | None = None) -> pa.Table:
+    return pa.table({"id": pa.array(ids, pa.int64()), "ts": pa.array(times, pa.timestamp("us", tz=tz))})
+
+
+def files_by_partition(catalog, identifier: str, field: str) -> dict:
+    out: dict = {}
+    for f in catalog.load_table(identifier).inspect.files().to_pylist():
+        out.setdefault(f["partition"][field], set()).add(f["file_path"])
+    return out
+
+
+def scan_ids(catalog, identifier: str) -> list:
+    return sorted(catalog.load_table(identifier).scan().to_arrow().column("id").to_pylist())
+
+
+@pytest.mark.parametrize("tz", [None, "UTC"], ids=["timestamp", "timestamptz"])
+def test_a_timestamp_window_partitions_by_day_and_rewrites_only_its_days(settings, tz):
+    catalog = load_catalog(settings)
+    both = Window("ts", D1, D2)
+    write_window(catalog, "silver.ev", events([1, 2, 3], EDGES, tz), window=both, run_id="r1")
+    table = catalog.load_table("silver.ev")
+    (field,) = table.spec().fields
+    assert isinstance(field.transform, DayTransform) and table.schema().find_field(field.source_id).name == "ts"
+    assert day_counts(table, both) == {D1: 2, D2: 1}  # the last microsecond of D1 is D1, midnight is D2
+    d2_files = files_by_partition(catalog, "silver.ev", field.name)[D2]
+
+    # Rewriting D1 alone replaces D1's two rows by one and leaves D2's data files as they were.
+    write_window(catalog, "silver.ev", events([9], [dt.datetime(2024, 1, 1, 12)], tz), window=Window("ts", D1, D1), run_id="r2")
+    table = catalog.load_table("silver.ev")
+    assert day_counts(table, both) == {D1: 1, D2: 1}
+    assert files_by_partition(catalog, "silver.ev", field.name)[D2] == d2_files
+    assert scan_ids(catalog, "silver.ev") == [3, 9]
+
+    # A D1 window refuses D2's midnight: the window's end is the day, not the day's first instant.
+    with pytest.raises(PartitionContractError, match="outside the window"):
+        write_window(catalog, "silver.ev", events([4], EDGES[2:], tz), window=Window("ts", D1, D1), run_id="r3")
+    assert scan_ids(catalog, "silver.ev") == [3, 9]
+
+
+def test_a_timestamptz_in_another_time_zone_is_filed_by_its_utc_day(settings):
+    catalog = load_catalog(settings)
+    write_window(catalog, "silver.utc", events([1], [dt.datetime(2024, 1, 2, 12)], "UTC"), window=Window("ts", D2, D2), run_id="r0")
+    # 2024-01-02 03:00 UTC is 2024-01-01 22:00 in New York: its Iceberg day is D2, not D1.
+    late_evening = events([2], [dt.datetime(2024, 1, 2, 3)], "UTC").cast(
+        pa.schema([pa.field("id", pa.int64()), pa.field("ts", pa.timestamp("us", tz="America/New_York"))]))
+    for run in ("r1", "r2"):
+        try:
+            write_window(catalog, "silver.utc", late_evening, window=Window("ts", D1, D1), run_id=run)
+        except PartitionContractError:
+            pass  # refusing the row (it is not a D1 row) is a correct outcome too
+    # Either way, a write owning D1 must not have touched D2: D2 keeps exactly its one row.
+    assert day_counts(catalog.load_table("silver.utc"), Window("ts", D1, D2))[D2] == 1
+
+
+def with_landing(ids: list[int], days: list[dt.date | None], landing: list[dt.date]) -> pa.Table:
+    return pa.table({"id": pa.array(ids, pa.int64()), "day": pa.array(days, pa.date32()),
+                     "_landing_date": pa.array(landing, pa.date32())})
+
+
+def test_null_partition_values_are_filed_by_nulls_by_and_replaced_with_their_window(settings):
+    catalog = load_catalog(settings)
+    w1, w2 = Window("day", D1, D1, nulls_by="_landing_date"), Window("day", D2, D2, nulls_by="_landing_date")
+    write_window(catalog, "silver.n", with_landing([1, 2], [D1, None], [D1, D1]), window=w1, run_id="r1")
+    write_window(catalog, "silver.n", with_landing([3, 4], [D2, None], [D2, D2]), window=w2, run_id="r2")
+    both = Window("day", D1, D2, nulls_by="_landing_date")
+    assert day_counts(catalog.load_table("silver.n"), both) == {D1: 2, D2: 2}
+
+    # Rewriting D1 replaces its NULL row too (no duplicate), and leaves D2's NULL row alone.
+    for run in ("r3", "r4"):
+        write_window(catalog, "silver.n", with_landing([1, 5], [D1, None], [D1, D1]), window=w1, run_id=run)
+    assert scan_ids(catalog, "silver.n") == [1, 3, 4, 5]
+    assert day_counts(catalog.load_table("silver.n"), both) == {D1: 2, D2: 2}
+
+
+def test_a_null_partition_value_outside_the_window_or_without_nulls_by_is_refused(settings):
+    catalog = load_catalog(settings)
+    write_window(catalog, "silver.r", with_landing([1], [D1], [D1]), window=day(D1), run_id="r0")
+    snapshot = catalog.load_table("silver.r").current_snapshot().snapshot_id
+    # Filed by a _landing_date of D2, the NULL row is not D1's to write.
+    with pytest.raises(PartitionContractError, match="_landing_date"):
+        write_window(catalog, "silver.r", with_landing([1, 2], [D1, None], [D1, D2]),
+                     window=Window("day", D1, D1, nulls_by="_landing_date"), run_id="r1")
+    # Without nulls_by, a NULL partition value has no day at all.
+    with pytest.raises(PartitionContractError, match="belong to no partition"):
+        write_window(catalog, "silver.r", with_landing([1, 2], [D1, None], [D1, D1]), window=day(D1), run_id="r2")
+    assert catalog.load_table("silver.r").current_snapshot().snapshot_id == snapshot
+    assert scan_ids(catalog, "silver.r") == [1]
+
+
+def test_a_partition_column_that_is_not_a_date_or_timestamp_is_refused_at_creation(settings):
+    catalog = load_catalog(settings)
+    data = pa.table({"id": pa.array([1], pa.int64()), "day": ["2024-01-01"]})
+    with pytest.raises(PartitionContractError, match="partition on a DATE or TIMESTAMP column"):
+        write_window(catalog, "silver.s", data, window=day(D1), run_id="r1")
+    assert not catalog.table_exists("silver.s")
+
+
+def test_schema_change_fail_refuses_added_and_missing_columns_and_leaves_the_table(settings):
+    catalog = load_catalog(settings)
+    write_window(catalog, "gold.f", rows(D1, [1]), window=day(D1), run_id="r1")
+    table = catalog.load_table("gold.f")
+    snapshot, schema = table.current_snapshot().snapshot_id, table.schema()
+
+    wider = rows(D1, [2]).append_column("score", pa.array([1.5]))
+    with pytest.raises(SchemaEvolutionError, match=r"new column\(s\) score.*'fail'"):
+        write_window(catalog, "gold.f", wider, window=day(D1), run_id="r2", schema_change="fail")
+    narrower = rows(D1, [3]).drop_columns(["label"])
+    with pytest.raises(SchemaEvolutionError, match=r"missing column\(s\) label"):
+        write_window(catalog, "gold.f", narrower, window=day(D1), run_id="r3", schema_change="fail")
+
+    table = catalog.load_table("gold.f")
+    assert table.current_snapshot().snapshot_id == snapshot
+    assert table.schema() == schema
+    assert read(settings, "gold.f") == [(1, D1, "x1")]
+    # The same schema is no change: "fail" writes it.
+    write_window(catalog, "gold.f", rows(D1, [4]), window=day(D1), run_id="r4", schema_change="fail")
+    assert read(settings, "gold.f") == [(4, D1, "x4")]
+
+
+def test_schema_change_sync_drops_a_missing_column_and_append_keeps_it(settings):
+    catalog = load_catalog(settings)
+    for name in ("gold.sync", "gold.append"):
+        write_window(catalog, name, rows(D1, [1]), window=day(D1), run_id="r1")
+    narrower = rows(D2, [2]).drop_columns(["label"])
+
+    write_window(catalog, "gold.sync", narrower, window=day(D2), run_id="r2", schema_change="sync")
+    synced = catalog.load_table("gold.sync")
+    assert synced.schema().column_names == ["id", "day"]
+    assert synced.scan().to_arrow().sort_by("id").to_pylist() == [{"id": 1, "day": D1}, {"id": 2, "day": D2}]
+
+    write_window(catalog, "gold.append", narrower, window=day(D2), run_id="r2", schema_change="append")
+    appended = catalog.load_table("gold.append")
+    assert appended.schema().column_names == ["id", "day", "label"]
+    assert read(settings, "gold.append") == [(1, D1, "x1"), (2, D2, None)]
+
+
+def test_rebuild_replaces_the_table_schema_and_rows_under_the_same_name(settings):
+    catalog = load_catalog(settings)
+    write_window(catalog, "gold.rb", rows(D1, [1, 2]), window=day(D1), run_id="r1")
+    write_window(catalog, "gold.rb", rows(D2, [3]), window=day(D2), run_id="r2")
+
+    # id becomes a string (a change write_window refuses), the partition column a TIMESTAMP.
+    new = pa.table({"id": ["a", "b"], "ts": pa.array([dt.datetime(2024, 1, 3, 8), dt.datetime(2024, 1, 3, 9)], pa.timestamp("us"))})
+    result = rebuild_table(catalog, "gold.rb", new, window=Window("ts", D3, D3), run_id="full")
+
+    table = catalog.load_table("gold.rb")
+    assert result.table == "gold.rb" and result.metadata_location == table.metadata_location
+    assert table.schema().column_names == ["id", "ts"] and str(table.schema().find_field("id").field_type) == "string"
+    (field,) = table.spec().fields
+    assert isinstance(field.transform, DayTransform)
+    # Only the new rows: D1 and D2, outside the new data's window, are gone with the old table.
+    assert sorted(table.scan().to_arrow().column("id").to_pylist()) == ["a", "b"]
+    assert not catalog.table_exists("gold.rb" + REBUILD_SUFFIX)
+    assert [t for t in catalog.list_tables("gold") if t[-1].endswith(REBUILD_SUFFIX)] == []
+    conn = duck.connect(settings)
+    assert conn.execute(f"SELECT count(*) FROM iceberg_scan('{table.metadata_location}')").fetchone()[0] == 2
+
+
+def test_a_rebuild_that_fails_mid_stream_leaves_the_old_table_untouched(settings):
+    catalog = load_catalog(settings)
+    write_window(catalog, "gold.keep", rows(D1, [1, 2]), window=day(D1), run_id="r1")
+    before = catalog.load_table("gold.keep")
+
+    def stream():
+        yield pa.table({"id": ["a"], "day": pa.array([D2], pa.date32())})
+        raise RuntimeError("the model's query broke mid-stream")
+
+    with pytest.raises(RuntimeError, match="mid-stream"):
+        rebuild_table(catalog, "gold.keep", stream(), window=day(D2), run_id="full")
+    after = catalog.load_table("gold.keep")
+    assert after.metadata_location == before.metadata_location
+    assert after.current_snapshot().snapshot_id == before.current_snapshot().snapshot_id
+    assert read(settings, "gold.keep") == [(1, D1, "x1"), (2, D1, "x2")]

@@ -64,7 +64,7 @@ def landing_sensor(
         first_tick = context.cursor is None
         seen = json.loads(context.cursor) if context.cursor else {}
         valid = set(partitions_def.get_partition_keys(dynamic_partitions_store=None))
-        requests, early, pending = [], [], set()
+        requests, early, pending = [], set(), set()
         for (source, day), new in sorted(changed_partitions(files, seen).items(), key=lambda item: (item[0][0], item[0][1] or "")):
             if day is None:
                 continue  # reference sources: below, with their removed files

@@ -167,8 +167,9 @@ def normalize_arrow(data: pa.Table) -> pa.Table:
     fields = []
     for field in data.schema:
         t = field.type
-        if pa.types.is_timestamp(t) and t.unit != "us":
-            t = pa.timestamp("us", tz=t.tz)
+        if pa.types.is_timestamp(t) and (t.unit != "us" or t.tz not in (None, "UTC")):
+            # Iceberg keeps instants in UTC (and files them by their UTC day): same instants, UTC labels.
+            t = pa.timestamp("us", tz="UTC" if t.tz else None)
         elif pa.types.is_unsigned_integer(t):
             t = pa.int64() if t.bit_width >= 32 else pa.int32()
         elif pa.types.is_large_string(t):
@@ -373,7 +374,14 @@ def rebuild_table(catalog: Catalog, identifier: str, data: Chunks, *, window: Wi
         catalog.drop_table(staging)  # left by a build that died before its swap
     except NoSuchTableError:
         pass
-    result = write_window(catalog, staging, data, window=window, run_id=run_id, **options)
+    try:
+        result = write_window(catalog, staging, data, window=window, run_id=run_id, **options)
+    except BaseException:
+        try:
+            catalog.drop_table(staging)  # nothing of a failed build stays in the catalog
+        except NoSuchTableError:
+            pass
+        raise
     try:
         catalog.drop_table(identifier)
     except NoSuchTableError:
