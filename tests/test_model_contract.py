@@ -145,7 +145,9 @@ def test_the_generated_dbt_sources_follow_sources_yml(project):
 
 # ---- what a model writes (dbt runs) -----------------------------------------------------------
 
-D1, D2 = dt.date(2025, 3, 1), dt.date(2025, 3, 2)
+# Recent days, so that "every partition" (a full refresh's range: partitions.start..yesterday) is a few days.
+D1 = dt.date.today() - dt.timedelta(days=3)
+D2 = D1 + dt.timedelta(days=1)
 
 
 _INSTANCE: list[dg.DagsterInstance] = []
@@ -178,12 +180,12 @@ def events(project, tmp_path):
         {{ config(partition_by='happened_at') }}
         select event_id, happened_at, kind, amount, _landing_date from {{ source('bronze', 'events') }}
         where {{ source_window('events') }}
-    """}, start="2025-03-01")
+    """}, start=D1.isoformat())
     landing = Path(get_settings().landing) / "events"
-    write_csv(landing / "2025-03-01" / "a.csv", "event_id,happened_at,kind,amount",
-              ["e1,2025-03-01 00:00:00,click,1", "e2,2025-03-01 23:59:59,click,2", "e3,,click,3"])
-    write_csv(landing / "2025-03-02" / "a.csv", "event_id,happened_at,kind,amount",
-              ["e4,2025-03-02 00:00:01,view,4", "e5,2025-03-01 12:00:00,view,5"])
+    write_csv(landing / f"{D1}" / "a.csv", "event_id,happened_at,kind,amount",
+              [f"e1,{D1} 00:00:00,click,1", f"e2,{D1} 23:59:59,click,2", "e3,,click,3"])
+    write_csv(landing / f"{D2}" / "a.csv", "event_id,happened_at,kind,amount",
+              [f"e4,{D2} 00:00:01,view,4", f"e5,{D1} 12:00:00,view,5"])
     with dg.instance_for_test() as instance:
         _INSTANCE.append(instance)
         assert materialize([["bronze", "events"]], D1, D2).success
@@ -197,7 +199,7 @@ def test_timestamp_partitions_by_day_and_null_partition_values_are_rejected(even
     table = load_catalog(get_settings()).load_table("silver.events")
     assert [type(f.transform) for f in table.spec().fields] == [DayTransform]
     assert day_counts(table, Window("happened_at", D1, D2)) == {D1: 3, D2: 1}  # e1, e2 and late e5 | e4
-    assert rows("SELECT event_id FROM silver.events WHERE cast(happened_at AS date) = DATE '2025-03-01' ORDER BY 1") == [
+    assert rows(f"SELECT event_id FROM silver.events WHERE cast(happened_at AS date) = DATE '{D1}' ORDER BY 1") == [
         ("e1",), ("e2",), ("e5",)]
     rejected = rows("SELECT event_id, _reject_reason, _landing_date FROM silver.events__rejected")
     assert rejected == [("e3", "missing_partition_value", D1)]
@@ -210,7 +212,7 @@ def test_timestamp_partitions_by_day_and_null_partition_values_are_rejected(even
     assert rows("SELECT count(*) FROM silver.events__rejected") == [(1,)]
     metadata = result.asset_materializations_for_node("dbt_daily")
     by_day = {m.partition: m.metadata["rejected_rows"].value for m in metadata}
-    assert by_day == {"2025-03-01": 1, "2025-03-02": 0}
+    assert by_day == {D1.isoformat(): 1, D2.isoformat(): 0}
 
 
 def test_partitioning_on_text_fails_naming_the_model_and_the_fix(events):
@@ -248,7 +250,7 @@ def test_schema_changes_follow_on_schema_change_and_full_refresh_rebuilds(events
     full = {"ops": {"dbt_daily": {"config": {"full_refresh": True}}}}
     result = materialize([["silver", "events"]], D1, D2, run_config=full, raise_on_error=False)
     assert not result.success
-    assert "full_refresh rebuilds whole tables, so it must run over every partition (2025-03-01.." in failure(result)
+    assert f"full_refresh rebuilds whole tables, so it must run over every partition ({D1}.." in failure(result)
     # Over every partition: the table is rebuilt with the new type, every row from this run.
     yesterday = dt.date.today() - dt.timedelta(days=1)
     assert materialize([["silver", "events"]], D1, yesterday, run_config=full).success
