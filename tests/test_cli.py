@@ -11,7 +11,6 @@ from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
-import pytest
 
 from ratatouille_assets import cli, materialize
 from ratatouille_assets.client import _partition_hint

@@ -12,6 +12,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "ratatouille_assets"
 NO_DAGSTER = ("lakehouse", "ingest", "quality", "project")
+# Paths beside the repository that a clone does not have (spelled in parts, so this file is no hit).
+OUTSIDE = ("/".join(("..", "shared")), "/".join(("shared", "DESIGN.md")))
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -40,12 +42,12 @@ def test_nothing_in_the_repository_refers_to_files_outside_it():
     hits = []
     for name in tracked:
         path = ROOT / name
-        if not path.is_file() or path.suffix in (".lock", ".json") or name.startswith("tests/test_rooms.py"):
+        if not path.is_file() or path.suffix in (".lock", ".json"):
             continue
         try:
             text = path.read_text()
         except UnicodeDecodeError:
             continue
-        if "../shared" in text or "shared/DESIGN.md" in text:
+        if any(needle in text for needle in OUTSIDE):
             hits.append(name)
     assert hits == []

@@ -9,7 +9,7 @@ from collections import defaultdict
 import dagster as dg
 
 from ratatouille_assets.defs.alerts import record_failure
-from ratatouille_assets.ingest.landing import LandingFile, belongs_to, landing_zone
+from ratatouille_assets.ingest.landing import LandingFile, landing_zone, path_regex
 from ratatouille_assets.ingest.sources import Source
 from ratatouille_assets.layers import BRONZE
 from ratatouille_assets.settings import Settings
@@ -83,7 +83,8 @@ def landing_sensor(
         for source in (s for s in sources.values() if s.is_reference):
             key = dg.AssetKey([BRONZE, source.name])
             now = [f for f in files if f.source == source.name]
-            before = {p: fp for p, fp in seen.items() if belongs_to(source, p)}
+            mine = path_regex(source)
+            before = {p: fp for p, fp in seen.items() if mine.match(p)}
             if {f.path: f.fingerprint for f in now} == before:
                 continue
             if first_tick and context.instance.get_latest_materialization_event(key) is not None:

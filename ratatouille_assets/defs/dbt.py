@@ -220,7 +220,7 @@ def _run_dbt(
 
     if not invocation.is_successful():
         blocked = [m for m in (blocked_message(identifier, audit.outcomes) for identifier, audit in audits.items()) if m]
-        failed = [f for f in invocation.failures if not any(f.endswith(m) or m in f for m in blocked)]
+        failed = [f for f in invocation.failures if not any(m in f for m in blocked)]
         reasons = [*blocked, *failed]
         raise dg.Failure(
             description="dbt build failed" + (":\n" + "\n".join(reasons) if reasons else ""),

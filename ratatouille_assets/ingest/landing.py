@@ -35,17 +35,14 @@ class LandingZone(Protocol):
         ...
 
 
-def _path_regex(source: Source) -> re.Pattern[str]:
+def path_regex(source: Source) -> re.Pattern[str]:
+    """Which landing paths (relative to the root) are files of ``source``; group ``day`` for a daily one."""
     parts = [re.escape(p) for p in source.path.split("{date}")]
     pattern = f"(?P<day>{DAY_PATTERN})".join(parts)
     # ** is any number of folders (also none), * and ? stay within one path segment.
     pattern = pattern.replace(r"\*\*/", "(?:[^/]+/)*").replace(r"\*\*", ".*").replace(r"\*", "[^/]*").replace(r"\?", "[^/]")
     return re.compile(f"^{pattern}$")
 
-
-def belongs_to(source: Source, path: str) -> bool:
-    """Whether ``path`` (relative to the landing root) is a file of ``source``."""
-    return _path_regex(source).match(path) is not None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +52,7 @@ class LocalLandingZone:
     root: str
 
     def files(self, source: Source) -> Iterator[LandingFile]:
-        regex = _path_regex(source)
+        regex = path_regex(source)
         pattern = os.path.join(self.root, source.path.replace("{date}", "*"))
         for path in sorted(glob.glob(pattern, recursive=True)):
             relative = os.path.relpath(path, self.root)
@@ -86,7 +83,7 @@ class S3LandingZone:
     client: object
 
     def files(self, source: Source) -> Iterator[LandingFile]:
-        regex = _path_regex(source)
+        regex = path_regex(source)
         base = self.root.rstrip("/") + "/"
         for obj in s3.list_objects(self.client, base + _static_prefix(source)):
             relative = obj.uri[len(base):]

@@ -28,7 +28,7 @@ from duckdb import DuckDBPyConnection
 
 from ratatouille_assets.lakehouse import duck, trace
 from ratatouille_assets.lakehouse.catalog import load_catalog
-from ratatouille_assets.lakehouse.errors import LakehouseError, PartitionContractError, SchemaEvolutionError
+from ratatouille_assets.lakehouse.errors import IncompatibleSchemaError, LakehouseError, PartitionTypeError
 from ratatouille_assets.lakehouse.write import CHUNK_ROWS, RetryPolicy, Window, rebuild_table, write_window
 from ratatouille_assets.settings import get_settings
 
@@ -135,10 +135,10 @@ class Plugin(BasePlugin):
 
 def _fix_for(exc: Exception, options: dict[str, Any]) -> str:
     """What to change, for the errors a model can cause."""
-    if isinstance(exc, SchemaEvolutionError) and "on_schema_change" not in str(exc):
+    if isinstance(exc, IncompatibleSchemaError):
         return (" Rebuild the table with the new schema: a full refresh (Dagster: the dbt assets' "
                 "full_refresh config; dbt: --full-refresh).")
-    if isinstance(exc, PartitionContractError) and "DATE or TIMESTAMP" in str(exc):
+    if isinstance(exc, PartitionTypeError):
         column = options.get("partition_by")
         return f" Cast it in the model (cast({column} as date) as {column}) or partition on another column."
     return ""

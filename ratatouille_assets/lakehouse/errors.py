@@ -15,3 +15,15 @@ class CommitConflictError(LakehouseError):
 
 class PartitionContractError(LakehouseError, ValueError):
     """Rows cannot be placed in the partition window being written (wrong type, NULL, outside it)."""
+
+
+class PartitionTypeError(PartitionContractError):
+    """The partition column is neither a DATE nor a TIMESTAMP: it has no day."""
+
+
+class IncompatibleSchemaError(SchemaEvolutionError):
+    """A change the table cannot take in place (a narrowed or retyped column): it needs a rebuild."""
+
+
+class SchemaChangeRefusedError(SchemaEvolutionError):
+    """The schema changed and the write's policy is to refuse any change."""

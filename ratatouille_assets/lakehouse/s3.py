@@ -103,18 +103,6 @@ def copy(s3, src: str, dst: str) -> None:
         raise ValueError("copy() is for S3; local-to-local copies belong to the caller")
 
 
-def upload_tree(s3, folder: str, uri_prefix: str) -> int:
-    """Upload every file under ``folder`` to ``uri_prefix``, keeping relative paths; returns the count."""
-    count = 0
-    for dirpath, _dirs, files in os.walk(folder):
-        for name in sorted(files):
-            path = os.path.join(dirpath, name)
-            relative = os.path.relpath(path, folder).replace(os.sep, "/")
-            copy(s3, path, join(uri_prefix, relative))
-            count += 1
-    return count
-
-
 def delete(s3, uris: list[str]) -> None:
     """Delete objects, 1,000 per request."""
     by_bucket: dict[str, list[str]] = {}

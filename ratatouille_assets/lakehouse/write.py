@@ -49,7 +49,14 @@ from pyiceberg.transforms import DayTransform, IdentityTransform
 from pyiceberg.types import DateType, TimestampType, TimestamptzType
 
 from ratatouille_assets.lakehouse import trace
-from ratatouille_assets.lakehouse.errors import CommitConflictError, PartitionContractError, SchemaEvolutionError
+from ratatouille_assets.lakehouse.errors import (
+    CommitConflictError,
+    IncompatibleSchemaError,
+    PartitionContractError,
+    PartitionTypeError,
+    SchemaChangeRefusedError,
+    SchemaEvolutionError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +143,7 @@ def _column_kind(schema: Schema, column: str) -> str:
         return "timestamp"
     if isinstance(field_type, DateType):
         return "date"
-    raise PartitionContractError(f"partition column '{column}' is {field_type}: partition on a DATE or TIMESTAMP column")
+    raise PartitionTypeError(f"partition column '{column}' is {field_type}: partition on a DATE or TIMESTAMP column")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,7 +202,7 @@ def partition_transform(arrow_type: pa.DataType):
         return IdentityTransform()
     if pa.types.is_timestamp(arrow_type):
         return DayTransform()
-    raise PartitionContractError(f"is {arrow_type}: partition on a DATE or TIMESTAMP column")
+    raise PartitionTypeError(f"is {arrow_type}: partition on a DATE or TIMESTAMP column")
 
 
 def load_or_create(catalog: Catalog, identifier: str, schema: pa.Schema, partition_column: str | None) -> Table:
@@ -214,8 +221,8 @@ def load_or_create(catalog: Catalog, identifier: str, schema: pa.Schema, partiti
             raise SchemaEvolutionError(f"{identifier}: partition column '{partition_column}' is not in the data")
         try:
             transform = partition_transform(schema.field(partition_column).type)
-        except PartitionContractError as exc:
-            raise PartitionContractError(f"{identifier}: partition column '{partition_column}' {exc}") from None
+        except PartitionTypeError as exc:
+            raise PartitionTypeError(f"{identifier}: partition column '{partition_column}' {exc}") from None
     _ensure_namespace(catalog, identifier.split(".")[0])
     try:
         with catalog.create_table_transaction(identifier, schema=schema, properties=TABLE_PROPERTIES) as tx:
@@ -281,7 +288,7 @@ def _check_window(identifier: str, data: pa.Table, window: Window | None) -> Non
         raise SchemaEvolutionError(f"{identifier}: the data has no partition column '{window.column}'")
     col = data.column(window.column)
     if not (pa.types.is_date(col.type) or pa.types.is_timestamp(col.type)):
-        raise PartitionContractError(
+        raise PartitionTypeError(
             f"{identifier}: partition column '{window.column}' is {col.type}: partition on a DATE or TIMESTAMP column"
         )
     if col.null_count:
@@ -560,7 +567,7 @@ def _apply_schema_policy(
     if not differences:
         return table
     if policy == "fail":
-        raise SchemaEvolutionError(
+        raise SchemaChangeRefusedError(
             f"{identifier}: the schema changed ({'; '.join(differences)}) and on_schema_change is 'fail'. "
             "Rebuild the table with a full refresh, or set on_schema_change to append_new_columns or sync_all_columns."
         )
@@ -594,7 +601,7 @@ def _evolve(catalog: Catalog, table: Table, identifier: str, schema: pa.Schema, 
                 update.union_by_name(schema)
             return catalog.load_table(identifier)
         except (ValidationError, ValueError, TypeError) as exc:
-            raise SchemaEvolutionError(
+            raise IncompatibleSchemaError(
                 f"{identifier}: the incoming schema cannot be merged into the table: {exc}. "
                 "Only added columns and widened types evolve automatically; rename or retype the "
                 "column in the source contract, or migrate the table."
