@@ -396,3 +396,80 @@ def test_a_rebuild_that_fails_mid_stream_leaves_the_old_table_untouched(settings
     assert after.metadata_location == before.metadata_location
     assert after.current_snapshot().snapshot_id == before.current_snapshot().snapshot_id
     assert read(settings, "gold.keep") == [(1, D1, "x1"), (2, D1, "x2")]
+
+
+# --- coarse partitions, coalesced files, patient retries -------------------------------------
+
+
+def month_of(days: list[dt.date], per_day: int = 3) -> pa.Table:
+    return pa.concat_tables([rows(d, list(range(i * 10, i * 10 + per_day)), d.isoformat()) for i, d in enumerate(days)])
+
+
+def test_a_month_partitioned_table_replaces_exactly_the_days_of_its_window(settings):
+    catalog = load_catalog(settings)
+    january = [dt.date(2024, 1, d) for d in range(1, 32)]
+    write_window(catalog, "bronze.m", month_of(january), window=Window("day", january[0], january[-1]), run_id="r1",
+                 granularity="month")
+    table = catalog.load_table("bronze.m")
+    assert [f.transform.__class__.__name__ for f in table.spec().fields] == ["MonthTransform"]
+    assert len(table.inspect.files()) == 1  # a month of days, one file
+
+    # Day 10 again, with other rows: the other 30 days of the month partition are untouched.
+    write_window(catalog, "bronze.m", rows(dt.date(2024, 1, 10), [999], "new"), window=day(dt.date(2024, 1, 10)),
+                 run_id="r2", granularity="month")
+    got = read(settings, "bronze.m")
+    expected = sorted(
+        [r for r in (tuple(x.values()) for x in month_of(january).to_pylist()) if r[1] != dt.date(2024, 1, 10)]
+        + [(999, dt.date(2024, 1, 10), "new999")], key=lambda r: (r[1], r[0]),
+    )
+    assert got == expected
+    counts = day_counts(catalog.load_table("bronze.m"), Window("day", january[0], january[-1]))
+    assert counts[dt.date(2024, 1, 10)] == 1 and counts[dt.date(2024, 1, 11)] == 3 and sum(counts.values()) == 91
+
+
+def test_a_changed_granularity_evolves_the_spec_and_keeps_every_row(settings):
+    catalog = load_catalog(settings)
+    write_window(catalog, "bronze.g", rows(D1, [1, 2]), window=day(D1), run_id="r1")
+    write_window(catalog, "bronze.g", rows(D2, [3]), window=day(D2), run_id="r2", granularity="year")
+    table = catalog.load_table("bronze.g")
+    assert [f.transform.__class__.__name__ for f in table.spec().fields] == ["YearTransform"]
+    # The old day-partitioned file is replaced by a window over it, under the new spec.
+    write_window(catalog, "bronze.g", rows(D1, [7]), window=day(D1), run_id="r3", granularity="year")
+    assert read(settings, "bronze.g") == [(7, D1, "x7"), (3, D2, "x3")]
+
+
+def test_many_small_inputs_are_coalesced_into_one_file_per_partition(settings):
+    catalog = load_catalog(settings)
+    days = [D1 + dt.timedelta(days=i) for i in range(20)]
+    # 20 days x 5 small "files" each, streamed one by one: 20 data files (one per day), not 100.
+    stream = (rows(d, [i * 100 + j], f"f{j}-") for i, d in enumerate(days) for j in range(5))
+    result = write_window(catalog, "bronze.c", stream, window=Window("day", days[0], days[-1]), run_id="r1")
+    assert result.rows_written == 100
+    assert len(catalog.load_table("bronze.c").inspect.files()) == 20
+    # An input with another schema (an extra column) is not unified by guessing: its own chunk, evolved column.
+    wider = rows(D1, [5000]).append_column("extra", pa.array(["e"]))
+    result = write_window(catalog, "bronze.c", iter([rows(D1, [1]), wider, rows(D1, [2])]), window=day(D1), run_id="r2")
+    assert result.rows_written == 3 and "extra" in result.schema.column_names
+
+
+def test_a_commit_keeps_retrying_for_its_patience_not_just_its_attempts(settings, monkeypatch):
+    from pyiceberg.exceptions import CommitFailedException
+    from pyiceberg.table import Transaction
+
+    from ratatouille_assets.lakehouse.write import RetryPolicy
+
+    catalog = load_catalog(settings)
+    write_window(catalog, "bronze.p", rows(D1, [1]), window=day(D1), run_id="r0")
+    real_commit = Transaction.commit_transaction
+    failures = {"left": 12}
+
+    def flaky(self):  # a table that "has changed" on the first 12 attempts: a busy concurrent writer
+        if failures["left"]:
+            failures["left"] -= 1
+            raise CommitFailedException("Requirement failed: branch main has changed")
+        return real_commit(self)
+
+    monkeypatch.setattr(Transaction, "commit_transaction", flaky)
+    policy = RetryPolicy(attempts=3, base_delay_s=0.001, max_delay_s=0.01, patience_s=2.0)
+    result = write_window(catalog, "bronze.p", rows(D2, [2]), window=day(D2), run_id="r1", retry=policy)
+    assert result.attempts == 13 and read(settings, "bronze.p") == [(1, D1, "x1"), (2, D2, "x2")]

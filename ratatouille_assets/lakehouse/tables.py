@@ -5,12 +5,21 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import IsNull
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 
-from ratatouille_assets.lakehouse.write import PARTITION_PROPERTY, ROWS_PROPERTY, RUN_ID_PROPERTY, WINDOW_PROPERTY, Window
+from ratatouille_assets.lakehouse.write import (
+    PARTITION_PROPERTY,
+    ROWS_PROPERTY,
+    RUN_ID_PROPERTY,
+    WINDOW_PROPERTY,
+    Window,
+    granularity_of,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,8 +70,10 @@ def list_tables(catalog: Catalog) -> list[str]:
 def day_counts(table: Table, window: Window, snapshot_id: int | None = None) -> dict[dt.date, int]:
     """Rows per day of ``window`` in ``table`` at ``snapshot_id`` (default: current), zeros included.
 
-    Read from the manifests (each data file's record count per partition), not the data. Rows with
-    a NULL partition value are counted by their ``window.nulls_by`` day (a scan of those rows only).
+    Read from the manifests (each data file's record count per partition), not the data, when the
+    table is partitioned by day; a month- or year-partitioned table is scanned for the window's
+    values of the partition column (one column, the window's files only). Rows with a NULL
+    partition value are counted by their ``window.nulls_by`` day (a scan of those rows only).
     """
     counts = {day: 0 for day in window.days()}
     snapshot = table.snapshot_by_id(snapshot_id) if snapshot_id is not None else table.current_snapshot()
@@ -71,6 +82,8 @@ def day_counts(table: Table, window: Window, snapshot_id: int | None = None) -> 
     field = _partition_field(table, window.column)
     if field is None:
         raise ValueError(f"{table.name()}: not partitioned on '{window.column}'")
+    if granularity_of(table, window.column) != "day":
+        return _scanned_day_counts(table, window, snapshot.snapshot_id, counts)
     partitions = table.inspect.partitions(snapshot_id=snapshot.snapshot_id)
     if "partition" not in partitions.column_names:  # a snapshot with no data files
         return counts
@@ -88,6 +101,26 @@ def day_counts(table: Table, window: Window, snapshot_id: int | None = None) -> 
         for value in filed.column(window.nulls_by).to_pylist():
             if value in counts:
                 counts[value] += 1
+    return counts
+
+
+def _scanned_day_counts(table: Table, window: Window, snapshot_id: int, counts: dict[dt.date, int]) -> dict[dt.date, int]:
+    if window.nulls_by is None:
+        data = table.scan(
+            row_filter=window.to_filter(table.schema()), selected_fields=(window.column,), snapshot_id=snapshot_id
+        ).to_arrow()
+    else:
+        # pyiceberg 0.12's residual evaluator compares a NULL month/year partition value with the
+        # window's bounds and raises; such tables (rejected rows) are small: read both columns whole.
+        data = table.scan(selected_fields=(window.column, window.nulls_by), snapshot_id=snapshot_id).to_arrow()
+    days = data.column(window.column)
+    if pa.types.is_timestamp(days.type):
+        days = pc.cast(days, pa.date32())
+    if window.nulls_by is not None:
+        days = pc.coalesce(days, data.column(window.nulls_by))
+    for item in pc.value_counts(days).to_pylist():
+        if item["values"] in counts:
+            counts[item["values"]] += item["counts"]
     return counts
 
 

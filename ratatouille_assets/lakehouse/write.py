@@ -45,7 +45,7 @@ from pyiceberg.manifest import DataFile
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.table.update.snapshot import ExpireSnapshots
-from pyiceberg.transforms import DayTransform, IdentityTransform
+from pyiceberg.transforms import DayTransform, IdentityTransform, MonthTransform, Transform, YearTransform
 from pyiceberg.types import DateType, TimestampType, TimestamptzType
 
 from ratatouille_assets.lakehouse import trace
@@ -160,9 +160,18 @@ class WriteResult:
 
 @dataclasses.dataclass(frozen=True)
 class RetryPolicy:
+    """How long a conflicting commit keeps trying: at least ``attempts`` times and at least
+    ``patience_s`` seconds, whichever is later. A writer whose commit takes long (a window of
+    years) against writers that commit often must never give up on a commit that would succeed
+    a second later, so the bound is time as well as attempts."""
+
     attempts: int = 8
     base_delay_s: float = 0.05
     max_delay_s: float = 2.0
+    patience_s: float = 120.0
+
+    def exhausted(self, attempt: int, elapsed_s: float) -> bool:
+        return attempt >= self.attempts and elapsed_s >= self.patience_s
 
     def delay(self, attempt: int) -> float:
         # Full jitter: conflicting writers spread out instead of retrying in lockstep.
@@ -196,20 +205,56 @@ def _ensure_namespace(catalog: Catalog, namespace: str) -> None:
         pass
 
 
-def partition_transform(arrow_type: pa.DataType):
-    """How a table is partitioned on its window column: by value (a DATE), by day (a TIMESTAMP)."""
-    if pa.types.is_date(arrow_type):
-        return IdentityTransform()
-    if pa.types.is_timestamp(arrow_type):
-        return DayTransform()
-    raise PartitionTypeError(f"is {arrow_type}: partition on a DATE or TIMESTAMP column")
+# How coarse a table's Iceberg partitions are on its window column. Dagster partitions stay daily
+# whatever this says: a write replaces exactly its window's days, inside a month or year partition
+# too (the files of a partially covered partition are rewritten without those days). A source of a
+# few hundred rows a day is better kept as one file per month than 30 files of a few KB.
+GRANULARITIES = ("day", "month", "year")
+_COARSE = {"month": MonthTransform, "year": YearTransform}
 
 
-def load_or_create(catalog: Catalog, identifier: str, schema: pa.Schema, partition_column: str | None) -> Table:
+def partition_transform(arrow_type: pa.DataType, granularity: str = "day") -> Transform:
+    """How a table is partitioned on its window column: by value (a DATE, day granularity), by day
+    (a TIMESTAMP), or by month or year."""
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"partition granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}")
+    if not (pa.types.is_date(arrow_type) or pa.types.is_timestamp(arrow_type)):
+        raise PartitionTypeError(f"is {arrow_type}: partition on a DATE or TIMESTAMP column")
+    if granularity in _COARSE:
+        return _COARSE[granularity]()
+    return IdentityTransform() if pa.types.is_date(arrow_type) else DayTransform()
+
+
+def _partition_name(column: str, transform: Transform) -> str:
+    if isinstance(transform, IdentityTransform):
+        return column
+    return f"{column}_{ {DayTransform: 'day', MonthTransform: 'month', YearTransform: 'year'}[type(transform)] }"
+
+
+def granularity_of(table: Table, column: str) -> str | None:
+    """The granularity ``table`` is partitioned on ``column`` with (None: not partitioned on it)."""
+    if column not in table.schema().column_names:
+        return None
+    field_id = table.schema().find_field(column).field_id
+    for field in table.spec().fields:
+        if field.source_id == field_id:
+            if isinstance(field.transform, (IdentityTransform, DayTransform)):
+                return "day"
+            if isinstance(field.transform, MonthTransform):
+                return "month"
+            if isinstance(field.transform, YearTransform):
+                return "year"
+    return None
+
+
+def load_or_create(
+    catalog: Catalog, identifier: str, schema: pa.Schema, partition_column: str | None, granularity: str = "day"
+) -> Table:
     """Load ``identifier``, creating it from ``schema`` (partitioned on ``partition_column``) if it does not exist.
 
-    A DATE column is identity-partitioned, a TIMESTAMP column by its day. Creation and the
-    partition spec are one commit, so no writer ever sees an unpartitioned table.
+    At day granularity a DATE column is identity-partitioned, a TIMESTAMP column by its day;
+    month and year partition either by month or year. Creation and the partition spec are one
+    commit, so no writer ever sees an unpartitioned table.
     """
     try:
         return catalog.load_table(identifier)
@@ -220,7 +265,7 @@ def load_or_create(catalog: Catalog, identifier: str, schema: pa.Schema, partiti
         if partition_column not in schema.names:
             raise SchemaEvolutionError(f"{identifier}: partition column '{partition_column}' is not in the data")
         try:
-            transform = partition_transform(schema.field(partition_column).type)
+            transform = partition_transform(schema.field(partition_column).type, granularity)
         except PartitionTypeError as exc:
             raise PartitionTypeError(f"{identifier}: partition column '{partition_column}' {exc}") from None
     _ensure_namespace(catalog, identifier.split(".")[0])
@@ -228,10 +273,7 @@ def load_or_create(catalog: Catalog, identifier: str, schema: pa.Schema, partiti
         with catalog.create_table_transaction(identifier, schema=schema, properties=TABLE_PROPERTIES) as tx:
             if partition_column:
                 with tx.update_spec() as spec:
-                    if isinstance(transform, IdentityTransform):
-                        spec.add_identity(partition_column)
-                    else:
-                        spec.add_field(partition_column, transform, f"{partition_column}_day")
+                    spec.add_field(partition_column, transform, _partition_name(partition_column, transform))
     except (TableAlreadyExistsError, CommitFailedException):
         pass  # a concurrent writer created it first: use theirs
     return catalog.load_table(identifier)
@@ -333,6 +375,7 @@ def write_window(
     retry: RetryPolicy | None = None,
     on_attempt: Callable[[int], None] | None = None,
     schema_change: str = "append",
+    granularity: str = "day",
 ) -> WriteResult:
     """Atomically replace ``window`` of ``identifier`` with ``data`` (the whole table if ``window`` is None).
 
@@ -344,6 +387,9 @@ def write_window(
     :data:`SCHEMA_CHANGES`): ``append`` adds the columns the data brings and widens types (columns
     the data lacks read NULL in the new rows); ``sync`` also drops the table's columns the data
     lacks; ``fail`` refuses any difference. Schema changes are their own commit, before the data.
+    ``granularity`` (day, month, year) is how coarse the Iceberg partitions on ``window.column``
+    are; a table partitioned otherwise has its spec evolved (its own commit; older files keep
+    theirs). The window replaced is the same days whatever the granularity.
     Then one commit replaces the window with every
     data file written; on a conflict the table is reloaded and the same files are committed
     again, with bounded, jittered backoff. ``extra_properties`` may be a callable, evaluated once
@@ -357,11 +403,13 @@ def write_window(
     """
     if schema_change not in SCHEMA_CHANGES:
         raise ValueError(f"schema_change must be one of {', '.join(SCHEMA_CHANGES)}, got {schema_change!r}")
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}")
     with trace.span("iceberg.write", table=identifier) as span:
         return _write_window(
             catalog, identifier, data, window=window, run_id=run_id, partition_key=partition_key, branch=branch,
             extra_properties=extra_properties, retry=retry or RetryPolicy(), on_attempt=on_attempt, span=span,
-            schema_change=schema_change,
+            schema_change=schema_change, granularity=granularity,
         )
 
 
@@ -399,23 +447,47 @@ def rebuild_table(catalog: Catalog, identifier: str, data: Chunks, *, window: Wi
 
 
 def _chunks(data: Chunks, span: dict) -> Iterator[pa.Table]:
-    """Normalized chunks of at most CHUNK_ROWS rows; time spent waiting for the caller's data is
-    recorded as ``input_seconds`` (trace: excluded from the write's own time)."""
+    """Normalized chunks of about CHUNK_ROWS rows; time spent waiting for the caller's data is
+    recorded as ``input_seconds`` (trace: excluded from the write's own time).
+
+    Small inputs of the same schema (a history of small daily files) are coalesced up to
+    CHUNK_ROWS, so a partition gets a few large data files instead of one tiny file per input;
+    an input whose schema differs (a file with an extra column) starts a new chunk rather than
+    being unified by guessed type promotion. At least one (possibly empty) table is yielded.
+    """
     source = iter([data] if isinstance(data, pa.Table) else data)
+    pending: list[pa.Table] = []
+    pending_rows = 0
     while True:
         t = time.perf_counter()
         try:
             table = next(source)
         except StopIteration:
-            return
+            break
         finally:
             span["input_seconds"] = span.get("input_seconds", 0.0) + time.perf_counter() - t
         table = normalize_arrow(table)
-        if table.num_rows <= CHUNK_ROWS:
-            yield table
-        else:
-            for offset in range(0, table.num_rows, CHUNK_ROWS):
-                yield table.slice(offset, CHUNK_ROWS)
+        if pending and (table.schema != pending[0].schema or pending_rows + table.num_rows > CHUNK_ROWS):
+            yield from _sliced(_concat(pending))
+            pending, pending_rows = [], 0
+        if table.num_rows or not pending:
+            pending.append(table)
+            pending_rows += table.num_rows
+    if pending:
+        yield from _sliced(_concat(pending))
+
+
+def _concat(tables: list[pa.Table]) -> pa.Table:
+    tables = [t for t in tables if t.num_rows] or tables[:1]
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables).combine_chunks()
+
+
+def _sliced(table: pa.Table) -> Iterator[pa.Table]:
+    if table.num_rows <= CHUNK_ROWS:
+        yield table
+        return
+    for offset in range(0, table.num_rows, CHUNK_ROWS):
+        yield table.slice(offset, CHUNK_ROWS)
 
 
 def _write_window(
@@ -432,6 +504,7 @@ def _write_window(
     on_attempt: Callable[[int], None] | None,
     span: dict,
     schema_change: str,
+    granularity: str,
 ) -> WriteResult:
     chunks = _chunks(data, span)
     first = next(chunks, None)
@@ -441,10 +514,10 @@ def _write_window(
         table = catalog.load_table(identifier)
         created = False
     except NoSuchTableError:
-        table = load_or_create(catalog, identifier, first.schema, window.column if window else None)
+        table = load_or_create(catalog, identifier, first.schema, window.column if window else None, granularity)
         created = True
-    if window is not None and not _is_partitioned_on(table, window.column):
-        log.warning("%s is not partitioned on %s: the overwrite rewrites files", identifier, window.column)
+    if window is not None and granularity_of(table, window.column) != granularity:
+        table = _repartition(catalog, table, identifier, window.column, granularity, retry)
     if not created and schema_change != "append":
         table = _apply_schema_policy(catalog, table, identifier, first.schema, schema_change, retry)
 
@@ -478,7 +551,8 @@ def _write_window(
         **extra,
     }
     row_filter = window.to_filter(table.schema()) if window else AlwaysTrue()
-    for attempt in range(1, retry.attempts + 1):
+    started = time.monotonic()
+    for attempt in itertools.count(1):
         if on_attempt:
             on_attempt(attempt)
         try:
@@ -498,10 +572,11 @@ def _write_window(
                     ExpireSnapshots(tx).by_ids(expired).commit()
             break
         except CommitFailedException as exc:
-            if attempt == retry.attempts:
+            if retry.exhausted(attempt, time.monotonic() - started):
                 _delete_files(table, files)
                 raise CommitConflictError(
-                    f"{identifier}: commit still conflicted after {attempt} attempts; last error: {exc}"
+                    f"{identifier}: commit still conflicted after {attempt} attempts in "
+                    f"{time.monotonic() - started:.0f}s; last error: {exc}"
                 ) from exc
             delay = retry.delay(attempt)
             log.info("%s: commit conflict (attempt %d), retrying in %.2fs", identifier, attempt, delay)
@@ -635,9 +710,32 @@ def _cast_to_table_schema(schema: Schema, data: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=pa.schema([pa.field(f.name, f.type, nullable=True) for f in target]))
 
 
-def _is_partitioned_on(table: Table, column: str) -> bool:
-    """Whether the table's spec partitions on ``column`` by value or by day (so a window replaces whole files)."""
-    field_id = table.schema().find_field(column).field_id if column in table.schema().column_names else None
-    return any(
-        isinstance(f.transform, (IdentityTransform, DayTransform)) and f.source_id == field_id for f in table.spec().fields
-    )
+def _repartition(
+    catalog: Catalog, table: Table, identifier: str, column: str, granularity: str, retry: RetryPolicy
+) -> Table:
+    """Evolve the partition spec on ``column`` to ``granularity`` (its own commit, retried on conflict).
+
+    Files written before keep their old partitioning (Iceberg reads both); new files get the new
+    one. A table not partitioned on ``column`` at all (created by hand) gets it added."""
+    if column not in table.schema().column_names:
+        return table  # the data check names the missing column
+    for attempt in itertools.count(1):
+        current = granularity_of(table, column)
+        if current == granularity:
+            return table
+        log.warning("%s: partitioning on %s changes from %s to %s", identifier, column, current or "none", granularity)
+        transform = partition_transform(schema_to_pyarrow(table.schema()).field(column).type, granularity)
+        try:
+            with table.update_spec() as spec:
+                field_id = table.schema().find_field(column).field_id
+                for field in table.spec().fields:
+                    if field.source_id == field_id:
+                        spec.remove_field(field.name)
+                spec.add_field(column, transform, _partition_name(column, transform))
+            return catalog.load_table(identifier)
+        except CommitFailedException:
+            if attempt >= retry.attempts:
+                raise
+            time.sleep(retry.delay(attempt))
+            table = catalog.load_table(identifier)
+    return table
