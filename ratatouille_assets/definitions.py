@@ -47,8 +47,8 @@ def build_definitions() -> dg.Definitions:
     partitions = daily_partitions(sources_file.start, settings.timezone)
     project = dbt_project(settings, sources_file)
     datasets = load_checks(settings.soda_dir)
-    # The job mixes bronze's batches of days with dbt's single run on purpose; Dagster runs a
-    # partition range of it with the smaller batches, and says so on every load.
+    # With RATATOUILLE_BRONZE_PARTITIONS_PER_RUN set, the job mixes bronze's batches of days with
+    # dbt's single run on purpose; Dagster runs a range of it with the smaller batches, and says so.
     warnings.filterwarnings("ignore", message="Asset job all_layers materializes assets with varying BackfillPolicies")
     everything = dg.define_asset_job(
         "all_layers",

@@ -1,9 +1,10 @@
 """``rat materialize``: days through bronze -> silver -> gold in this process, no server needed.
 
 The same runs a backfill makes, recorded in DAGSTER_HOME (``make dev`` shows them): reference
-sources once, partitioned bronze in batches of ``RATATOUILLE_BRONZE_PARTITIONS_PER_RUN`` days
-(each day its own partition, with its own row counts), then silver and gold in one run over the
-whole window (one dbt invocation, as the dbt assets' single-run backfill policy does).
+sources once, partitioned bronze in one run over the whole range (one commit per table; or in
+batches of ``RATATOUILLE_BRONZE_PARTITIONS_PER_RUN`` days if that is set; each day its own
+partition, with its own row counts), then silver and gold in one run over the whole range (one
+dbt invocation, as the dbt assets' single-run backfill policy does).
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def run_pipeline(
 
     if BRONZE in layers:
         run("bronze", keys_of(BRONZE, partitioned=False))
-        batch = max(1, settings.bronze_partitions_per_run)
+        batch = settings.bronze_partitions_per_run if settings.bronze_partitions_per_run > 0 else max(1, len(days))
         for i in range(0, len(days), batch):
             chunk = days[i:i + batch]
             run("bronze", keys_of(BRONZE, partitioned=True), _range(chunk[0], chunk[-1]))

@@ -34,6 +34,7 @@ def graph_snapshot(defs: dg.Definitions) -> dict:
             "kinds": sorted(node.kinds),
             "partitions": f"{type(partitions).__name__}({partitions.start:%Y-%m-%d}, {partitions.timezone})" if partitions else None,
             "backfill_policy": repr(node.backfill_policy) if node.backfill_policy else None,
+            "pools": sorted(node.pools or []),
             "automation": node.automation_condition.get_label() if node.automation_condition else None,
             "deps": deps,
             "checks": {c.name: "blocking" if graph.get_check_spec(c).blocking else "warn" for c in sorted(node.check_keys, key=lambda c: c.name)},

@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
-from pyiceberg.transforms import DayTransform
+from pyiceberg.transforms import DayTransform, MonthTransform
 
 from ratatouille_assets.definitions import build_definitions
 from ratatouille_assets.lakehouse import duck
@@ -66,6 +66,8 @@ def test_every_refused_model_is_named_with_its_fix(project):
         "marts/no_layer.sql": "select 1 as x",
         "gold/two_columns.sql": "{{ config(partition_by=['a', 'b']) }} select 1 as a, 2 as b",
         "gold/ignored.sql": "{{ config(on_schema_change='ignore') }} select 1 as x",
+        "gold/weekly.sql": "{{ config(partition_by='d', partition_granularity='week') }} select current_date as d",
+        "gold/coarse.sql": "{{ config(partition_granularity='month') }} select 1 as x",
         "gold/orders__rejected.sql": "select 1 as x",
         "gold/typed.sql": "{{ config(partition_by='kind') }} select 'a' as kind",
         "gold/typed.yml": "version: 2\nmodels:\n  - name: typed\n    columns:\n      - name: kind\n        data_type: varchar\n",
@@ -87,6 +89,8 @@ def test_every_refused_model_is_named_with_its_fix(project):
         "folder named silver or gold (e.g. models/gold/no_layer.sql) or set {{ config(schema='gold') }} in it.",
         f"{models}/gold/two_columns.sql: model 'two_columns' has partition_by=['a', 'b']: give one DATE or TIMESTAMP column name",
         f"{models}/gold/ignored.sql: model 'ignored' has on_schema_change='ignore': use append_new_columns, sync_all_columns, fail",
+        f"{models}/gold/weekly.sql: model 'weekly' has partition_granularity='week': use one of day, month, year.",
+        f"{models}/gold/coarse.sql: model 'coarse' has partition_granularity='month': it applies to partitioned models only",
         f"{models}/gold/orders__rejected.sql: model 'orders__rejected' is named 'orders__rejected': names ending in __rejected",
         f"{models}/gold/typed.sql: model 'typed' is partitioned on 'kind', declared varchar: partition on a DATE or TIMESTAMP column",
         f"{models}/silver/extra_sources.yml: source('bronze', 'hand_written') is declared outside {root / 'sources.yml'}",
@@ -213,6 +217,21 @@ def test_timestamp_partitions_by_day_and_null_partition_values_are_rejected(even
     metadata = result.asset_materializations_for_node("dbt_daily")
     by_day = {m.partition: m.metadata["rejected_rows"].value for m in metadata}
     assert by_day == {D1.isoformat(): 1, D2.isoformat(): 0}
+
+
+def test_a_month_partitioned_model_keeps_daily_partitions_and_replaces_only_its_days(events):
+    model = events / "dbt_project" / "models" / "silver" / "events.sql"
+    model.write_text(model.read_text().replace("partition_by='happened_at'", "partition_by='happened_at', partition_granularity='month'"))
+    assert materialize([["silver", "events"]], D1, D2).success
+    table = load_catalog(get_settings()).load_table("silver.events")
+    assert [type(f.transform) for f in table.spec().fields] == [MonthTransform]
+    assert len(table.inspect.files()) == 1  # both days in the month's one file
+    assert day_counts(table, Window("happened_at", D1, D2)) == {D1: 3, D2: 1}
+    result = materialize([["silver", "events"]], D2, D2)
+    assert result.success
+    table = load_catalog(get_settings()).load_table("silver.events")
+    assert day_counts(table, Window("happened_at", D1, D2)) == {D1: 3, D2: 1}
+    assert [m.metadata["dagster/row_count"].value for m in result.asset_materializations_for_node("dbt_daily")] == [1]
 
 
 def test_partitioning_on_text_fails_naming_the_model_and_the_fix(events):

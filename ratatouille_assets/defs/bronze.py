@@ -14,7 +14,8 @@ import dagster as dg
 from ratatouille_assets.defs.checks import check_result, quarantine_check_spec, quarantine_result, soda_check_specs
 from ratatouille_assets.defs.metadata import partition_metadata, snapshot_metadata
 from ratatouille_assets.defs.resources import LakehouseResource
-from ratatouille_assets.ingest.bronze import BronzeLoad, bronze_identifier, load_day
+from ratatouille_assets.ingest.bronze import bronze_identifier
+from ratatouille_assets.ingest.bronze import load as load_bronze
 from ratatouille_assets.ingest.readers import PARTITION_COLUMN
 from ratatouille_assets.ingest.sources import Source
 from ratatouille_assets.layers import BRONZE
@@ -36,6 +37,10 @@ def landing_spec(source: Source) -> dg.AssetSpec:
         kinds={_FORMAT_KIND[source.format]},
         metadata={"path_pattern": source.path, "format": source.format, "partitioned": source.partitioned},
     )
+
+
+def bronze_pool(source: Source) -> str:
+    return f"bronze_{source.name}"
 
 
 def bronze_asset(
@@ -73,41 +78,46 @@ def bronze_asset(
         partitions_def=partitions_def if source.partitioned else None,
         backfill_policy=backfill_policy if source.partitioned else None,
         can_subset=True,
+        # One writer per table at a time, queued by the run coordinator (dagster.yaml: pools
+        # default_limit 1, run granularity); the write path's retries are the net for writers
+        # outside the queue (rat materialize, scripts).
+        pool=bronze_pool(source),
     )
     def _bronze(context: dg.AssetExecutionContext, lakehouse: LakehouseResource):
         settings = lakehouse.settings()
         catalog = lakehouse.catalog()
         conn = lakehouse.connect()
-        days = list(context.partition_keys) if source.partitioned else [None]
-        loads: list[BronzeLoad] = []
+        days = sorted(context.partition_keys) if source.partitioned else None
         try:
-            for day in days:
-                load = load_day(
-                    conn, catalog, source, settings.landing, day, context.run.run_id,
-                    quarantine_root=settings.quarantine, max_file_bytes=settings.max_file_bytes,
-                    retry=RetryPolicy(attempts=settings.commit_retries),
-                )
-                for q in load.quarantined:
-                    context.log.warning(f"quarantined {q.file}: {q.message}")
-                context.log.info(
-                    f"{bronze_identifier(source)}[{day or 'whole'}]: {load.result.rows_written} rows from "
-                    f"{len(load.files)} file(s), snapshot {load.result.snapshot_id} (attempts: {load.result.attempts})"
-                )
-                if day is not None:
-                    context.add_asset_metadata(
-                        partition_metadata(load.result.rows_written, files=len(load.files),
-                                           quarantined_files=len(load.quarantined)),
-                        asset_key=key, partition_key=day,
-                    )
-                loads.append(load)
+            # All the run's days in one write: one Iceberg commit, however many days.
+            load = load_bronze(
+                conn, catalog, source, settings.landing, days, context.run.run_id,
+                quarantine_root=settings.quarantine, max_file_bytes=settings.max_file_bytes,
+                retry=RetryPolicy(attempts=settings.commit_retries),
+            )
         finally:
             conn.close()
+        for q in load.quarantined:
+            context.log.warning(f"quarantined {q.file}: {q.message}")
+        label = f"{days[0]}..{days[-1]} ({len(days)} days)" if days else "whole"
+        context.log.info(
+            f"{bronze_identifier(source)}[{label}]: {load.rows} rows from {len(load.files)} file(s), "
+            f"snapshot {load.result.snapshot_id} (attempts: {load.result.attempts})"
+        )
+        if days is not None:
+            requested = set(days)
+            for day in load.days:
+                if day.day in requested:  # the run's own partitions (a window also reloads days between them)
+                    context.add_asset_metadata(
+                        partition_metadata(day.rows, files=len(day.files), quarantined_files=len(day.quarantined)),
+                        asset_key=key, partition_key=day.day,
+                    )
         info = describe(catalog, bronze_identifier(source), context.run.run_id)
-        rows = sum(load.result.rows_written for load in loads)
-        quarantined = [q for load in loads for q in load.quarantined]
+        rows = load.rows
+        quarantined = list(load.quarantined)
         metadata = snapshot_metadata(info)
         metadata["dagster/row_count"] = dg.MetadataValue.int(rows)
-        metadata["files"] = dg.MetadataValue.int(sum(len(load.files) for load in loads))
+        metadata["files"] = dg.MetadataValue.int(len(load.files))
         metadata["quarantined_files"] = dg.MetadataValue.int(len(quarantined))
         window = None
         if source.partitioned:  # audit exactly the landing days this run wrote
@@ -131,11 +141,14 @@ def build_bronze(
     sources: dict[str, Source],
     partitions_def: dg.PartitionsDefinition,
     datasets: dict[str, DatasetChecks],
-    partitions_per_run: int = 1,
+    partitions_per_run: int = 0,
 ) -> list:
-    """Landing specs and bronze assets. A backfill loads ``partitions_per_run`` days per run, several
-    runs in parallel: per-run start-up is amortized, the write path keeps parallel commits safe."""
-    policy = dg.BackfillPolicy.multi_run(max_partitions_per_run=partitions_per_run)
+    """Landing specs and bronze assets. A backfill loads its whole range in one run (one commit
+    per table), or ``partitions_per_run`` days per run if that is set (> 0)."""
+    policy = (
+        dg.BackfillPolicy.multi_run(max_partitions_per_run=partitions_per_run)
+        if partitions_per_run > 0 else dg.BackfillPolicy.single_run()
+    )
     return [landing_spec(s) for s in sources.values()] + [
         bronze_asset(s, partitions_def, datasets, policy) for s in sources.values()
     ]

@@ -1,71 +1,146 @@
-"""Load one landing day of a source (or all of a reference source) into its bronze Iceberg table."""
+"""Load landing days of a source (or all of a reference source) into its bronze Iceberg table.
+
+A load over any number of days is one write, so one Iceberg commit: years of history cost one
+commit per table, not one per day, and readers see all of the days or none of them.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Iterator
 
 import duckdb
+import pyarrow as pa
 from pyiceberg.catalog import Catalog
 
 from ratatouille_assets.ingest.quarantine import QuarantinedFile
-from ratatouille_assets.ingest.readers import PARTITION_COLUMN, PartitionRead, stream_partition
+from ratatouille_assets.ingest.readers import PARTITION_COLUMN, PartitionRead, list_window_files, stream_partition
 from ratatouille_assets.ingest.sources import Source
 from ratatouille_assets.layers import BRONZE
 from ratatouille_assets.lakehouse import trace
 from ratatouille_assets.lakehouse.write import RetryPolicy, Window, WriteResult, write_window
 
+# Snapshot-summary keys of a bronze load (beside the write path's run id, window and rows).
+FILES_PROPERTY = "ratatouille.files"
+QUARANTINED_PROPERTY = "ratatouille.quarantined-files"
+DAYS_PROPERTY = "ratatouille.days"
+QUARANTINED_DAYS_PROPERTY = "ratatouille.quarantined-days"
+# The summary names at most this many days with set-aside files (the quarantine folder has them all).
+QUARANTINED_DAYS_LISTED = 50
+
+
+@dataclasses.dataclass(frozen=True)
+class DayLoad:
+    """What one landing day (None: a reference source's files) contributed to a load."""
+
+    day: str | None
+    rows: int
+    files: tuple[str, ...]
+    quarantined: tuple[QuarantinedFile, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
 class BronzeLoad:
-    day: str | None  # None: a reference source, loaded whole
-    files: tuple[str, ...]
+    days: tuple[DayLoad, ...]
     result: WriteResult
-    quarantined: tuple[QuarantinedFile, ...] = ()
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return tuple(f for d in self.days for f in d.files)
+
+    @property
+    def quarantined(self) -> tuple[QuarantinedFile, ...]:
+        return tuple(q for d in self.days for q in d.quarantined)
+
+    @property
+    def rows(self) -> int:
+        return self.result.rows_written
 
 
 def bronze_identifier(source: Source) -> str:
     return f"{BRONZE}.{source.name}"
 
 
-def load_day(
+def load(
     conn: duckdb.DuckDBPyConnection,
     catalog: Catalog,
     source: Source,
     landing: str,
-    day: str | None,
+    days: list[str] | None,
     run_id: str,
     *,
     quarantine_root: str | None = None,
     max_file_bytes: int | None = None,
     retry: RetryPolicy | None = None,
 ) -> BronzeLoad:
-    """Replace bronze partition ``day`` of ``source`` with that day's good landing files (idempotent);
-    for a reference source (``day`` None), replace the whole table with every file of the source.
+    """Replace bronze days ``days`` (sorted, contiguous or not: the window is first..last) of
+    ``source`` with those days' good landing files, in one commit (idempotent); for a reference
+    source (``days`` None), replace the whole table with every file of the source.
 
     Bad files are quarantined under ``quarantine_root`` (or raise, per the source's ``on_bad_file``);
-    their count is recorded on the snapshot so a partition with set-aside files can be found later.
-    Files are read and written one at a time, so a day larger than memory still loads.
+    the counts are recorded on the snapshot so a window with set-aside files can be found later.
+    Files are read and written one at a time (coalesced into large data files), so a window larger
+    than memory still loads. A day of the window without files ends up empty.
     """
-    if (day is None) == source.partitioned:
-        raise ValueError(f"source '{source.name}': a day is given for a reference source, or missing for a daily one")
-    found = PartitionRead()
-    window = None if day is None else Window(PARTITION_COLUMN, dt.date.fromisoformat(day), dt.date.fromisoformat(day))
+    if (days is None) == source.partitioned:
+        raise ValueError(f"source '{source.name}': days are given for a reference source, or missing for a daily one")
+    if days is not None and not days:
+        raise ValueError(f"source '{source.name}': no days to load")
+    reads: dict[str | None, PartitionRead] = {}
+    window = None
+    if days is not None:
+        days = sorted(days)
+        window = Window(PARTITION_COLUMN, dt.date.fromisoformat(days[0]), dt.date.fromisoformat(days[-1]))
+        # Days inside first..last that were not asked for are still owned by the write: load them too.
+        days = [d.isoformat() for d in window.days()]
     result = write_window(
         catalog,
         bronze_identifier(source),
-        stream_partition(
-            conn, source, landing, day, run_id, found, quarantine_root=quarantine_root, max_file_bytes=max_file_bytes
-        ),
+        _stream(conn, source, landing, days, run_id, reads, quarantine_root=quarantine_root,
+                max_file_bytes=max_file_bytes),
         window=window,
         run_id=run_id,
         retry=retry,
-        partition_key=day,
-        extra_properties=lambda: {
-            "ratatouille.files": str(len(found.files)),
-            "ratatouille.quarantined-files": str(len(found.quarantined)),
-        },
+        partition_key=None if days is None else (days[0] if len(days) == 1 else f"{days[0]}..{days[-1]}"),
+        extra_properties=lambda: _properties(reads),
+        granularity=source.partition_granularity,
     )
-    trace.record("bronze.read", found.read_seconds, table=bronze_identifier(source), day=day, rows=found.rows)
-    return BronzeLoad(day=day, files=tuple(found.files), result=result, quarantined=tuple(found.quarantined))
+    loads = tuple(
+        DayLoad(day=day, rows=found.rows, files=tuple(found.files), quarantined=tuple(found.quarantined))
+        for day, found in reads.items()
+    )
+    trace.record("bronze.read", sum(f.read_seconds for f in reads.values()), table=bronze_identifier(source),
+                 days=len(loads), rows=sum(d.rows for d in loads))
+    return BronzeLoad(days=loads, result=result)
+
+
+def load_day(
+    conn: duckdb.DuckDBPyConnection, catalog: Catalog, source: Source, landing: str, day: str | None, run_id: str,
+    **options,
+) -> BronzeLoad:
+    """One landing day (None: a reference source, whole): :func:`load` of that day."""
+    return load(conn, catalog, source, landing, None if day is None else [day], run_id, **options)
+
+
+def _stream(
+    conn: duckdb.DuckDBPyConnection, source: Source, landing: str, days: list[str] | None, run_id: str,
+    reads: dict[str | None, PartitionRead], **options,
+) -> Iterator[pa.Table]:
+    listing = list_window_files(conn, landing, source, days)
+    for day in days if days is not None else [None]:
+        found = reads[day] = PartitionRead()
+        yield from stream_partition(conn, source, landing, day, run_id, found, files=listing.get(day, []), **options)
+
+
+def _properties(reads: dict[str | None, PartitionRead]) -> dict[str, str]:
+    quarantined_days = [day for day, found in reads.items() if found.quarantined and day]
+    listed = ",".join(quarantined_days[:QUARANTINED_DAYS_LISTED])
+    if len(quarantined_days) > QUARANTINED_DAYS_LISTED:
+        listed += f",... (+{len(quarantined_days) - QUARANTINED_DAYS_LISTED} more)"
+    return {
+        FILES_PROPERTY: str(sum(len(f.files) for f in reads.values())),
+        QUARANTINED_PROPERTY: str(sum(len(f.quarantined) for f in reads.values())),
+        DAYS_PROPERTY: str(sum(1 for day in reads if day)),
+        **({QUARANTINED_DAYS_PROPERTY: listed} if quarantined_days else {}),
+    }

@@ -22,6 +22,7 @@ from pathlib import PurePath
 import duckdb
 import pyarrow as pa
 
+from ratatouille_assets.ingest.landing import path_regex
 from ratatouille_assets.ingest.quarantine import QuarantinedFile, bad_file_message, quarantine_file
 from ratatouille_assets.ingest.sources import Source
 from ratatouille_assets.lakehouse.duck import quote_ident
@@ -91,6 +92,32 @@ def list_files(conn: duckdb.DuckDBPyConnection, landing_root: str, source: Sourc
     return [r[0] for r in rows]
 
 
+# A window of more days than this is listed with one glob over all day folders (then grouped by
+# day) instead of one glob per day: fewer listing requests for a long history on S3, and less
+# work than globbing thousands of folders one by one.
+ONE_LISTING_DAYS = 31
+
+
+def list_window_files(
+    conn: duckdb.DuckDBPyConnection, landing_root: str, source: Source, days: list[str] | None
+) -> dict[str | None, list[str]]:
+    """The files of each day of ``days`` (None: every file of a reference source), sorted by name."""
+    if days is None:
+        return {None: list_files(conn, landing_root, source)}
+    if len(days) <= ONE_LISTING_DAYS:
+        return {day: list_files(conn, landing_root, source, day) for day in days}
+    regex, wanted = path_regex(source), set(days)
+    pattern = join_landing(landing_root, source.path.replace("{date}", "*"))
+    out: dict[str | None, list[str]] = {day: [] for day in days}
+    if not landing_root.startswith("s3://") and not os.path.isdir(_static_dir(pattern)):
+        return out
+    for (path,) in conn.execute(f"SELECT file FROM glob({_lit(pattern)}) ORDER BY file").fetchall():
+        match = regex.match(relative_path(path, landing_root).replace(os.sep, "/"))
+        if match is not None and match.group("day") in wanted:
+            out[match.group("day")].append(path)
+    return out
+
+
 @dataclasses.dataclass
 class PartitionRead:
     """What :func:`stream_partition` found, filled in as the stream is consumed."""
@@ -111,17 +138,19 @@ def stream_partition(
     *,
     quarantine_root: str | None = None,
     max_file_bytes: int | None = None,
+    files: list[str] | None = None,
 ) -> Iterator[pa.Table]:
     """The good files of ``source`` (of ``day``; every file, for a reference source with ``day``
     None), one Arrow table per file (only one file in memory at a time); bad files per
-    ``on_bad_file``. Always yields at least an empty table (the schema).
+    ``on_bad_file``. Always yields at least an empty table (the schema). ``files`` (full paths)
+    is the day's listing when the caller has it already.
 
     With ``on_bad_file: fail`` the first bad file raises :class:`BadFile`; nothing is quarantined
     and the consumer (the write path) commits nothing. With ``quarantine`` each bad file is copied
     under ``quarantine_root`` and skipped.
     """
     ingested_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    for path in list_files(conn, landing_root, source, day):
+    for path in list_files(conn, landing_root, source, day) if files is None else files:
         started = time.perf_counter()
         try:
             table = read_file(

@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from ratatouille_assets.lakehouse.write import GRANULARITIES
+
 FORMATS = {"csv": ".csv", "jsonl": ".jsonl", "parquet": ".parquet"}
 # What a bad landing file does to its partition: set it aside and load the rest, or stop the load.
 ON_BAD_FILE = ("quarantine", "fail")
@@ -36,7 +38,7 @@ _TYPE = re.compile(
 )
 _SOURCE_FIELDS = (
     "description", "format", "path", "partitioned", "columns", "primary_key", "event_time", "latest_by",
-    "late_arrival_days", "freshness", "on_bad_file",
+    "late_arrival_days", "freshness", "on_bad_file", "partition_granularity",
 )
 _TOP_LEVEL = ("partitions", "sources")
 
@@ -59,6 +61,7 @@ class Source:
     latest_by: str | None = None
     late_arrival_days: int = 0
     freshness: dict[str, Any] | None = None
+    partition_granularity: str = "day"
 
     @property
     def is_reference(self) -> bool:
@@ -175,6 +178,11 @@ def _source(name: str, spec: Any, origin: str) -> Source:
     on_bad_file = spec.get("on_bad_file", "quarantine")
     if on_bad_file not in ON_BAD_FILE:
         raise _fail(where, f"on_bad_file '{on_bad_file}' is not one of {', '.join(ON_BAD_FILE)}")
+    granularity = spec.get("partition_granularity", "day")
+    if granularity not in GRANULARITIES:
+        raise _fail(where, f"partition_granularity '{granularity}' is not one of {', '.join(GRANULARITIES)}")
+    if "partition_granularity" in spec and not partitioned:
+        raise _fail(where, "partition_granularity applies to partitioned sources only (a reference table is not partitioned)")
     return Source(
         name=name,
         format=fmt,
@@ -188,6 +196,7 @@ def _source(name: str, spec: Any, origin: str) -> Source:
         latest_by=latest_by,
         late_arrival_days=late,
         freshness=_freshness(where, spec.get("freshness")),
+        partition_granularity=granularity,
     )
 
 

@@ -114,6 +114,8 @@ class Plugin(BasePlugin):
             retry=RetryPolicy(attempts=get_settings().commit_retries),
             schema_change=ON_SCHEMA_CHANGE[options.get("on_schema_change") or "append_new_columns"],
         )
+        if partition_by:
+            common["granularity"] = options.get("partition_granularity") or "day"
         write = rebuild_table if options.get("full_refresh") else write_window
         # The model's result streams from DuckDB to Iceberg data files in bounded batches; rejected
         # rows (a reject reason, or no partition value: few, by nature) are kept aside and written after.

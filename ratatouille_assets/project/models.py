@@ -10,6 +10,7 @@ What a model may be, so that nothing it computes is silently lost:
   invocation's in-memory DuckDB and vanish when it ends: refused.
 - ``partition_by``: one column name (a DATE or a TIMESTAMP: the table is partitioned on its day;
   the type is checked here when the model's YAML declares ``data_type``, else when it is written).
+- ``partition_granularity``: ``day`` (default), ``month`` or ``year``, with ``partition_by`` only.
 - ``on_schema_change``: ``append_new_columns`` (default), ``sync_all_columns`` or ``fail``;
   dbt's ``ignore`` would drop the new columns' values without a word.
 - names: ``<table>__rejected`` and ``<table>__rebuild`` belong to the platform; two models may
@@ -28,7 +29,7 @@ from typing import Any
 from ratatouille_assets.ingest.sources import SourcesFile
 from ratatouille_assets.layers import BRONZE, MODEL_LAYERS
 from ratatouille_assets.lakehouse.dbt_plugin import ON_SCHEMA_CHANGE, REJECTED_SUFFIX
-from ratatouille_assets.lakehouse.write import REBUILD_SUFFIX
+from ratatouille_assets.lakehouse.write import GRANULARITIES, REBUILD_SUFFIX
 from ratatouille_assets.project.dbt_sources import GENERATED_NAME
 
 MATERIALIZATIONS = ("iceberg", "ephemeral")
@@ -102,6 +103,13 @@ def _model_problems(node: Mapping[str, Any], model: Model) -> list[str]:
                 f"{where} is partitioned on '{partition_by}', declared {data_type}: partition on a DATE or "
                 f"TIMESTAMP column (cast({partition_by} as date) as {partition_by})."
             )
+    granularity = config.get("partition_granularity")
+    if granularity is not None and (granularity not in GRANULARITIES or not isinstance(partition_by, str)):
+        problems.append(
+            f"{where} has partition_granularity={granularity!r}: "
+            + (f"use one of {', '.join(GRANULARITIES)}." if granularity not in GRANULARITIES
+               else "it applies to partitioned models only; set partition_by too, or remove it.")
+        )
     on_schema_change = config.get("on_schema_change") or "append_new_columns"
     if on_schema_change not in ON_SCHEMA_CHANGE:
         problems.append(
