@@ -160,22 +160,23 @@ def test_late_file_runs_bronze_then_automation_recomputes_exactly_the_affected_d
 
 # --- a 30-day backfill, launched like the UI --------------------------------------------------
 
-BACKFILL = SampleSpec(start=dt.date(2024, 2, 1), days=30, rows_per_day=120, seed=9)
+# Recent days, inside the automation's lookback: a backfill over them is exactly where automation
+# could compete, so it keeps running beside the backfill.
+BACKFILL = SampleSpec(start=dt.date.today() - dt.timedelta(days=33), days=30, rows_per_day=120, seed=9)
 
 
 @pytest.fixture(scope="module")
 def empty_dev(tmp_path_factory):
-    """`make dev` on an empty lakehouse, its landing sensor stopped once it has ticked, then data."""
+    """`make dev` on an empty lakehouse, its landing sensor stopped once it has ticked (the automation
+    sensor runs on), then data."""
     with pytest.MonkeyPatch.context() as mp:
         home = tmp_path_factory.mktemp("backfill")
         mp.setenv("RATATOUILLE_SENSOR_INTERVAL_SECONDS", "5")
-        mp.setenv("RATATOUILLE_BRONZE_PARTITIONS_PER_RUN", "15")  # two bronze runs, side by side
         settings = use_home(mp, home)
         ensure_dagster_home(settings)
         with DagsterDev(home, log_name="dagster-dev-backfill") as dev:
-            for sensor in ("landing_files", "propagate_silver_gold"):
-                dev.wait_for(lambda s=sensor: sensor_ticked(dev, s), timeout=120, what=f"{sensor} to tick")
-                stop_sensor(dev, sensor)
+            dev.wait_for(lambda: sensor_ticked(dev, "landing_files"), timeout=120, what="landing_files to tick")
+            stop_sensor(dev, "landing_files")
             generate(BACKFILL, settings.landing)
             yield dev, settings
     get_settings.cache_clear()
@@ -193,7 +194,7 @@ def stop_sensor(dev: DagsterDev, name: str) -> None:
     assert result["instigationState"]["status"] == "STOPPED"
 
 
-def test_thirty_day_backfill_in_parallel_matches_independent_gold(empty_dev):
+def test_thirty_day_backfill_matches_independent_gold_with_one_bronze_commit_per_table(empty_dev):
     dev, settings = empty_dev
     days = [BACKFILL.day(i) for i in range(BACKFILL.days)]
     started = time.monotonic()
@@ -203,9 +204,18 @@ def test_thirty_day_backfill_in_parallel_matches_independent_gold(empty_dev):
     assert status["status"] == "COMPLETED_SUCCESS", status
     runs = status["runs"]
     assert all(r["status"] == "SUCCESS" for r in runs)
-    # Bronze in two 15-day runs side by side; silver and gold as few single-run dbt invocations
-    # as the daemon can group (it requests downstream days as their upstream days complete).
-    assert len(runs) <= 12, [r["runId"] for r in runs]
+    # Automation ran beside the backfill and launched nothing for the days it covered, during it or
+    # after it (two more ticks): the backfill's materializations leave it nothing to do.
+    ended = time.time()
+    dev.wait_for(lambda: sum(t["timestamp"] > ended for t in sensor_ticked(dev, "propagate_silver_gold")) >= 2,
+                 timeout=120, what="two automation ticks after the backfill")
+    assert runs_tagged(dev, "dagster/from_automation_condition", "true") == []
+    # Bronze in one run over the 30 days (one commit per table); silver and gold as few single-run
+    # dbt invocations as the daemon can group (it requests downstream days as upstream days complete).
+    assert len(runs) <= 6, [r["runId"] for r in runs]
+    catalog = load_catalog(settings)
+    for source in ("orders", "order_items", "customers", "products", "fx_rates"):
+        assert len(catalog.load_table(f"bronze.{source}").metadata.metadata_log) == 1, source
     print(f"30-day backfill: {len(runs)} runs in {elapsed:.0f}s")
 
     conn = duck.connect(settings)
@@ -223,3 +233,30 @@ def test_thirty_day_backfill_in_parallel_matches_independent_gold(empty_dev):
         "FROM gold.kpi_daily_sales ORDER BY order_date, country").fetchall()
     reference = independent.kpi_daily_sales_range(duckdb.connect(), settings.landing, days[0], days[-1])
     assert gold == reference
+
+
+def test_a_backfill_without_dates_covers_only_new_landing_days_and_cancel_stops_its_runs(empty_dev):
+    from ratatouille_assets.client import _missing_plan, backfill_status, cancel_backfill, launch_plan
+    from ratatouille_assets.layers import LAYERS
+
+    dev, settings = empty_dev
+    days = [BACKFILL.day(i) for i in range(BACKFILL.days)]
+    materialized = dev.graphql(MATERIALIZATIONS, {"key": {"path": ["bronze", "orders"]}})["assetOrError"]
+    if {m["partition"] for m in materialized["assetMaterializations"]} != {d.isoformat() for d in days}:
+        pytest.skip("needs the 30-day backfill above to have run")
+    assert _missing_plan(dev.url, LAYERS) == {}  # everything landed is loaded
+
+    # Two new days land: exactly they are planned, for every source and the daily models.
+    new = SampleSpec(start=days[-1] + dt.timedelta(days=1), days=2, rows_per_day=120, seed=9)
+    generate(new, settings.landing)
+    plan = _missing_plan(dev.url, LAYERS)
+    first, last = new.day(0).isoformat(), new.day(1).isoformat()
+    assert plan[("bronze", "orders")] == (first, last) and plan[("gold", "kpi_daily_sales")] == (first, last)
+    assert {r for r in plan.values() if r is not None} == {(first, last)}
+
+    # Launched, then cancelled at once: the backfill ends CANCELED and none of its runs is left running.
+    backfill_id = launch_plan(dev.url, plan, "new days")
+    dev.wait_for(lambda: backfill_status(dev.url, backfill_id)["runs"], timeout=180, what="the backfill's first run")
+    status = cancel_backfill(dev.url, backfill_id)
+    assert status["status"] == "CANCELED", status
+    assert all(r["status"] in ("SUCCESS", "CANCELED", "FAILURE") for r in status["runs"]), status["runs"]
