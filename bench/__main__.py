@@ -47,15 +47,19 @@ class Plan:
     search_rows: tuple[int, ...] = ()  # larger days tried for "largest day under the RSS limit"
     memory_limit: str = "2GB"          # DuckDB memory_limit, both sides
     rss_limit_gb: float = 4.0
+    backfill_days: int = 365           # days of history loaded landing -> gold in one backfill
+    backfill_rows: int = 1_000         # order lines per day of that history
+    backfill_reps: int = 1             # interleaved A/B repetitions of the backfill
 
 
 PLANS = {
     # Under 5 minutes on 2 cores: the shape of every measurement, at small sizes.
-    "small": Plan(rows_per_day=(1_000, 100_000), reps=3, tiny=1_000, history_rows=1_000, history_days=(1, 30)),
+    "small": Plan(rows_per_day=(1_000, 100_000), reps=3, tiny=1_000, history_rows=1_000, history_days=(1, 30),
+                  backfill_days=365, backfill_reps=1),
     # The issue's sizes: ~1.5-2 hours on 2 cores (most of it the year of history and the 10M day).
     "full": Plan(
         rows_per_day=(100_000, 1_000_000, 10_000_000), reps=3, tiny=1_000, history_rows=100_000,
-        history_days=(1, 30, 365), search_rows=(20_000_000,),
+        history_days=(1, 30, 365), search_rows=(20_000_000,), backfill_days=2_400, backfill_reps=2,
     ),
 }
 
@@ -241,6 +245,76 @@ def incremental(work: Path, models: list[Model], plan: Plan, log) -> dict:
     }
 
 
+def backfill_history(work: Path, models_file: Path, plan: Plan, log) -> dict:
+    """``plan.backfill_days`` of history landing -> gold in one go: the platform's own backfill
+    (``rat materialize``'s runs: reference sources once, bronze in one run, dbt once) against plain
+    DuckDB reading the same files, running the same compiled SQL and writing Parquet; interleaved."""
+    last = dt.date.today() - dt.timedelta(days=1)
+    spec = SampleSpec(start=last - dt.timedelta(days=plan.backfill_days - 1), days=plan.backfill_days,
+                      rows_per_day=plan.backfill_rows)
+    landing = work / f"landing-backfill-{plan.backfill_days}x{plan.backfill_rows}"
+    shutil.rmtree(landing, ignore_errors=True)
+    t = time.perf_counter()
+    generate(spec, str(landing))
+    files = sum(len(names) for _, _, names in os.walk(landing))
+    log(f"  generated {plan.backfill_days} days x {plan.backfill_rows:,} order lines ({files:,} files) in "
+        f"{time.perf_counter() - t:.1f}s")
+    first, end = spec.day(0).isoformat(), last.isoformat()
+    # The history starts before the project's first partition: a copy of sources.yml that starts with it.
+    sources_file = work / "sources-backfill.yml"
+    text = (ROOT / "sources.yml").read_text()
+    sources_file.write_text(text.replace(f"start: {_start_of(text)}", f"start: {first}", 1))
+    ours, raw = [], []
+    for rep in range(plan.backfill_reps):
+        for side in (("raw", "ours") if rep % 2 == 0 else ("ours", "raw")):
+            if side == "ours":
+                home = work / "backfill-ours"
+                shutil.rmtree(home, ignore_errors=True)
+                home.mkdir(parents=True)
+                env = {**_env(home, landing, plan), "RATATOUILLE_SOURCES_FILE": str(sources_file),
+                       "BENCH_LAUNCHED_AT": repr(time.time())}
+                m = measure.run([sys.executable, "-m", "bench.ours", "--day", first, "--to", end], env, cwd=str(ROOT),
+                                rss_limit_bytes=int(plan.rss_limit_gb * GB))
+                r = {"wall_s": m.seconds, "peak_rss_bytes": m.peak_rss_bytes, "ok": m.ok}
+                if m.ok:
+                    out = _last_json(m.stdout)
+                    r.update(runs=len(out["runs"]), checks=out["checks"], seconds=out["seconds"])
+                    with _environ(env, drop=("RATATOUILLE_TRACE_FILE",)):
+                        get_settings.cache_clear()
+                        r["tables"] = history.table_stats(get_settings())
+                    get_settings.cache_clear()
+                else:
+                    r["error"] = (m.stderr or m.stdout)[-2000:]
+                ours.append(r)
+            else:
+                r = run_raw(work, landing, [d.isoformat() for d in (spec.day(i) for i in range(spec.days))],
+                            models_file, plan, "backfill")
+                raw.append(r)
+            log(f"  rep {rep + 1} {side:<4} {'ok' if r['ok'] else 'FAILED'} {r['wall_s']:6.1f}s "
+                f"peak RSS {r['peak_rss_bytes'] / GB:.2f} GB")
+    pairs = [o["wall_s"] / r["wall_s"] for o, r in zip(ours, raw) if o["ok"] and r["ok"]]
+    result = {"days": plan.backfill_days, "rows_per_day": plan.backfill_rows, "landing_files": files,
+              "ours": ours, "raw": raw, "ratio": _median(pairs)}
+    good = [o for o in ours if o["ok"]]
+    if good:
+        result["ours_median_s"] = _median([o["wall_s"] for o in good])
+        result["ours_peak_rss_bytes"] = max(o["peak_rss_bytes"] for o in ours)
+        result["tables"] = good[-1]["tables"]
+    if any(r["ok"] for r in raw):
+        result["raw_median_s"] = _median([r["wall_s"] for r in raw if r["ok"]])
+        result["raw_peak_rss_bytes"] = max(r["peak_rss_bytes"] for r in raw)
+    return result
+
+
+def _start_of(sources_text: str) -> str:
+    import re
+
+    match = re.search(r"^\s+start:\s*(\S+)", sources_text, re.MULTILINE)
+    if match is None:
+        raise ValueError("sources.yml has no partitions.start")
+    return match.group(1)
+
+
 class _environ:
     """Temporarily run this process with ``env`` (the history builder runs in-process)."""
 
@@ -305,6 +379,18 @@ def report(results: dict) -> str:
         q = inc["gold_queries"]
         lines.append(f"Gold dashboard queries over {q['days']} ({q['kpi_rows']:,} KPI rows): "
                      f"p50 {q['p50_ms']:.1f} ms, p95 {q['p95_ms']:.1f} ms")
+    back = results.get("backfill")
+    if back:
+        ratio = f"{back['ratio']:.1f}x" if back.get("ratio") else "-"
+        lines += ["", f"History backfill, {back['days']} days x {back['rows_per_day']:,} order lines "
+                      f"({back['landing_files']:,} landing files), landing -> gold in one go: ours "
+                      f"{back.get('ours_median_s', float('nan')):.1f}s (peak RSS {back.get('ours_peak_rss_bytes', 0) / GB:.2f} GB), "
+                      f"plain DuckDB {back.get('raw_median_s', float('nan')):.1f}s: {ratio}"]
+        if back.get("tables"):
+            lines.append(f"  {'table':<28} {'commits':>7} {'data files':>10} {'metadata.json':>13} {'metadata files':>14} {'rows':>10}")
+            for name, t in sorted(back["tables"].items()):
+                lines.append(f"  {name:<28} {t['commits']:>7} {t['data_files']:>10} {t['metadata_json']:>13} "
+                             f"{t['metadata_files']:>14} {t['rows']:>10,}")
     return "\n".join(lines)
 
 
@@ -317,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="override the scale's order lines/day, comma-separated (e.g. 1000000)")
     parser.add_argument("--reps", type=int, help="override the A/B repetitions")
     parser.add_argument("--no-history", action="store_true", help="skip the incremental-cost and query part")
+    parser.add_argument("--only-backfill", action="store_true", help="only the history backfill scenario")
+    parser.add_argument("--backfill-days", type=int, help="override the history backfill's days (e.g. 2400)")
     parser.add_argument("--history-rows", type=int, help="override the history's order lines/day")
     parser.add_argument("--history-days", type=lambda v: tuple(int(x) for x in v.split(",")),
                         help="override N of the incremental cost (e.g. 1,30,365)")
@@ -330,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
         plan = dataclasses.replace(plan, history_rows=args.history_rows)
     if args.history_days:
         plan = dataclasses.replace(plan, history_days=args.history_days)
+    if args.backfill_days:
+        plan = dataclasses.replace(plan, backfill_days=args.backfill_days)
     started = time.perf_counter()
 
     def log(message: str) -> None:
@@ -341,6 +431,11 @@ def main(argv: list[str] | None = None) -> int:
     save(models, models_file)
     results: dict = {"scale": args.scale, "date": dt.date.today().isoformat(), "machine": machine(),
                      "plan": dataclasses.asdict(plan), "throughput": []}
+
+    log(f"history backfill: {plan.backfill_days} days x {plan.backfill_rows:,} order lines, landing -> gold")
+    results["backfill"] = backfill_history(args.work, models_file, plan, log)
+    if args.only_backfill:
+        return _finish(args, results, started)
 
     for rows in sorted(set(plan.rows_per_day) | {plan.tiny}):
         log(f"throughput at {rows:,} order lines/day")
@@ -368,10 +463,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_history:
         log(f"incremental cost: N = {', '.join(map(str, plan.history_days))} at {plan.history_rows:,} order lines/day")
         results["incremental"] = incremental(args.work, models, plan, log)
-    results["seconds"] = time.perf_counter() - started
+    return _finish(args, results, started)
 
+
+def _finish(args, results: dict, started: float) -> int:
+    results["seconds"] = time.perf_counter() - started
     args.out.mkdir(parents=True, exist_ok=True)
-    overridden = args.rows or args.reps or args.no_history or args.history_rows or args.history_days
+    overridden = (args.rows or args.reps or args.no_history or args.history_rows or args.history_days
+                  or args.only_backfill or args.backfill_days)
     custom = f"-custom-{dt.datetime.now():%H%M%S}" if overridden else ""
     path = args.out / f"{results['date']}-{platform.node()}-{args.scale}{custom}.json"
     path.write_text(json.dumps(results, indent=2, default=str))

@@ -51,6 +51,30 @@ def build(settings: Settings, days: list[str], models: list[Model]) -> None:
         conn.close()
 
 
+def table_stats(settings: Settings) -> dict[str, dict]:
+    """Per table: commits since creation, data files, metadata.json files and all metadata files, rows."""
+    import os
+
+    catalog = load_catalog(settings)
+    out = {}
+    for (namespace,) in catalog.list_namespaces():
+        for identifier in catalog.list_tables(namespace):
+            table = catalog.load_table(identifier)
+            folder = os.path.dirname(table.metadata_location.removeprefix("file://"))
+            names = os.listdir(folder)
+            snapshot = table.current_snapshot()
+            out[".".join(identifier)] = {
+                "commits": len(table.metadata.metadata_log),
+                "snapshots": len(table.metadata.snapshots),
+                "data_files": sum((m.added_files_count or 0) + (m.existing_files_count or 0)
+                                  for m in snapshot.manifests(table.io)) if snapshot is not None else 0,
+                "metadata_json": sum(1 for n in names if n.endswith(".metadata.json")),
+                "metadata_files": len(names),
+                "rows": int(snapshot.summary["total-records"]) if snapshot and snapshot.summary else 0,
+            }
+    return out
+
+
 def metadata_stats(settings: Settings) -> dict:
     """Snapshots and metadata bytes over every table: the cost that grows with each commit."""
     import os

@@ -1,7 +1,8 @@
 """One partition through the platform, as a scheduled run does it: the ``all_layers`` job
-(bronze -> silver -> gold, Soda checks, dbt tests) executed in a fresh run-worker process.
+(bronze -> silver -> gold, Soda checks, dbt tests) executed in a fresh run-worker process; or a
+range of days as a backfill makes it (``--to``: ``rat materialize``'s runs, in this process).
 
-``python -m bench.ours --day D`` (with ``RATATOUILLE_*`` and ``DAGSTER_HOME`` in the
+``python -m bench.ours --day D [--to E]`` (with ``RATATOUILLE_*`` and ``DAGSTER_HOME`` in the
 environment) prints JSON: when imports finished, the definitions' build time, the run's wall
 time, each step's duration and whether the run succeeded. ``RATATOUILLE_TRACE_FILE`` makes the
 platform record its Iceberg writes, file reads, dbt models and Soda scans for the split.
@@ -39,10 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     imported = time.time()
     parser = argparse.ArgumentParser(prog="python -m bench.ours")
     parser.add_argument("--day", required=True)
+    parser.add_argument("--to", help="last day of a backfill from --day (inclusive)")
     args = parser.parse_args(argv)
     launched = float(os.environ.get("BENCH_LAUNCHED_AT", _STARTED))
 
     ensure_dagster_home(get_settings())
+    if args.to:
+        return backfill(args.day, args.to, imported - launched)
     t = time.perf_counter()
     defs = build_definitions()
     definitions_s = time.perf_counter() - t
@@ -62,6 +66,26 @@ def main(argv: list[str] | None = None) -> int:
         "steps": steps,
     }))
     return 0 if result.success else 1
+
+
+def backfill(start: str, end: str, process_start: float) -> int:
+    """Days start..end through every layer the way ``rat materialize`` (and a backfill) runs them."""
+    from ratatouille_assets.materialize import day_range, run_pipeline
+
+    instance = dg.DagsterInstance.get()
+    t = time.perf_counter()
+    report = run_pipeline(day_range(start, end), instance=instance, raise_on_error=False)
+    run_s = time.perf_counter() - t
+    steps = {s.step_key: s.end_time - s.start_time for run in report.runs for s in instance.get_run_step_stats(run)}
+    print(json.dumps({
+        "dbt_tests_s": sum(dbt_test_seconds(get_settings().dbt_project_dir, run) for run in report.runs),
+        "ok": report.success and report.checks_failed == 0,
+        "runs": report.runs,
+        "checks": {"passed": report.checks_passed, "failed": report.checks_failed, "warned": report.checks_warned},
+        "seconds": {"process_start": process_start, "run": run_s, **{f"run_{k}": v for k, v in report.seconds.items()}},
+        "steps": steps,
+    }))
+    return 0 if report.success else 1
 
 
 if __name__ == "__main__":

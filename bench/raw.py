@@ -45,6 +45,38 @@ def bronze_sql(source: Source, landing: str, day: str) -> str:
     )
 
 
+def bronze_window_sql(source: Source, landing: str, first: str, last: str) -> str:
+    """Landing days first..last of ``source`` in one scan of every day folder (the day from the path)."""
+    pattern = _lit(os.path.join(landing, source.path.replace("{date}", "*")))
+    if source.format == "csv":
+        relation = f"read_csv({pattern}, header = true, all_varchar = true, filename = true)"
+    elif source.format == "jsonl":
+        cols = ", ".join(f"{_lit(c)}: 'VARCHAR'" for c in source.columns)
+        relation = f"read_json({pattern}, format = 'newline_delimited', columns = {{{cols}}}, filename = true)"
+    else:
+        relation = f"read_parquet({pattern}, filename = true)"
+    casts = ", ".join(f'CAST("{c}" AS {t}) AS "{c}"' for c, t in source.columns.items())
+    root = _lit(landing.rstrip("/") + "/")
+    day = "CAST(regexp_extract(filename, '/(\\d{4}-\\d{2}-\\d{2})/', 1) AS DATE)"
+    return (
+        f"SELECT {casts}, {day} AS _landing_date, replace(filename, {root}, '') AS _source_file, "
+        f"now()::TIMESTAMP AS _ingested_at, 'raw-duckdb' AS _run_id FROM {relation} "
+        f"WHERE {day} BETWEEN DATE {_lit(first)} AND DATE {_lit(last)}"
+    )
+
+
+def reference_sql(source: Source, landing: str) -> str:
+    """Every file of a reference source (no landing day), with the contract's types."""
+    pattern = _lit(os.path.join(landing, source.path))
+    reader = {"csv": "read_csv({p}, header = true, all_varchar = true, filename = true)",
+              "jsonl": "read_json({p}, format = 'newline_delimited', filename = true)",
+              "parquet": "read_parquet({p}, filename = true)"}[source.format].format(p=pattern)
+    casts = ", ".join(f'CAST("{c}" AS {t}) AS "{c}"' for c, t in source.columns.items())
+    root = _lit(landing.rstrip("/") + "/")
+    return (f"SELECT {casts}, replace(filename, {root}, '') AS _source_file, now()::TIMESTAMP AS _ingested_at, "
+            f"'raw-duckdb' AS _run_id FROM {reader}")
+
+
 def _write(conn: duckdb.DuckDBPyConnection, table: str, out: Path) -> int:
     schema, name = table.split(".")
     (out / schema).mkdir(parents=True, exist_ok=True)
@@ -87,11 +119,19 @@ def run_raw(landing: str, days: list[str], models: list[Model], out: Path, sourc
 
     t = time.perf_counter()
     for source in load_sources(sources_file).values():
-        parts = [bronze_sql(source, landing, day) for day in days
-                 if glob.glob(os.path.join(landing, source.landing_glob(day)))]
-        if not parts:
-            continue
-        conn.execute(f"CREATE OR REPLACE TABLE bronze.{source.name} AS {' UNION ALL '.join(parts)}")
+        if not source.partitioned:
+            if not glob.glob(os.path.join(landing, source.path), recursive=True):
+                continue
+            sql = reference_sql(source, landing)
+        elif len(days) > 31:  # a history: one scan over every day folder
+            sql = bronze_window_sql(source, landing, days[0], days[-1])
+        else:
+            parts = [bronze_sql(source, landing, day) for day in days
+                     if glob.glob(os.path.join(landing, source.landing_glob(day)))]
+            if not parts:
+                continue
+            sql = " UNION ALL ".join(parts)
+        conn.execute(f"CREATE OR REPLACE TABLE bronze.{source.name} AS {sql}")
         rows[f"bronze.{source.name}"] = _write(conn, f"bronze.{source.name}", out)
     seconds["bronze"] = time.perf_counter() - t
 
