@@ -16,9 +16,10 @@ import dagster as dg
 import pytest
 
 from ratatouille_assets.defs.alerts import failures_log, record_failure
-from ratatouille_assets.defs.automation import LANDING_SENSOR, landing_sensor
+from ratatouille_assets.defs.automation import LANDING_SENSOR, LandingCursor, landing_sensor, state
 from ratatouille_assets.definitions import build_definitions
-from ratatouille_assets.ingest.sources import parse_sources
+from ratatouille_assets.ingest.landing import landing_zone
+from ratatouille_assets.ingest.sources import load_sources_file, parse_sources
 
 
 def drop(settings, source: str, day: str, name: str, text: str = "x\n") -> Path:
@@ -29,12 +30,32 @@ def drop(settings, source: str, day: str, name: str, text: str = "x\n") -> Path:
     return path
 
 
+def span(request: dg.RunRequest) -> str | None:
+    """What a request loads: "day" for a one-day range, "first..last" for a longer one, None for a
+    whole (unpartitioned) asset. The sensor asks for ranges only, never a single partition key."""
+    assert request.partition_key is None, request
+    window = request.partition_key_range
+    if window is None:
+        return None
+    return window.start if window.start == window.end else f"{window.start}..{window.end}"
+
+
+def summary(result: dg.SensorResult) -> list[tuple[str | None, tuple[str, ...]]]:
+    return sorted(((span(r), tuple(k.to_user_string() for k in r.asset_selection)) for r in result.run_requests),
+                  key=lambda item: (item[0] or "", item[1]))
+
+
 def tick(defs: dg.Definitions, instance, cursor: str | None):
     sensor = defs.resolve_sensor_def(LANDING_SENSOR)
     context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
     result = sensor(context)
-    requests = sorted((r.partition_key, tuple(k.to_user_string() for k in r.asset_selection)) for r in result.run_requests)
-    return requests, result.cursor, [r.run_key for r in result.run_requests]
+    return summary(result), result.cursor, [r.run_key for r in result.run_requests]
+
+
+def cursor_days(cursor: str, sources) -> set[str]:
+    """The ``source/day`` entries of a landing cursor."""
+    seen = LandingCursor.decode(cursor, sources)
+    return {f"{source}/{day}" for source, days in seen.days.items() for day in days}
 
 
 @pytest.fixture
@@ -90,16 +111,41 @@ def test_landing_sensor_cursor(settings, defs):
         assert tick(defs, instance, cursor)[0] == []
 
 
-def test_first_tick_skips_days_already_materialized(settings, defs):
-    drop(settings, "fx_rates", "2024-01-01", "a.csv", "rate_date,currency,usd_per_unit\n2024-01-01,USD,1\n")
-    drop(settings, "fx_rates", "2024-01-02", "a.csv", "rate_date,currency,usd_per_unit\n2024-01-02,USD,1\n")
+def fx(day: str) -> str:
+    return f"rate_date,currency,usd_per_unit\n{day},USD,1\n"
+
+
+def test_days_loaded_by_a_run_that_started_after_their_files_are_not_requested(settings, defs):
+    for day in ("2024-01-01", "2024-01-02", "2024-01-03", "2024-01-05"):
+        drop(settings, "fx_rates", day, "a.csv", fx(day))
+    drop(settings, "fx_rates", "2024-01-03", "b.csv", fx("2024-01-03"))
+    sources = load_sources_file(settings.sources_file).sources
     with dg.instance_for_test() as instance:
-        dg.materialize(list(defs.assets), selection=dg.AssetSelection.assets(dg.AssetKey(["bronze", "fx_rates"])),
-                       partition_key="2024-01-01", instance=instance, resources=dict(defs.resources),
-                       raise_on_error=False)  # one currency only: the blocking row-count check fails, the day is written
+        # `rat materialize --from 2024-01-01 --to 2024-01-03`, before the sensor ever ran.
+        dg.materialize(list(defs.assets), selection=[dg.AssetKey(["bronze", "fx_rates"])], instance=instance,
+                       resources=dict(defs.resources), raise_on_error=False,  # one currency: a blocking check fails, the days are written
+                       tags={"dagster/asset_partition_range_start": "2024-01-01",
+                             "dagster/asset_partition_range_end": "2024-01-03"})
+        drop(settings, "fx_rates", "2024-01-02", "late.csv", fx("2024-01-02"))  # after that run started
         requests, cursor, _ = tick(defs, instance, None)
-        assert requests == [("2024-01-02", ("bronze/fx_rates",))]
-        assert set(json.loads(cursor)) == {"fx_rates/2024-01-01/a.csv", "fx_rates/2024-01-02/a.csv"}
+        assert requests == [("2024-01-02", ("bronze/fx_rates",)), ("2024-01-05", ("bronze/fx_rates",))]
+        # Loaded days are in the cursor all the same: they are not judged again.
+        assert {"fx_rates/2024-01-01", "fx_rates/2024-01-03"} <= cursor_days(cursor, sources)
+        assert tick(defs, instance, cursor)[0] == []
+
+        # A removed file leaves no time behind: the day is requested although a run loaded it after its files.
+        (Path(settings.landing) / "fx_rates/2024-01-03/b.csv").unlink()
+        requests, cursor, _ = tick(defs, instance, cursor)
+        assert requests == [("2024-01-03", ("bronze/fx_rates",))]
+
+        # A file moved in (mv, rsync -t) keeps an mtime older than the run, but its ctime says when it came.
+        outside = Path(settings.landing).parent / "moved.csv"
+        outside.write_text(fx("2024-01-01"))
+        hour_ago = time.time_ns() - 3600 * 10**9
+        os.utime(outside, ns=(hour_ago, hour_ago))
+        outside.rename(Path(settings.landing) / "fx_rates/2024-01-01/moved.csv")
+        requests, cursor, _ = tick(defs, instance, cursor)
+        assert requests == [("2024-01-01", ("bronze/fx_rates",))]
 
 
 def test_daily_schedule_runs_yesterday_through_every_layer(settings, defs):
@@ -212,15 +258,19 @@ class _Records(logging.Handler):
         self.messages.append((record.levelname, record.getMessage()))
 
 
-def own_tick(settings, instance, cursor: str | None, partitions_def: dg.TimeWindowPartitionsDefinition):
-    """One evaluation of the landing sensor built for OWN_SOURCES on ``partitions_def``."""
-    sensor = landing_sensor(OWN_SOURCES, partitions_def, settings)
+def own_tick(settings, instance, cursor: str | None, partitions_def: dg.TimeWindowPartitionsDefinition, sources=OWN_SOURCES):
+    """One evaluation of the landing sensor built for ``sources`` on ``partitions_def``."""
+    sensor = landing_sensor(sources, partitions_def, settings)
     context = dg.build_sensor_context(instance=instance, cursor=cursor)
     records = _Records()
     context.log.addHandler(records)
     result = sensor(context)
-    requests = sorted((r.partition_key, tuple(k.to_user_string() for k in r.asset_selection)) for r in result.run_requests)
-    return requests, result.cursor, [r.run_key for r in result.run_requests], records.messages
+    return summary(result), result.cursor, [r.run_key for r in result.run_requests], records.messages
+
+
+def listed(settings, source: str) -> str:
+    """The state of ``source``'s files as the landing zone lists them now."""
+    return state(landing_zone(settings.landing, settings).files(OWN_SOURCES[source]))
 
 
 def land(settings, relative: str, text: str = "station_id,name\n1,a\n") -> Path:
@@ -239,7 +289,7 @@ def test_a_reference_source_is_requested_whole_once_and_again_on_every_change(se
     with dg.instance_for_test() as instance:
         requests, cursor, keys, _ = own_tick(settings, instance, None, DAILY)
         assert requests == [(None, ("bronze/stations",))]  # one run for both files, no partition
-        assert set(json.loads(cursor)) == {"stations/a.csv", "stations/2024/b.csv"}
+        assert LandingCursor.decode(cursor, OWN_SOURCES).whole == {"stations": listed(settings, "stations")}
         seen_keys = set(keys)
 
         assert own_tick(settings, instance, cursor, DAILY)[0] == []  # nothing changed: nothing
@@ -257,7 +307,8 @@ def test_a_reference_source_is_requested_whole_once_and_again_on_every_change(se
             assert keys[0] not in seen_keys, f"a {change} file must get a new run key"
             seen_keys.add(keys[0])
             assert own_tick(settings, instance, cursor, DAILY)[0] == []  # and once only
-        assert set(json.loads(cursor)) == {"stations/2024/b.csv", "stations/c.csv", "stations/2025/d.csv"}
+        (now,) = LandingCursor.decode(cursor, OWN_SOURCES).whole.values()
+        assert now == listed(settings, "stations") and now.endswith(":3")  # b, c and d: a.csv is gone
 
 
 def test_files_of_today_are_kept_out_of_the_cursor_until_the_day_is_a_partition(settings):
@@ -271,13 +322,13 @@ def test_files_of_today_are_kept_out_of_the_cursor_until_the_day_is_a_partition(
     with dg.instance_for_test() as instance:
         requests, cursor, _, messages = own_tick(settings, instance, None, until_yesterday)
         assert requests == [(yesterday.isoformat(), ("bronze/readings",))]  # today: nothing yet
-        assert set(json.loads(cursor)) == {f"readings/{yesterday}/a.csv"}  # ... and not marked as seen
+        assert cursor_days(cursor, OWN_SOURCES) == {f"readings/{yesterday}"}  # ... and not marked as seen
         assert any("not partitions yet" in m and f"readings/{today}" in m for _, m in messages), messages
 
         # The day ended (its partition exists now): the next tick requests it, and only it.
         requests, cursor, _, _ = own_tick(settings, instance, cursor, until_today)
         assert requests == [(today.isoformat(), ("bronze/readings",))]
-        assert set(json.loads(cursor)) == {f"readings/{yesterday}/a.csv", f"readings/{today}/a.csv"}
+        assert cursor_days(cursor, OWN_SOURCES) == {f"readings/{yesterday}", f"readings/{today}"}
         assert own_tick(settings, instance, cursor, until_today)[0] == []
 
 
@@ -291,9 +342,144 @@ def test_folders_before_the_first_partition_request_nothing_and_name_the_setting
         (warning,) = [m for level, m in messages if level == "WARNING"]
         assert "partitions.start" in warning and "partitions.start: 2023-12-30" in warning
         assert str(settings.sources_file) in warning
-        assert set(json.loads(cursor)) == {"readings/2024-01-02/a.csv"}
+        assert cursor_days(cursor, OWN_SOURCES) == {"readings/2024-01-02"}
 
         # Once partitions.start moves back, the next tick requests the early days.
         earlier = dg.DailyPartitionsDefinition(start_date="2023-12-30", timezone="UTC")
         requests, _, _, _ = own_tick(settings, instance, cursor, earlier)
-        assert requests == [("2023-12-30", ("bronze/readings",)), ("2023-12-31", ("bronze/readings",))]
+        assert requests == [("2023-12-30..2023-12-31", ("bronze/readings",))]  # one run for adjacent days
+
+
+READINGS = {"readings": OWN_SOURCES["readings"]}
+
+
+def test_a_queued_or_running_run_defers_the_days_it_covers(settings):
+    from dagster._core.test_utils import create_run_for_test  # a run record as a run worker starts it
+
+    for day in ("2024-01-02", "2024-01-03", "2024-01-04"):
+        land(settings, f"readings/{day}/a.csv", "reading_id,value\n1,1.5\n")
+    with dg.instance_for_test() as instance:
+        running = create_run_for_test(
+            instance, job_name="__ASSET_JOB", status=dg.DagsterRunStatus.STARTED,
+            asset_selection=frozenset({dg.AssetKey(["bronze", "readings"])}),
+            tags={"dagster/asset_partition_range_start": "2024-01-01", "dagster/asset_partition_range_end": "2024-01-03"},
+        )
+        requests, cursor, _, _ = own_tick(settings, instance, None, DAILY, READINGS)
+        assert requests == [("2024-01-04", ("bronze/readings",))]
+        assert cursor_days(cursor, READINGS) == {"readings/2024-01-04"}  # the covered days: judged again
+        assert own_tick(settings, instance, cursor, DAILY, READINGS)[0] == []  # still running: still deferred
+
+        # The run ended without loading them (cancelled): the next tick requests them.
+        instance.report_run_canceled(running)
+        requests, cursor, _, _ = own_tick(settings, instance, cursor, DAILY, READINGS)
+        assert requests == [("2024-01-02..2024-01-03", ("bronze/readings",))]
+
+
+def test_an_old_format_cursor_is_converted_without_requesting_anything(settings):
+    for day in ("2024-01-02", "2024-01-03"):
+        land(settings, f"readings/{day}/a.csv", "reading_id,value\n1,1.5\n")
+        land(settings, f"readings/{day}/b.csv", "reading_id,value\n2,2.5\n")
+    land(settings, "stations/a.csv")
+    zone = landing_zone(settings.landing, settings)
+    old = json.dumps({f.path: f.fingerprint for s in OWN_SOURCES.values() for f in zone.files(s)})  # what the first sensor kept
+    with dg.instance_for_test() as instance:
+        requests, cursor, _, _ = own_tick(settings, instance, old, DAILY)
+        assert requests == []
+        assert cursor.startswith("v2:") and len(cursor) < len(old) * 2
+        assert cursor_days(cursor, OWN_SOURCES) == {"readings/2024-01-02", "readings/2024-01-03"}
+        assert LandingCursor.decode(cursor, OWN_SOURCES) == LandingCursor.decode(old, OWN_SOURCES)
+
+        # What changed since the old cursor is seen, in either format.
+        land(settings, "readings/2024-01-03/c.csv", "reading_id,value\n3,3.5\n")
+        land(settings, "stations/b.csv", "station_id,name\n2,b\n")
+        for previous in (old, cursor):
+            assert own_tick(settings, instance, previous, DAILY)[0] == [
+                (None, ("bronze/stations",)), ("2024-01-03", ("bronze/readings",))]
+
+
+def test_an_emptied_day_keeps_its_bronze_partition(settings):
+    land(settings, "readings/2024-01-02/a.csv", "reading_id,value\n1,1.5\n")
+    with dg.instance_for_test() as instance:
+        _, cursor, _, _ = own_tick(settings, instance, None, DAILY, READINGS)
+        (Path(settings.landing) / "readings/2024-01-02/a.csv").unlink()
+        requests, cursor, _, messages = own_tick(settings, instance, cursor, DAILY, READINGS)
+        assert requests == []  # a landing zone that drops old folders must not empty bronze
+        assert any("emptied" in m and "readings/2024-01-02" in m for _, m in messages), messages
+        assert cursor_days(cursor, READINGS) == set()
+
+        # Landed again: loaded again.
+        land(settings, "readings/2024-01-02/a.csv", "reading_id,value\n1,1.5\n")
+        assert own_tick(settings, instance, cursor, DAILY, READINGS)[0] == [("2024-01-02", ("bronze/readings",))]
+
+
+def days_of(requests, keys: list[str]) -> list[str]:
+    """Every partition the requests load, a day once per request that loads it."""
+    index = {k: i for i, k in enumerate(keys)}
+    out = []
+    for window, _ in requests:
+        first, _, last = window.partition("..")
+        out += keys[index[first]:index[last or first] + 1]
+    return out
+
+
+@pytest.mark.slow
+def test_a_large_landing_zone_makes_a_small_cursor_and_few_runs(settings):
+    """20,000 files over 2,500 days: one run for the lot, a cursor of days (not files), and any
+    later change (touched, added, re-sent, removed) requested as exactly its days."""
+    history = dg.DailyPartitionsDefinition(start_date="2017-01-01", timezone="UTC")
+    first = dt.date(2017, 1, 1)
+    days = [(first + dt.timedelta(days=i)).isoformat() for i in range(2500)]
+    root = Path(settings.landing) / "readings"
+    for n, day in enumerate(days):
+        folder = root / day
+        folder.mkdir(parents=True)
+        for i in range(8):
+            (folder / f"part-{i}.csv").write_text(f"reading_id,value\n{n * 8 + i},1.0\n")
+    keys = history.get_partition_keys()
+
+    with dg.instance_for_test() as instance:
+        t0 = time.perf_counter()
+        requests, cursor, first_keys, _ = own_tick(settings, instance, None, history, READINGS)
+        elapsed = time.perf_counter() - t0
+        print(f"\nfirst tick over 20,000 files / 2,500 days: {elapsed:.2f} s, cursor {len(cursor):,} bytes")
+        assert requests == [(f"{days[0]}..{days[-1]}", ("bronze/readings",))]
+        assert len(cursor) <= 1_000_000
+        assert own_tick(settings, instance, None, history, READINGS)[2] == first_keys  # a tick evaluated again: the same run key
+
+        t0 = time.perf_counter()
+        assert own_tick(settings, instance, cursor, history, READINGS)[0] == []  # nothing changed: nothing
+        print(f"unchanged tick: {time.perf_counter() - t0:.2f} s")
+
+        run_keys: set[str] = set()
+
+        def changes(*expected: str) -> None:
+            nonlocal cursor
+            requests, cursor, keys_now, _ = own_tick(settings, instance, cursor, history, READINGS)
+            assert [w for w, _ in requests] == list(expected)
+            assert not run_keys & set(keys_now)  # Dagster drops a request whose run key it has seen
+            run_keys.update(keys_now)
+            loaded = days_of(requests, keys)
+            assert len(loaded) == len(set(loaded))  # no partition in two requests
+            assert own_tick(settings, instance, cursor, history, READINGS)[0] == []  # and once only
+
+        later = time.time_ns() + 10**9
+        os.utime(root / days[10] / "part-3.csv", ns=(later, later))  # touched
+        changes(days[10])
+        (root / days[100] / "late.csv").write_text("reading_id,value\n99999,2.0\n")  # added, in two days apart
+        (root / days[2000] / "late.csv").write_text("reading_id,value\n99998,2.0\n")
+        changes(days[100], days[2000])
+        (root / days[500] / "part-0.csv").write_text("reading_id,value\n0,3.25\n")  # re-sent, new content
+        os.utime(root / days[500] / "part-0.csv", ns=(later + 10**9, later + 10**9))
+        (root / days[501] / "part-0.csv").write_text("reading_id,value\n1,3.5\n")
+        changes(f"{days[500]}..{days[501]}")  # adjacent days: one run
+        (root / days[1234] / "part-7.csv").unlink()  # removed
+        changes(days[1234])
+        late = root / days[1500] / "late.csv"
+        late.write_text("reading_id,value\n99997,2.0\n")
+        changes(days[1500])
+        before = late.stat()
+        late.unlink()
+        changes(days[1500])
+        late.write_text("reading_id,value\n99997,2.0\n")  # restored as it was (rsync -t): a state already
+        os.utime(late, ns=(before.st_atime_ns, before.st_mtime_ns))  # requested once, but a new change
+        changes(days[1500])

@@ -21,6 +21,7 @@ import psycopg2
 import pyarrow as pa
 import pytest
 
+from ratatouille_assets.defs.automation import LandingCursor, state
 from ratatouille_assets.definitions import build_definitions
 from ratatouille_assets.demo import run_pipeline, summary
 from ratatouille_assets.ingest.generator import SampleSpec, generate
@@ -281,7 +282,9 @@ def test_landing_sensor_on_s3_pages_through_listings_and_sees_resent_files(senso
     with dg.instance_for_test() as instance:
         requests, cursor, keys = tick(defs, instance, None)
         assert requests == [("2024-01-05", ("bronze/orders",))]
-        assert len(json.loads(cursor)) == 1005
+        assert LandingCursor.decode(cursor, sources).days == {"orders": {"2024-01-05": state(listed)}}
+        assert state(listed).endswith(":1005")
+        assert all(time.time() - 600 < f.modified <= time.time() for f in listed)  # LastModified, as epoch seconds
         assert tick(defs, instance, cursor)[0] == []
 
         # A late file for an older day, then a re-sent file: same bytes (same ETag), new LastModified.

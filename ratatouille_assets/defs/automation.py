@@ -1,10 +1,14 @@
 """What keeps the lakehouse fresh without clicks: the landing sensor, declarative automation on
 silver and gold, the daily schedule, freshness checks on gold, and run-failure alerts."""
 
+import base64
+import dataclasses
 import datetime as dt
 import hashlib
 import json
+import zlib
 from collections import defaultdict
+from collections.abc import Iterable
 
 import dagster as dg
 
@@ -16,21 +20,171 @@ from ratatouille_assets.settings import Settings
 
 LANDING_SENSOR = "landing_files"
 TRIGGER_TAG = "ratatouille/trigger"
+# The tags of a run over a partition range (what RunRequest.partition_key_range reads): Dagster
+# 1.13's RunRequest takes no range argument.
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+PARTITION_TAG = "dagster/partition"
+CURSOR_VERSION = "v2:"
+IN_PROGRESS = [
+    dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
+]
 
 
-def changed_partitions(
-    files: list[LandingFile], seen: dict[str, str]
-) -> dict[tuple[str, str | None], list[LandingFile]]:
-    """Files not seen before, or seen with another fingerprint, grouped by (source, day)."""
-    changed: dict[tuple[str, str | None], list[LandingFile]] = defaultdict(list)
-    for f in files:
-        if seen.get(f.path) != f.fingerprint:
-            changed[(f.source, f.day)].append(f)
-    return dict(changed)
+def state(files: Iterable[LandingFile]) -> str:
+    """What the cursor keeps of a day (or a reference source): a digest of its sorted
+    ``path=fingerprint;`` pairs and the file count, which tells a removal from a re-send."""
+    pairs = sorted(f"{f.path}={f.fingerprint};" for f in files)
+    return f"{hashlib.sha256(''.join(pairs).encode()).hexdigest()[:12]}:{len(pairs)}"
 
 
-def _digest(files: list[LandingFile]) -> str:
-    return hashlib.sha256("".join(f"{f.path}={f.fingerprint};" for f in files).encode()).hexdigest()[:16]
+def _count(value: str | None) -> int:
+    return int(value.rsplit(":", 1)[1]) if value else 0
+
+
+@dataclasses.dataclass
+class LandingCursor:
+    """The landing zone as of the last tick: per partitioned source ``{day: state}``, per
+    reference source one state. Its size grows with days, not files. ``generation`` counts the
+    ticks that requested runs; it is part of every run key (see ``run_key_digest``)."""
+
+    days: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
+    whole: dict[str, str] = dataclasses.field(default_factory=dict)
+    generation: int = 0
+
+    def encode(self) -> str:
+        raw = json.dumps({"days": self.days, "whole": self.whole, "generation": self.generation},
+                         separators=(",", ":"), sort_keys=True)
+        return CURSOR_VERSION + base64.b64encode(zlib.compress(raw.encode(), 9)).decode()
+
+    @classmethod
+    def decode(cls, cursor: str | None, sources: dict[str, Source]) -> "LandingCursor":
+        """Also reads the first format, ``{path: fingerprint}`` of every file, by computing the same
+        states from it: an upgrade does not take the whole landing zone for new."""
+        if not cursor:
+            return cls()
+        if cursor.startswith(CURSOR_VERSION):
+            data = json.loads(zlib.decompress(base64.b64decode(cursor[len(CURSOR_VERSION):])))
+            return cls(days=data["days"], whole=data["whole"], generation=data["generation"])
+        return cls.from_files(_legacy_files(json.loads(cursor), sources))
+
+    @classmethod
+    def from_files(cls, files: Iterable[LandingFile]) -> "LandingCursor":
+        days: dict[str, dict[str, list[LandingFile]]] = defaultdict(lambda: defaultdict(list))
+        whole: dict[str, list[LandingFile]] = defaultdict(list)
+        for f in files:
+            (whole[f.source] if f.day is None else days[f.source][f.day]).append(f)
+        return cls(
+            days={s: {d: state(fs) for d, fs in by_day.items()} for s, by_day in days.items()},
+            whole={s: state(fs) for s, fs in whole.items()},
+        )
+
+
+def _legacy_files(seen: dict[str, str], sources: dict[str, Source]) -> list[LandingFile]:
+    """The files of a first-format cursor, each given to the source whose path pattern it matches."""
+    patterns = [(s.name, path_regex(s)) for s in sources.values()]
+    files = []
+    for path, fingerprint in seen.items():
+        for name, regex in patterns:
+            match = regex.match(path)
+            if match is not None:
+                files.append(LandingFile(name, match.groupdict().get("day"), path, fingerprint, 0.0))
+                break
+    return files
+
+
+def consecutive(days: list[str], index: dict[str, int]) -> list[list[str]]:
+    """``days`` (sorted partition keys) cut into maximal runs of adjacent partitions."""
+    groups: list[list[str]] = []
+    for day in days:
+        if groups and index[day] == index[groups[-1][-1]] + 1:
+            groups[-1].append(day)
+        else:
+            groups.append([day])
+    return groups
+
+
+def in_progress(instance: dg.DagsterInstance) -> dict[dg.AssetKey, list[tuple[str, str] | None]]:
+    """Per asset, the partition spans of its queued or running runs (None: a run without a
+    partition, i.e. the whole asset). One query for the whole instance."""
+    spans: dict[dg.AssetKey, list[tuple[str, str] | None]] = defaultdict(list)
+    for record in instance.get_run_records(dg.RunsFilter(statuses=IN_PROGRESS)):
+        run = record.dagster_run
+        tags = run.tags
+        if PARTITION_TAG in tags:
+            span = (tags[PARTITION_TAG], tags[PARTITION_TAG])
+        elif RANGE_START_TAG in tags and RANGE_END_TAG in tags:
+            span = (tags[RANGE_START_TAG], tags[RANGE_END_TAG])
+        else:
+            span = None
+        for key in run.asset_selection or ():
+            spans[key].append(span)
+    return spans
+
+
+def covered(day: str | None, spans: list[tuple[str, str] | None]) -> bool:
+    """Whether a queued or running run loads ``day`` (None: the unpartitioned asset)."""
+    if day is None:
+        return None in spans
+    return any(span is not None and span[0] <= day <= span[1] for span in spans)
+
+
+def loaded_after(instance: dg.DagsterInstance, key: dg.AssetKey, newest: dict[str | None, float]) -> set[str | None]:
+    """The partitions (None: the unpartitioned asset) of ``newest`` whose latest materialization
+    comes from a run that started after their newest file was written: that run read them as they
+    are. Two bulk queries (materializations are paged newest first, usually one page)."""
+    if not newest:
+        return set()
+    partitions = sorted(p for p in newest if p is not None)
+    records_filter = dg.AssetRecordsFilter(asset_key=key, asset_partitions=partitions or None)
+    latest: dict[str | None, str] = {}
+    cursor = None
+    while True:
+        page = instance.fetch_materializations(records_filter, limit=max(len(newest), 100), cursor=cursor)
+        for record in page.records:
+            latest.setdefault(record.partition_key, record.run_id)
+        if not page.has_more or len(latest) >= len(newest):
+            break
+        cursor = page.cursor
+    if not latest:
+        return set()
+    started = {r.dagster_run.run_id: r.start_time
+               for r in instance.get_run_records(dg.RunsFilter(run_ids=sorted(set(latest.values()))))}
+    return {p for p, run_id in latest.items()
+            if p in newest and started.get(run_id) is not None and started[run_id] > newest[p]}
+
+
+@dataclasses.dataclass
+class Judged:
+    """The changed days of one source sorted out: to request, already loaded, or being loaded."""
+
+    request: list[str | None]
+    loaded: set[str | None]
+    deferred: set[str | None]
+
+
+def judge(
+    instance: dg.DagsterInstance,
+    key: dg.AssetKey,
+    changed: dict[str | None, list[LandingFile]],
+    before: dict[str | None, str],
+    running: list[tuple[str, str] | None],
+) -> Judged:
+    """Changed partitions of ``key`` (None: the unpartitioned asset) that a queued or running run
+    covers are deferred (the next tick finds them loaded, or changed since). The others are
+    requested unless a run that started after their newest file already loaded them (``rat
+    materialize``, a backfill) -- except when files were removed: a removal leaves no time behind,
+    so no run can be shown to have seen it."""
+    deferred = {p for p in changed if covered(p, running)}
+    newest = {
+        p: max(f.modified for f in files)
+        for p, files in changed.items()
+        if p not in deferred and files and len(files) >= _count(before.get(p))
+    }
+    loaded = loaded_after(instance, key, newest)
+    request = [p for p in changed if p not in deferred and p not in loaded]
+    return Judged(request=request, loaded=loaded, deferred=deferred)
 
 
 def landing_sensor(
@@ -38,75 +192,153 @@ def landing_sensor(
     partitions_def: dg.TimeWindowPartitionsDefinition,
     settings: Settings,
 ):
-    """One run per (source, day) whose landing files are new or changed, and one per reference
-    source whose files were added, changed or removed (it is loaded whole).
+    """One run per source and range of consecutive days whose landing files are new, changed or
+    removed, and one per reference source whose files were added, changed or removed (it is loaded whole).
 
-    The cursor is the fingerprint of every file present at the last tick, not "the newest key":
-    a file dropped today into an old day's folder, or a file re-sent with new content, is seen;
-    a file already processed is not, however many ticks pass. Files of days that are no partition
-    yet (today) or any more (before ``partitions.start``) stay out of the cursor, so they are
-    requested as soon as their day is a partition. On the very first tick, files of partitions
-    (and reference sources) that are already materialized (e.g. by ``make demo``) count as processed.
+    The cursor is a digest per day (and per reference source) of the files present at the last
+    tick, not "the newest key": a file dropped today into an old day's folder, a re-sent or a
+    removed file is seen; a day already processed is not, however many ticks pass. Digests keep
+    the cursor small however many files land (20,000 files over 2,500 days: well under 1 MB).
+    Files of days that are no partition yet (today) or any more (before ``partitions.start``) stay
+    out of the cursor, so they are requested as soon as their day is a partition.
+
+    Work done or under way is not asked for again: a changed day whose latest materialization
+    comes from a run that started after its newest file (``make demo``, ``rat materialize``, a
+    backfill) counts as processed; one a queued or running run covers waits for the next tick.
     """
     start = partitions_def.start.date().isoformat()
+    partitioned = [s for s in sources.values() if not s.is_reference]
+    references = [s for s in sources.values() if s.is_reference]
 
     @dg.sensor(
         name=LANDING_SENSOR,
         asset_selection=dg.AssetSelection.assets(*[dg.AssetKey([BRONZE, s]) for s in sources]),
         minimum_interval_seconds=settings.sensor_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Requests a bronze run for each (source, day) whose landing files are new or changed, "
+        description="Requests a bronze run for each source and range of days whose landing files are new or changed, "
                     "and for each reference source whose files changed.",
     )
     def _landing(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         zone = landing_zone(settings.landing, settings)
-        files = [f for source in sources.values() for f in zone.files(source)]
-        first_tick = context.cursor is None
-        seen = json.loads(context.cursor) if context.cursor else {}
-        valid = set(partitions_def.get_partition_keys(dynamic_partitions_store=None))
-        requests, early, pending = [], set(), set()
-        for (source, day), new in sorted(changed_partitions(files, seen).items(), key=lambda item: (item[0][0], item[0][1] or "")):
-            if day is None:
-                continue  # reference sources: below, with their removed files
-            key = dg.AssetKey([BRONZE, source])
-            if day not in valid:
-                (early if day < start else pending).add(f"{source}/{day}")
-                continue
-            if first_tick and day in context.instance.get_materialized_partitions(key):
-                continue
-            requests.append(dg.RunRequest(
-                run_key=f"{source}:{day}:{_digest(new)}",
-                asset_selection=[key],
-                partition_key=day,
-                tags={TRIGGER_TAG: "landing", "ratatouille/files": str(len(new))},
-            ))
-        for source in (s for s in sources.values() if s.is_reference):
-            key = dg.AssetKey([BRONZE, source.name])
-            now = [f for f in files if f.source == source.name]
-            mine = path_regex(source)
-            before = {p: fp for p, fp in seen.items() if mine.match(p)}
-            if {f.path: f.fingerprint for f in now} == before:
-                continue
-            if first_tick and context.instance.get_latest_materialization_event(key) is not None:
-                continue
-            requests.append(dg.RunRequest(
-                run_key=f"{source.name}:{_digest(now)}",
-                asset_selection=[key],
-                tags={TRIGGER_TAG: "landing", "ratatouille/files": str(len(now))},
-            ))
-        if early:
-            first = min(e.split("/", 1)[1] for e in early)
+        seen = LandingCursor.decode(context.cursor, sources)
+        keys = partitions_def.get_partition_keys(dynamic_partitions_store=None)
+        tick = _Tick(context.instance, seen, {k: i for i, k in enumerate(keys)}, start, seen.generation + 1)
+        for source in partitioned:
+            tick.daily(source, zone.files(source))
+        for source in references:
+            tick.whole(source, list(zone.files(source)))
+        if tick.early:
+            first = min(e.split("/", 1)[1] for e in tick.early)
             context.log.warning(
                 f"landing folders before the first partition ({start}, partitions.start in "
-                f"{settings.sources_file}): {sorted(early)}. To load them, set partitions.start: {first} there "
+                f"{settings.sources_file}): {sorted(tick.early)}. To load them, set partitions.start: {first} there "
                 "and reload the code location; they are requested on the next tick."
             )
-        if pending:
-            context.log.info(f"landing folders of days that are not partitions yet (they are once the day ends): {sorted(pending)}")
-        cursor = {f.path: f.fingerprint for f in files if f.day is None or f.day in valid}
-        return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor))
+        if tick.pending:
+            context.log.info(f"landing folders of days that are not partitions yet (they are once the day ends): {sorted(tick.pending)}")
+        if tick.emptied:
+            context.log.info(
+                f"landing folders emptied since the last tick: {sorted(tick.emptied)}. Their bronze partitions are kept "
+                "(a landing zone that drops old files must not empty bronze); materialize a day to empty it."
+            )
+        tick.after.generation = tick.generation if tick.requests else seen.generation
+        return dg.SensorResult(run_requests=tick.requests, cursor=tick.after.encode())
 
     return _landing
+
+
+@dataclasses.dataclass
+class _Tick:
+    """One evaluation of the landing sensor: the cursor it started from, the one it builds, and
+    the runs it requests."""
+
+    instance: dg.DagsterInstance
+    seen: LandingCursor
+    index: dict[str, int]  # partition key -> position, for adjacency
+    start: str
+    generation: int
+    after: LandingCursor = dataclasses.field(default_factory=LandingCursor)
+    requests: list[dg.RunRequest] = dataclasses.field(default_factory=list)
+    early: set[str] = dataclasses.field(default_factory=set)
+    pending: set[str] = dataclasses.field(default_factory=set)
+    emptied: set[str] = dataclasses.field(default_factory=set)
+    _running: dict[dg.AssetKey, list[tuple[str, str] | None]] | None = None
+
+    def running(self, key: dg.AssetKey) -> list[tuple[str, str] | None]:
+        if self._running is None:  # one query per tick, and none when nothing changed
+            self._running = in_progress(self.instance)
+        return self._running.get(key, [])
+
+    def daily(self, source: Source, listing: Iterable[LandingFile]) -> None:
+        """A partitioned source: its changed days, one run per range of adjacent ones to request."""
+        key = dg.AssetKey([BRONZE, source.name])
+        by_day: dict[str, list[LandingFile]] = defaultdict(list)
+        for f in listing:
+            by_day[f.day].append(f)
+        before = self.seen.days.get(source.name, {})
+        now: dict[str, str] = {}
+        for day, files in by_day.items():
+            if day in self.index:
+                now[day] = state(files)
+            else:
+                (self.early if day < self.start else self.pending).add(f"{source.name}/{day}")
+        self.emptied |= {f"{source.name}/{d}" for d in before if d in self.index and d not in now}
+        changed = {d: by_day[d] for d in sorted(now) if before.get(d) != now[d]}
+        if changed:
+            judged = judge(self.instance, key, changed, before, self.running(key))
+            for day in judged.deferred:  # judged again on the next tick
+                if day in before:
+                    now[day] = before[day]
+                else:
+                    del now[day]
+            for days in consecutive(judged.request, self.index):
+                self.requests.append(_range_request(source.name, key, days, now, by_day, self.generation))
+        if now:
+            self.after.days[source.name] = now
+
+    def whole(self, source: Source, files: list[LandingFile]) -> None:
+        """A reference source: one run for the whole table when any of its files changed."""
+        key = dg.AssetKey([BRONZE, source.name])
+        before, now = self.seen.whole.get(source.name), state(files) if files else None
+        if now != before:
+            judged = judge(self.instance, key, {None: files}, {None: before} if before else {}, self.running(key))
+            if judged.deferred:
+                now = before
+            elif judged.request:
+                self.requests.append(dg.RunRequest(
+                    run_key=f"{source.name}:{run_key_digest(self.generation, [now])}",
+                    asset_selection=[key],
+                    tags={TRIGGER_TAG: "landing", "ratatouille/files": str(len(files))},
+                ))
+        if now is not None:
+            self.after.whole[source.name] = now
+
+
+def run_key_digest(generation: int, states: list[str | None]) -> str:
+    """A digest of the states a run loads and of the tick's generation. The same tick evaluated
+    again (its cursor was not stored) asks for the same runs, which Dagster drops; a later tick
+    never does, even when a day returns to a state it had (a file removed, then restored with
+    ``rsync -t``, or withdrawn again): Dagster would drop that run as the one it already made."""
+    text = f"{generation}|" + "".join(f"{state or ''};" for state in states)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _range_request(
+    source: str, key: dg.AssetKey, days: list[str], states: dict[str, str], files: dict[str, list[LandingFile]],
+    generation: int,
+) -> dg.RunRequest:
+    """One run over ``days`` (consecutive partitions)."""
+    first, last = days[0], days[-1]
+    return dg.RunRequest(
+        run_key=f"{source}:{first}..{last}:{run_key_digest(generation, [states[d] for d in days])}",
+        asset_selection=[key],
+        tags={
+            TRIGGER_TAG: "landing",
+            "ratatouille/files": str(sum(len(files[d]) for d in days)),
+            RANGE_START_TAG: first,
+            RANGE_END_TAG: last,
+        },
+    )
 
 
 def propagate(lookback_days: int, ignore: dg.AssetSelection | None = None) -> dg.AutomationCondition:

@@ -1,16 +1,20 @@
 """The landing zone as a listing of files with fingerprints, for the landing sensor.
 
 A fingerprint changes when a file's content may have changed (local: mtime and size; S3: the
-ETag and LastModified), so a cursor of ``{file: fingerprint}`` tells new files, late files for
-old days and re-sent files apart from files already processed, whatever order they arrive in.
+ETag and LastModified), so a digest of a day's ``file=fingerprint`` pairs tells new files, late
+files for old days, re-sent and removed files apart from files already processed, whatever order
+they arrive in. ``modified`` is when the file became what it is at that path, so a run that
+started later has read it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import glob
 import os
 import re
+import stat
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -27,6 +31,7 @@ class LandingFile:
     day: str | None  # None: a file of a reference source
     path: str  # relative to the landing root
     fingerprint: str
+    modified: float  # epoch seconds: the newest of content change and arrival at this path
 
 
 class LandingZone(Protocol):
@@ -57,11 +62,20 @@ class LocalLandingZone:
         for path in sorted(glob.glob(pattern, recursive=True)):
             relative = os.path.relpath(path, self.root)
             match = regex.match(relative.replace(os.sep, "/"))
-            if match is None or not os.path.isfile(path):
+            if match is None:
                 continue
-            stat = os.stat(path)
+            info = os.stat(path)
+            if not stat.S_ISREG(info.st_mode):
+                continue
             day = match.groupdict().get("day")
-            yield LandingFile(source.name, day, relative, f"{stat.st_mtime_ns}:{stat.st_size}")
+            yield LandingFile(source.name, day, relative, f"{info.st_mtime_ns}:{info.st_size}", _arrived(info))
+
+
+def _arrived(info: os.stat_result) -> float:
+    """The later of mtime and ctime: ``mv``, ``cp -p`` and ``rsync -t`` keep an old mtime, but the
+    inode change time says when the file appeared here, so a run that started before is not
+    taken for one that read it."""
+    return max(info.st_mtime, info.st_ctime)
 
 
 def _static_prefix(source: Source) -> str:
@@ -90,7 +104,10 @@ class S3LandingZone:
             match = regex.match(relative)
             if match is None or relative.endswith("/"):
                 continue
-            yield LandingFile(source.name, match.groupdict().get("day"), relative, f"{obj.etag}:{obj.last_modified}")
+            yield LandingFile(
+                source.name, match.groupdict().get("day"), relative, f"{obj.etag}:{obj.last_modified}",
+                dt.datetime.fromisoformat(obj.last_modified).timestamp(),
+            )
 
 
 def landing_zone(root: str, settings: Settings | None = None) -> LandingZone:
