@@ -483,3 +483,12 @@ def test_a_large_landing_zone_makes_a_small_cursor_and_few_runs(settings):
         late.write_text("reading_id,value\n99997,2.0\n")  # restored as it was (rsync -t): a state already
         os.utime(late, ns=(before.st_atime_ns, before.st_mtime_ns))  # requested once, but a new change
         changes(days[1500])
+
+
+def test_changed_days_are_cut_into_adjacent_ranges_of_at_most_the_batch_size():
+    from ratatouille_assets.defs.automation import consecutive
+
+    days = ["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-05", "2024-01-06", "2024-01-09"]
+    index = {f"2024-01-{d:02d}": d for d in range(1, 10)}
+    assert consecutive(days, index) == [days[:3], days[3:5], days[5:]]
+    assert consecutive(days, index, most=2) == [days[:2], days[2:3], days[3:5], days[5:]]

@@ -94,11 +94,12 @@ def _legacy_files(seen: dict[str, str], sources: dict[str, Source]) -> list[Land
     return files
 
 
-def consecutive(days: list[str], index: dict[str, int]) -> list[list[str]]:
-    """``days`` (sorted partition keys) cut into maximal runs of adjacent partitions."""
+def consecutive(days: list[str], index: dict[str, int], most: int = 0) -> list[list[str]]:
+    """``days`` (sorted partition keys) cut into maximal runs of adjacent partitions, each of at
+    most ``most`` days if that is set (RATATOUILLE_BRONZE_PARTITIONS_PER_RUN, as backfills batch)."""
     groups: list[list[str]] = []
     for day in days:
-        if groups and index[day] == index[groups[-1][-1]] + 1:
+        if groups and index[day] == index[groups[-1][-1]] + 1 and not (most and len(groups[-1]) >= most):
             groups[-1].append(day)
         else:
             groups.append([day])
@@ -222,7 +223,8 @@ def landing_sensor(
         zone = landing_zone(settings.landing, settings)
         seen = LandingCursor.decode(context.cursor, sources)
         keys = partitions_def.get_partition_keys(dynamic_partitions_store=None)
-        tick = _Tick(context.instance, seen, {k: i for i, k in enumerate(keys)}, start, seen.generation + 1)
+        tick = _Tick(context.instance, seen, {k: i for i, k in enumerate(keys)}, start, seen.generation + 1,
+                     most_days=max(0, settings.bronze_partitions_per_run))
         for source in partitioned:
             tick.daily(source, zone.files(source))
         for source in references:
@@ -257,6 +259,7 @@ class _Tick:
     index: dict[str, int]  # partition key -> position, for adjacency
     start: str
     generation: int
+    most_days: int = 0  # days per run at most (0: no limit)
     after: LandingCursor = dataclasses.field(default_factory=LandingCursor)
     requests: list[dg.RunRequest] = dataclasses.field(default_factory=list)
     early: set[str] = dataclasses.field(default_factory=set)
@@ -291,7 +294,7 @@ class _Tick:
                     now[day] = before[day]
                 else:
                     del now[day]
-            for days in consecutive(judged.request, self.index):
+            for days in consecutive(judged.request, self.index, self.most_days):
                 self.requests.append(_range_request(source.name, key, days, now, by_day, self.generation))
         if now:
             self.after.days[source.name] = now
