@@ -8,8 +8,15 @@ With one engine per database file and a small pool of open connections the same 
 cost a third of that, and nothing else changes: same files, same schema, same locking (SQLite WAL,
 one writer at a time, busy timeout).
 
-This is the one place that relies on a private Dagster API: ``SqliteEventLogStorage._connect``
-(``tests/test_storage.py`` pins its behaviour). The server stack uses Postgres and is unaffected.
+A run over many partitions reports its materializations as one batch (Dagster batches them when
+``DAGSTER_EVENT_BATCH_SIZE`` is set, which this storage sets for its process if it is not): Dagster's
+Postgres storage writes such a batch in one statement, its SQLite storage one event at a time.
+This one writes it in one transaction per database file, the same rows as one by one.
+
+This is the one place that relies on private Dagster APIs: ``SqliteEventLogStorage._connect`` and
+the helpers the batch write shares with ``store_event`` (``tests/test_storage.py`` pins them and
+compares a batch with the same events stored one by one). The server stack uses Postgres and is
+unaffected.
 Configured in ``dagster.yaml``::
 
     storage:
@@ -23,11 +30,16 @@ Configured in ``dagster.yaml``::
 from __future__ import annotations
 
 import collections
+import os
 import threading
+from collections.abc import Sequence
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import sqlalchemy as db
+from dagster._core.events import DagsterEventType
+from dagster._core.events.log import EventLogEntry
+from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SQLITE_BUSY_TIMEOUT_SECONDS, SqliteEventLogStorage
 from dagster._core.storage.sqlite_storage import DagsterSqliteStorage, _event_logs_directory
 from dagster._serdes import ConfigurableClassData
@@ -37,6 +49,10 @@ from sqlalchemy.pool import QueuePool
 # beyond that is disposed (its connections closed), so a webserver browsing many runs does not
 # accumulate open files.
 MAX_ENGINES = 16
+# The asset events a batch write stores together (what SqliteEventLogStorage mirrors to its index).
+_BATCHED = (DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.ASSET_MATERIALIZATION_PLANNED)
+# Events Dagster buffers before a batch write (DAGSTER_EVENT_BATCH_SIZE), when not set otherwise.
+EVENT_BATCH_SIZE = "1000"
 
 
 class PooledSqliteEventLogStorage(SqliteEventLogStorage):
@@ -80,6 +96,27 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
                 with conn.begin():
                     yield conn
 
+    def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
+        """A run's partition materializations (and the planned ones before them) in two
+        transactions, its run shard and the index, instead of two per event; other events (check
+        evaluations planned) one by one, as Dagster's SQLite storage stores every event."""
+        batched = [e for e in events if e.dagster_event_type in _BATCHED]
+        if len({e.run_id for e in events}) != 1 or len(batched) < 2:
+            return super().store_event_batch(events)
+        insert = self.prepare_insert_event_batch(batched)
+        with self.run_connection(batched[0].run_id) as conn:
+            conn.execute(insert)
+        with self.index_transaction() as conn:
+            ids = [row[0] for row in conn.execute(insert.returning(SqlEventLogStorageTable.c.id)).fetchall()]
+            if len(ids) != len(batched) or any(i is None for i in ids):
+                raise RuntimeError(f"a batch write of {len(batched)} events returned {len(ids)} ids")
+            self._store_asset_event_tags(conn, batched, ids)
+            for event, event_id in zip(batched, ids):
+                self._store_asset_event(conn, event, event_id)
+        for event in events:
+            if event.dagster_event_type not in _BATCHED:
+                self.store_event(event)
+
     def _dispose_engines(self) -> None:
         with self._engines_lock:
             for engine in self._engines.values():
@@ -102,6 +139,8 @@ class PooledSqliteStorage(DagsterSqliteStorage):
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None):
         super().__init__(base_dir, inst_data)
         self._event_log_storage = PooledSqliteEventLogStorage(_event_logs_directory(base_dir))
+        # Dagster reads this when it reports events; a process that uses this storage batches.
+        os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", EVENT_BATCH_SIZE)
 
     @classmethod
     def from_config_value(cls, inst_data, config_value):  # noqa: ANN001 - Dagster's signature
