@@ -27,54 +27,41 @@ def _lit(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def bronze_sql(source: Source, landing: str, day: str) -> str:
-    """One landing day of ``source`` with the contract's types and the lineage columns."""
-    pattern = _lit(os.path.join(landing, source.landing_glob(day)))
+def _scan(source: Source, pattern: str, landing: str) -> tuple[str, str, str]:
+    """(relation over the files of ``pattern``, the contract's casts, _source_file)."""
+    files = _lit(pattern)
     if source.format == "csv":
-        relation = f"read_csv({pattern}, header = true, all_varchar = true, filename = true)"
+        relation = f"read_csv({files}, header = true, all_varchar = true, filename = true)"
     elif source.format == "jsonl":
         cols = ", ".join(f"{_lit(c)}: 'VARCHAR'" for c in source.columns)
-        relation = f"read_json({pattern}, format = 'newline_delimited', columns = {{{cols}}}, filename = true)"
+        relation = f"read_json({files}, format = 'newline_delimited', columns = {{{cols}}}, filename = true)"
     else:
-        relation = f"read_parquet({pattern}, filename = true)"
+        relation = f"read_parquet({files}, filename = true)"
     casts = ", ".join(f'CAST("{c}" AS {t}) AS "{c}"' for c, t in source.columns.items())
-    root = _lit(landing.rstrip("/") + "/")
-    return (
-        f"SELECT {casts}, DATE {_lit(day)} AS _landing_date, replace(filename, {root}, '') AS _source_file, "
-        f"now()::TIMESTAMP AS _ingested_at, 'raw-duckdb' AS _run_id FROM {relation}"
-    )
+    return relation, casts, f"replace(filename, {_lit(landing.rstrip('/') + '/')}, '')"
+
+
+_LINEAGE = "now()::TIMESTAMP AS _ingested_at, 'raw-duckdb' AS _run_id"
+
+
+def bronze_sql(source: Source, landing: str, day: str) -> str:
+    """One landing day of ``source`` with the contract's types and the lineage columns."""
+    relation, casts, file = _scan(source, os.path.join(landing, source.landing_glob(day)), landing)
+    return f"SELECT {casts}, DATE {_lit(day)} AS _landing_date, {file} AS _source_file, {_LINEAGE} FROM {relation}"
 
 
 def bronze_window_sql(source: Source, landing: str, first: str, last: str) -> str:
     """Landing days first..last of ``source`` in one scan of every day folder (the day from the path)."""
-    pattern = _lit(os.path.join(landing, source.path.replace("{date}", "*")))
-    if source.format == "csv":
-        relation = f"read_csv({pattern}, header = true, all_varchar = true, filename = true)"
-    elif source.format == "jsonl":
-        cols = ", ".join(f"{_lit(c)}: 'VARCHAR'" for c in source.columns)
-        relation = f"read_json({pattern}, format = 'newline_delimited', columns = {{{cols}}}, filename = true)"
-    else:
-        relation = f"read_parquet({pattern}, filename = true)"
-    casts = ", ".join(f'CAST("{c}" AS {t}) AS "{c}"' for c, t in source.columns.items())
-    root = _lit(landing.rstrip("/") + "/")
+    relation, casts, file = _scan(source, os.path.join(landing, source.path.replace("{date}", "*")), landing)
     day = "CAST(regexp_extract(filename, '/(\\d{4}-\\d{2}-\\d{2})/', 1) AS DATE)"
-    return (
-        f"SELECT {casts}, {day} AS _landing_date, replace(filename, {root}, '') AS _source_file, "
-        f"now()::TIMESTAMP AS _ingested_at, 'raw-duckdb' AS _run_id FROM {relation} "
-        f"WHERE {day} BETWEEN DATE {_lit(first)} AND DATE {_lit(last)}"
-    )
+    return (f"SELECT {casts}, {day} AS _landing_date, {file} AS _source_file, {_LINEAGE} FROM {relation} "
+            f"WHERE {day} BETWEEN DATE {_lit(first)} AND DATE {_lit(last)}")
 
 
 def reference_sql(source: Source, landing: str) -> str:
     """Every file of a reference source (no landing day), with the contract's types."""
-    pattern = _lit(os.path.join(landing, source.path))
-    reader = {"csv": "read_csv({p}, header = true, all_varchar = true, filename = true)",
-              "jsonl": "read_json({p}, format = 'newline_delimited', filename = true)",
-              "parquet": "read_parquet({p}, filename = true)"}[source.format].format(p=pattern)
-    casts = ", ".join(f'CAST("{c}" AS {t}) AS "{c}"' for c, t in source.columns.items())
-    root = _lit(landing.rstrip("/") + "/")
-    return (f"SELECT {casts}, replace(filename, {root}, '') AS _source_file, now()::TIMESTAMP AS _ingested_at, "
-            f"'raw-duckdb' AS _run_id FROM {reader}")
+    relation, casts, file = _scan(source, os.path.join(landing, source.path), landing)
+    return f"SELECT {casts}, {file} AS _source_file, {_LINEAGE} FROM {relation}"
 
 
 def _write(conn: duckdb.DuckDBPyConnection, table: str, out: Path) -> int:

@@ -125,15 +125,16 @@ def test_late_file_runs_bronze_then_automation_recomputes_exactly_the_affected_d
         "order_ts": pa.array([dt.datetime.combine(d1, dt.time(12))], pa.timestamp("us")),
     }), items)
 
-    # The sensor launches one bronze run per (source, day) it saw change ...
+    # The sensor launches one bronze run per source and range of days it saw change (here: d1) ...
     def bronze_runs():
         runs = runs_tagged(dev, "ratatouille/trigger", "landing")
         done = [r for r in runs if r["status"] in ("SUCCESS", "FAILURE", "CANCELED")]
         return runs if len(runs) == 2 and len(done) == 2 else None
     runs = dev.wait_for(bronze_runs, timeout=240, interval=2, what="the two bronze runs of the sensor")
     assert {r["status"] for r in runs} == {"SUCCESS"}
-    partitions = {(t["value"]) for r in runs for t in r["tags"] if t["key"] == "dagster/partition"}
-    assert partitions == {d1.isoformat()}
+    tags = [{t["key"]: t["value"] for t in r["tags"]} for r in runs]
+    ranges = {(t["dagster/asset_partition_range_start"], t["dagster/asset_partition_range_end"]) for t in tags}
+    assert ranges == {(d1.isoformat(), d1.isoformat())}
 
     # ... then automation recomputes silver and gold for d1 and for d0 (whose late records d1's
     # landing day may hold), and nothing else. It may take two rounds (one per bronze run), so wait
