@@ -473,3 +473,19 @@ def test_a_commit_keeps_retrying_for_its_patience_not_just_its_attempts(settings
     policy = RetryPolicy(attempts=3, base_delay_s=0.001, max_delay_s=0.01, patience_s=2.0)
     result = write_window(catalog, "bronze.p", rows(D2, [2]), window=day(D2), run_id="r1", retry=policy)
     assert result.attempts == 13 and read(settings, "bronze.p") == [(1, D1, "x1"), (2, D2, "x2")]
+
+
+def test_a_chunk_spanning_many_days_in_any_order_is_one_file_per_day_with_every_row(settings):
+    import random
+
+    catalog = load_catalog(settings)
+    days = [D1 + dt.timedelta(days=i) for i in range(45)]
+    data = pa.concat_tables([rows(d, [i * 10 + j for j in range(4)]) for i, d in enumerate(days)])
+    shuffled = data.take(pa.array(random.Random(7).sample(range(data.num_rows), data.num_rows)))
+    write_window(catalog, "silver.s", shuffled, window=Window("day", days[0], days[-1]), run_id="r1")
+    table = catalog.load_table("silver.s")
+    assert len(table.inspect.files()) == 45
+    assert read(settings, "silver.s") == sorted((r["id"], r["day"], r["label"]) for r in data.to_pylist())
+    # Month partitions (January, February): one file per month, whatever the order of the rows.
+    write_window(catalog, "silver.sm", shuffled, window=Window("day", days[0], days[-1]), run_id="r1", granularity="month")
+    assert len(catalog.load_table("silver.sm").inspect.files()) == 2

@@ -119,7 +119,10 @@ class Plugin(BasePlugin):
         write = rebuild_table if options.get("full_refresh") else write_window
         # The model's result streams from DuckDB to Iceberg data files in bounded batches; rejected
         # rows (a reject reason, or no partition value: few, by nature) are kept aside and written after.
-        reader = cursor.execute(f"SELECT * FROM {options['source_relation']}").fetch_record_batch(CHUNK_ROWS)
+        # Ordered on the partition column, each batch holds a run of days: a window of years becomes
+        # about one data file per partition instead of one per partition and batch.
+        order = f" ORDER BY {duck.quote_ident(partition_by)} NULLS LAST" if partition_by else ""
+        reader = cursor.execute(f"SELECT * FROM {options['source_relation']}{order}").fetch_record_batch(CHUNK_ROWS)
         stream = _ModelStream(reader, partition_by)
         with self._lock:
             result = write(self.catalog, identifier, stream, window=window, extra_properties=stream.rejected_properties, **common)

@@ -532,9 +532,10 @@ def _write_window(
                 table = _evolve(catalog, table, identifier, chunk.schema, retry)
             if chunk.num_rows:
                 aligned = _cast_to_table_schema(table.schema(), chunk)
-                files += _dataframe_to_data_files(
-                    table_metadata=table.metadata, df=aligned, io=table.io, write_uuid=write_uuid, counter=counter
-                )
+                for part in _by_partition(table, aligned):
+                    files += _dataframe_to_data_files(
+                        table_metadata=table.metadata, df=part, io=table.io, write_uuid=write_uuid, counter=counter
+                    )
                 rows += chunk.num_rows
     except BaseException:
         _delete_files(table, files)
@@ -598,6 +599,39 @@ def _write_window(
         schema=table.schema(),
         summary=summary,
     )
+
+
+def _by_partition(table: Table, data: pa.Table) -> Iterator[pa.Table]:
+    """``data`` cut into slices of one partition value each (sorted on it, NULLs last).
+
+    pyiceberg filters what it is given once per partition value in it: a chunk of a model over
+    years of days (every day in every chunk) cost partitions x rows and one tiny file per day and
+    chunk. Sorted and sliced here, each slice is one pass; a single-value chunk is passed as is."""
+    fields = table.spec().fields
+    if len(fields) != 1 or data.num_rows == 0:
+        yield data
+        return
+    field = fields[0]
+    source = table.schema().find_field(field.source_id)
+    if source.name not in data.column_names:
+        yield data
+        return
+    keys = field.transform.pyarrow_transform(source.field_type)(data.column(source.name))
+    order = pc.sort_indices(pa.table({"k": keys}), sort_keys=[("k", "ascending", "at_end")])
+    keys = keys.take(order)
+    if keys.num_chunks != 1:
+        keys = pa.chunked_array([pa.concat_arrays(keys.chunks)]) if keys.num_chunks else keys
+    flat = keys.chunk(0) if keys.num_chunks else pa.array([], keys.type)
+    # A new slice starts where the value changes (NULL to value or back counts as a change).
+    same = pc.and_kleene(pc.equal(flat[1:], flat[:-1]), pc.invert(pc.xor(pc.is_null(flat[1:]), pc.is_null(flat[:-1]))))
+    same = pc.fill_null(same, True)  # both NULL: the same slice
+    starts = [0, *(i + 1 for i in pc.indices_nonzero(pc.invert(same)).to_pylist()), len(flat)]
+    if len(starts) == 2:
+        yield data
+        return
+    ordered = data.take(order)
+    for begin, end in zip(starts, starts[1:]):
+        yield ordered.slice(begin, end - begin)
 
 
 def _beyond_history(metadata) -> list[int]:
