@@ -55,7 +55,7 @@ class Plan:
 PLANS = {
     # Under 5 minutes on 2 cores: the shape of every measurement, at small sizes.
     "small": Plan(rows_per_day=(1_000, 100_000), reps=3, tiny=1_000, history_rows=1_000, history_days=(1, 30),
-                  backfill_days=365, backfill_reps=1),
+                  backfill_days=240, backfill_reps=1),
     # The sizes: ~1.5-2 hours on 2 cores (most of it the year of history and the 10M day).
     "full": Plan(
         rows_per_day=(100_000, 1_000_000, 10_000_000), reps=3, tiny=1_000, history_rows=100_000,
