@@ -98,6 +98,23 @@ def test_profiles_in_env_example_give_duckdb_less_than_the_container(name):
 
 
 
+def test_instance_files_share_the_run_queue_settings_and_dagster_accepts_them(tmp_path):
+    """Dagster's default run queue pass every 5 s, each launch waiting for the one before, was a
+    visible share of a short run's wait under `make dev`: the embedded instance and the server
+    stack's poll every second and launch side by side (the chart's instance: test_helm_chart)."""
+    import dagster as dg
+
+    embedded = yaml.safe_load((ROOT / "dagster.yaml").read_text())["run_queue"]
+    server = yaml.safe_load((ROOT / "stack" / "dagster.yaml").read_text())["run_queue"]
+    assert embedded == server == {"dequeue_interval_seconds": 1, "dequeue_use_threads": True}
+    # `run_queue` next to `concurrency: runs:` is valid, and the daemon's coordinator gets both.
+    (tmp_path / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        coordinator = instance.run_coordinator
+        assert (coordinator.dequeue_interval_seconds, coordinator.dequeue_use_threads) == (1, True)
+        assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 2
+
+
 def test_rat_demo_keeps_a_server_instance_file_and_refreshes_its_own(tmp_path, monkeypatch):
     from ratatouille_assets.demo import ensure_dagster_home
     from ratatouille_assets.settings import load_settings

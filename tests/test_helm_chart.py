@@ -406,6 +406,8 @@ def test_instance_config_builds_a_k8s_run_launcher_and_its_job(rendered, storage
     for key in ("compute_logs", "run_coordinator"):
         data = config[key]
         ConfigurableClassData(data["module"], data["class"], yaml.safe_dump(data.get("config") or {})).rehydrate()
+    # The run queue as in dagster.yaml and stack/dagster.yaml (test_compose_file).
+    assert config["run_coordinator"]["config"] == {"dequeue_interval_seconds": 1, "dequeue_use_threads": True}
 
     # The Job the launcher would create for a run, built by dagster-k8s itself.
     code = container(deployment(docs, "code"))
