@@ -98,7 +98,7 @@ def test_profiles_in_env_example_give_duckdb_less_than_the_container(name):
 
 
 
-def test_instance_files_share_the_run_queue_settings_and_dagster_accepts_them(tmp_path):
+def test_instance_files_share_the_run_queue_settings_and_dagster_accepts_them(tmp_path, monkeypatch):
     """Dagster's default run queue pass every 5 s, each launch waiting for the one before, was a
     visible share of a short run's wait under `make dev`: the embedded instance and the server
     stack's poll every second and launch side by side (the chart's instance: test_helm_chart)."""
@@ -109,6 +109,8 @@ def test_instance_files_share_the_run_queue_settings_and_dagster_accepts_them(tm
     assert embedded == server == {"dequeue_interval_seconds": 1, "dequeue_use_threads": True}
     # `run_queue` next to `concurrency: runs:` is valid, and the daemon's coordinator gets both.
     (tmp_path / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))  # the embedded storage lives in DAGSTER_HOME
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "1000")  # restored after: the storage sets it for its process
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         coordinator = instance.run_coordinator
         assert (coordinator.dequeue_interval_seconds, coordinator.dequeue_use_threads) == (1, True)
