@@ -210,6 +210,13 @@ def test_two_bronze_backfills_over_overlapping_days_both_succeed_and_equal_one_c
     settings = use_home(monkeypatch, tmp_path / "rt")
     make_project(tmp_path / "project", monkeypatch, sources=SOURCES, models=MODELS, start=START.isoformat())
     land(Path(settings.landing), RACE_DAYS)
+    # The instance exists before its runs do, as in a deployment (two processes creating Dagster's
+    # SQLite storage at the same instant race in Dagster's own schema creation).
+    from ratatouille_assets.demo import ensure_dagster_home
+
+    ensure_dagster_home(settings)
+    with dg.DagsterInstance.get():
+        pass
     # Ranges that overlap by a month, started together: their commits conflict, both must land.
     ranges = [(0, 59), (30, RACE_DAYS - 1)]
     outcome = race(_backfill, lambda i: ranges[i], processes=2)
