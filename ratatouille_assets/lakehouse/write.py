@@ -203,6 +203,14 @@ def _ensure_namespace(catalog: Catalog, namespace: str) -> None:
         catalog.create_namespace(namespace)
     except NamespaceAlreadyExistsError:
         pass
+    except Exception as exc:
+        # Two first writers at once: the SQL catalog's check passes for both and the second insert
+        # fails on its database's unique key (an IntegrityError, not NamespaceAlreadyExistsError).
+        try:
+            catalog.load_namespace_properties(namespace)
+        except Exception:  # noqa: BLE001 - it really does not exist: the original error is the one to see
+            raise exc from None
+        log.info("namespace %s was created by a concurrent writer", namespace)
 
 
 # How coarse a table's Iceberg partitions are on its window column. Dagster partitions stay daily
