@@ -4,12 +4,15 @@ real partitioned run's events are stored and read back through it.
 
 (No `from __future__ import annotations`: Dagster inspects the context annotation.)"""
 
+import collections
 import inspect
 import os
 from pathlib import Path
 
 import dagster as dg
 import yaml
+import sqlalchemy as db
+from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 
 from ratatouille_assets.defs.storage import EVENT_BATCH_SIZE, MAX_ENGINES, PooledSqliteEventLogStorage
@@ -88,3 +91,66 @@ def test_a_partitioned_runs_events_are_written_in_one_batch_and_read_through_poo
         instance.wipe()
         assert events._engines == {} or list(events._engines) == ["index"]
         assert instance.fetch_materializations(dg.AssetKey("daily"), limit=10).records == []
+
+
+def test_the_private_methods_it_replaces_still_store_what_it_stores():
+    # The planned check's rows and the asset row's update: if Dagster changes what these store, the
+    # comparison below shows it; this shows when they were reshaped.
+    planned = inspect.getsource(SqlEventLogStorage._store_asset_check_evaluation_planned)
+    assert "partitions_subset.get_partition_keys()" in planned and "AssetCheckExecutionsTable.insert()" in planned
+    entry = inspect.getsource(SqlEventLogStorage._store_asset_event)
+    assert "AssetKeyTable.insert()" in entry and "AssetKeyTable.update()" in entry and "_get_asset_entry_values" in entry
+
+
+@dg.asset(partitions_def=DAYS, backfill_policy=dg.BackfillPolicy.single_run(),
+          check_specs=[dg.AssetCheckSpec("rows_positive", asset="checked")])
+def checked(context: dg.AssetExecutionContext):
+    for key in context.partition_keys:
+        context.add_asset_metadata({"dagster/row_count": int(key[-2:])}, partition_key=key)
+    yield dg.MaterializeResult(check_results=[dg.AssetCheckResult(check_name="rows_positive", passed=True)])
+
+
+def _stored(instance) -> dict:
+    """What a run over 60 days left in the index, run ids replaced by their order."""
+    runs = {}
+    for _ in range(2):
+        result = dg.materialize([checked], instance=instance, tags={
+            "dagster/asset_partition_range_start": "2024-01-01", "dagster/asset_partition_range_end": "2024-02-29"})
+        assert result.success
+        runs[result.run_id] = len(runs)
+    key = dg.AssetKey("checked")
+    with instance.event_log_storage.index_connection() as conn:
+        checks = conn.execute(db.text(
+            "SELECT asset_key, check_name, partition, run_id, execution_status, evaluation_event_storage_id IS NOT NULL "
+            "FROM asset_check_executions ORDER BY id")).fetchall()
+    entry = instance.get_asset_records([key])[0].asset_entry
+    latest = {}
+    for r in reversed(instance.fetch_materializations(key, limit=1000).records):
+        latest[r.asset_materialization.partition] = runs[r.run_id]
+    return {
+        "checks": [(*row[:3], runs[row[3]], *row[4:]) for row in checks],
+        "last_run": runs[entry.last_run_id],
+        "last_materialization": (runs[entry.last_materialization.run_id],
+                                 entry.last_materialization.asset_materialization.partition),
+        "materialized": sorted(instance.get_materialized_partitions(key)),
+        "latest_per_partition": latest,
+    }
+
+
+def test_a_batch_with_checks_stores_what_dagsters_own_storage_stores(tmp_path):
+    ours = {"custom": {"module": "ratatouille_assets.defs.storage", "class": "PooledSqliteStorage",
+                       "config": {"base_dir": str(tmp_path / "ours")}}}
+    with dg.instance_for_test(overrides={"storage": ours}) as instance:
+        assert isinstance(instance.event_log_storage, PooledSqliteEventLogStorage)
+        got = _stored(instance)
+    stock = {"sqlite": {"base_dir": str(tmp_path / "stock")}}
+    with dg.instance_for_test(overrides={"storage": stock}) as instance:
+        assert type(instance.event_log_storage) is SqliteEventLogStorage
+        expected = _stored(instance)
+    assert got == expected
+    # Planned: one row per partition and run; the run's check result marks its rows.
+    # Per run: a planned row for each of its 60 partitions, and the check's one (unpartitioned) result.
+    kinds = collections.Counter((run, partition is not None, status) for _, _, partition, run, status, _ in got["checks"])
+    assert kinds == {(0, True, "PLANNED"): 60, (0, False, "SUCCEEDED"): 1, (1, True, "PLANNED"): 60, (1, False, "SUCCEEDED"): 1}
+    assert got["last_run"] == 1 and got["last_materialization"] == (1, "2024-02-29")
+    assert got["latest_per_partition"] == {k: 1 for k in DAYS.get_partition_keys()[:60]}
