@@ -130,6 +130,26 @@ def test_concurrent_writers_all_land_via_retry(settings):
     assert sorted(r[0] for r in got) == sorted(expected_ids)  # nothing lost, nothing twice
 
 
+def _first_opener(catalog_uri: str, warehouse: str, i: int, barrier, results) -> None:
+    import os
+
+    os.environ.update(RATATOUILLE_CATALOG_URI=catalog_uri, RATATOUILLE_WAREHOUSE=warehouse)
+    from ratatouille_assets.settings import get_settings
+
+    barrier.wait(timeout=60)
+    catalog = load_catalog(get_settings())
+    results.put((i, [t for (t,) in catalog.list_namespaces()]))
+
+
+@pytest.mark.slow
+def test_processes_opening_a_new_catalog_at_once_all_open_it(tmp_path):
+    # The first use of a warehouse: every process finds the catalog's tables missing and creates them.
+    for round_ in range(2):
+        uri = f"sqlite:///{tmp_path}/catalog-{round_}.db"
+        opened = race(_first_opener, lambda i: (uri, str(tmp_path / "warehouse"), i), processes=4, timeout=120)
+        assert opened == {i: [] for i in range(4)}
+
+
 def _data_files(settings, table: str) -> set[str]:
     """Every Parquet file under the table's data folder, referenced or not."""
     import os

@@ -1,22 +1,28 @@
 """The Iceberg SQL catalog, configured from settings.
 
 On SQLite (the embedded default) the catalog gets WAL journaling and a busy timeout so that
-concurrent runs wait for each other instead of failing with ``database is locked``.
+concurrent runs wait for each other instead of failing with ``database is locked``. Two processes
+opening a new catalog at the same instant both find its tables missing and both create them; the
+one that loses that race opens the catalog again (its tables then exist).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from pyiceberg.catalog import Catalog
 from pyiceberg.catalog.sql import IcebergTables, SqlCatalog
 from sqlalchemy import event, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from ratatouille_assets.settings import Settings, get_settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Opening a catalog whose tables another process is creating at that moment: tries, and the pause between.
+_OPEN_ATTEMPTS, _OPEN_PAUSE_S = 5, 0.2
 
 
 def catalog_properties(settings: Settings) -> dict[str, str]:
@@ -55,11 +61,24 @@ def load_catalog(settings: Settings | None = None) -> Catalog:
         os.makedirs(os.path.dirname(db_path) or ".", exist_ok=True)
     if not settings.is_s3:
         os.makedirs(settings.warehouse, exist_ok=True)
-    catalog = SqlCatalog(settings.catalog_name, **catalog_properties(settings))
+    catalog = _open(settings)
     if catalog.engine.dialect.name == "sqlite":
         event.listen(catalog.engine, "connect", _tune_sqlite)
         catalog.engine.dispose()  # drop the connection opened during init, untuned
     return catalog
+
+
+def _open(settings: Settings) -> SqlCatalog:
+    for attempt in range(_OPEN_ATTEMPTS):
+        try:
+            return SqlCatalog(settings.catalog_name, **catalog_properties(settings))
+        except DBAPIError as exc:
+            # SQLite: "table iceberg_tables already exists"; Postgres: a duplicate table or type.
+            created_meanwhile = "already exists" in str(exc.orig) or "duplicate" in str(exc.orig).lower()
+            if not created_meanwhile or attempt == _OPEN_ATTEMPTS - 1:
+                raise
+            time.sleep(_OPEN_PAUSE_S)
+    raise AssertionError("unreachable")
 
 
 def table_locations(catalog: Catalog) -> dict[tuple[str, str], str]:
