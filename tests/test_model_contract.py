@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
-from pyiceberg.transforms import DayTransform, MonthTransform
+from pyiceberg.transforms import DayTransform, IdentityTransform, MonthTransform
 
 from ratatouille_assets.definitions import build_definitions
 from ratatouille_assets.lakehouse import duck
@@ -232,6 +232,31 @@ def test_a_month_partitioned_model_keeps_daily_partitions_and_replaces_only_its_
     table = load_catalog(get_settings()).load_table("silver.events")
     assert day_counts(table, Window("happened_at", D1, D2)) == {D1: 3, D2: 1}
     assert [m.metadata["dagster/row_count"].value for m in result.asset_materializations_for_node("dbt_daily")] == [1]
+
+
+def test_the_projects_granularity_applies_to_every_table_that_sets_none_and_evolves_existing_ones(events):
+    # sources.yml's partitions.granularity: bronze.events (loaded daily by the fixture) and the model
+    # without its own setting go monthly on their next write; a model's own setting still wins.
+    sources = events / "sources.yml"
+    sources.write_text(sources.read_text().replace("partitions:\n", "partitions:\n  granularity: month\n", 1))
+    (events / "dbt_project" / "models" / "gold").mkdir()
+    (events / "dbt_project" / "models" / "gold" / "daily_kinds.sql").write_text(
+        "{{ config(partition_by='day', partition_granularity='day') }}\n"
+        "select cast(happened_at as date) as day, kind, count(*) as n from {{ ref('events') }}\n"
+        "where {{ in_window('happened_at') }} group by all")
+    get_settings.cache_clear()
+    assert materialize([["bronze", "events"], ["silver", "events"], ["gold", "daily_kinds"]], D1, D2).success
+    catalog = load_catalog(get_settings())
+    transforms = {name: [type(f.transform) for f in catalog.load_table(name).spec().fields]
+                  for name in ("bronze.events", "silver.events", "gold.daily_kinds")}
+    assert transforms == {"bronze.events": [MonthTransform], "silver.events": [MonthTransform],
+                          "gold.daily_kinds": [IdentityTransform]}
+    bronze = catalog.load_table("bronze.events")
+    assert day_counts(bronze, Window("_landing_date", D1, D2)) == {D1: 3, D2: 2}
+    assert day_counts(catalog.load_table("silver.events"), Window("happened_at", D1, D2)) == {D1: 3, D2: 1}
+    # Reloading one day rewrites it inside its month and leaves the other day as it was.
+    assert materialize([["bronze", "events"]], D2, D2).success
+    assert day_counts(catalog.load_table("bronze.events"), Window("_landing_date", D1, D2)) == {D1: 3, D2: 2}
 
 
 def test_partitioning_on_text_fails_naming_the_model_and_the_fix(events):

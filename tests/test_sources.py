@@ -46,3 +46,18 @@ def test_mistakes_name_the_source_and_field(change, message):
 def test_missing_fields_are_listed():
     with pytest.raises(SourceConfigError, match="missing field\\(s\\): format, columns"):
         parse_sources({"sources": {"shop": {"path": "x/{date}/a.csv", "event_time": "ts"}}})
+
+
+def test_the_projects_granularity_is_the_default_of_partitioned_sources_only():
+    from ratatouille_assets.ingest.sources import parse_sources_file
+
+    spec = {"format": "csv", "columns": {"id": "bigint"}}
+    parsed = parse_sources_file({"partitions": {"start": "2020-01-01", "granularity": "month"}, "sources": {
+        "daily": spec, "yearly": {**spec, "partition_granularity": "year"}, "lookup": {**spec, "partitioned": False}}})
+    assert parsed.granularity == "month"
+    assert {n: s.partition_granularity for n, s in parsed.sources.items()} == {"daily": "month", "yearly": "year", "lookup": "day"}
+    assert parse_sources_file({"sources": {"daily": spec}}).sources["daily"].partition_granularity == "day"
+    with pytest.raises(SourceConfigError, match=r"sources.yml: partitions.granularity 'week' is not one of day, month, year"):
+        parse_sources_file({"partitions": {"granularity": "week"}, "sources": {"daily": spec}})
+    with pytest.raises(SourceConfigError, match=r"partitions takes start .* and granularity"):
+        parse_sources_file({"partitions": {"begin": "2020-01-01"}, "sources": {"daily": spec}})

@@ -312,10 +312,10 @@ def build_dbt_assets(
                         "all, or a backfill of the whole range), or drop full_refresh to replace just these days."
                     )
                 extra = ("--full-refresh",)
-            yield from _run_dbt(
-                context, lakehouse, dbt_vars(window.start, window.end, run_id=context.run.run_id, partition_key=label),
-                models, extra, window=_days(window),
-            )
+            variables = dbt_vars(window.start, window.end, run_id=context.run.run_id, partition_key=label)
+            # A model without its own partition_granularity gets the project's (sources.yml: partitions.granularity).
+            variables["partition_granularity"] = sources.granularity
+            yield from _run_dbt(context, lakehouse, variables, models, extra, window=_days(window))
 
         assets.append(dbt_daily)
 

@@ -81,11 +81,13 @@ class Source:
 
 @dataclasses.dataclass(frozen=True)
 class SourcesFile:
-    """What ``sources.yml`` declares: the sources and where daily partitions start."""
+    """What ``sources.yml`` declares: the sources, where daily partitions start, and the Iceberg
+    partition granularity of every partitioned table (sources and models) that sets none."""
 
     path: Path
     sources: dict[str, Source]
     start: str = DEFAULT_START
+    granularity: str = "day"
 
     @property
     def partitioned(self) -> dict[str, Source]:
@@ -132,7 +134,7 @@ def _freshness(where: str, value: Any) -> dict[str, Any] | None:
     return out
 
 
-def _source(name: str, spec: Any, origin: str) -> Source:
+def _source(name: str, spec: Any, origin: str, default_granularity: str = "day") -> Source:
     where = f"{origin}: source '{name}'"
     if not _NAME.match(str(name)):
         raise _fail(where, "names are lowercase letters, digits and underscores, starting with a letter")
@@ -178,7 +180,7 @@ def _source(name: str, spec: Any, origin: str) -> Source:
     on_bad_file = spec.get("on_bad_file", "quarantine")
     if on_bad_file not in ON_BAD_FILE:
         raise _fail(where, f"on_bad_file '{on_bad_file}' is not one of {', '.join(ON_BAD_FILE)}")
-    granularity = spec.get("partition_granularity", "day")
+    granularity = spec.get("partition_granularity", default_granularity if partitioned else "day")
     if granularity not in GRANULARITIES:
         raise _fail(where, f"partition_granularity '{granularity}' is not one of {', '.join(GRANULARITIES)}")
     if "partition_granularity" in spec and not partitioned:
@@ -203,14 +205,22 @@ def _source(name: str, spec: Any, origin: str) -> Source:
 def _start(origin: str, partitions: Any) -> str:
     if partitions is None:
         return DEFAULT_START
-    if not isinstance(partitions, dict) or set(partitions) - {"start"}:
-        raise _fail(origin, "partitions takes one field, start: the first day (YYYY-MM-DD) of daily data")
+    if not isinstance(partitions, dict) or set(partitions) - {"start", "granularity"}:
+        raise _fail(origin, "partitions takes start (the first day, YYYY-MM-DD, of daily data) and "
+                            f"granularity ({' | '.join(GRANULARITIES)}: the default Iceberg partitioning of daily tables)")
     start = partitions.get("start", DEFAULT_START)
     try:
         day = start if isinstance(start, dt.date) else dt.date.fromisoformat(str(start))
     except ValueError:
         raise _fail(origin, f"partitions.start must be a day, YYYY-MM-DD, got {start!r}") from None
     return day.isoformat()
+
+
+def _granularity(origin: str, partitions: Any) -> str:
+    granularity = (partitions or {}).get("granularity", "day")
+    if granularity not in GRANULARITIES:
+        raise _fail(origin, f"partitions.granularity '{granularity}' is not one of {', '.join(GRANULARITIES)}")
+    return granularity
 
 
 def parse_sources_file(document: Any, origin: str = "sources.yml") -> SourcesFile:
@@ -222,8 +232,10 @@ def parse_sources_file(document: Any, origin: str = "sources.yml") -> SourcesFil
     entries = document["sources"] or {}
     if not isinstance(entries, dict):
         raise _fail(origin, "'sources:' must be a mapping of source name -> definition")
-    sources = {str(name): _source(str(name), spec, origin) for name, spec in entries.items()}
-    return SourcesFile(path=Path(origin), sources=sources, start=_start(origin, document.get("partitions")))
+    start = _start(origin, document.get("partitions"))
+    granularity = _granularity(origin, document.get("partitions"))
+    sources = {str(name): _source(str(name), spec, origin, granularity) for name, spec in entries.items()}
+    return SourcesFile(path=Path(origin), sources=sources, start=start, granularity=granularity)
 
 
 def parse_sources(document: Any, origin: str = "sources.yml") -> dict[str, Source]:

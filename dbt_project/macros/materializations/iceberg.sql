@@ -10,9 +10,11 @@
     partition_by:     a DATE or TIMESTAMP column; the table is partitioned on it (its day) and the
                       run replaces the days min_date..max_date. Omit for tables rebuilt whole
                       (dimensions).
-    partition_granularity: day (default) | month | year: how coarse the Iceberg partitions on
-                      partition_by are. Dagster partitions stay daily and a run still replaces
-                      exactly its days; month or year keeps a small daily model in a few files.
+    partition_granularity: day | month | year (default: sources.yml's partitions.granularity,
+                      passed as the var partition_granularity, else day): how coarse the Iceberg
+                      partitions on partition_by are. Dagster partitions stay daily and a run
+                      still replaces exactly its days; month or year keeps a small daily model in
+                      a few files.
     on_schema_change: append_new_columns (default) | sync_all_columns | fail.
   A `_reject_reason` column, if the model has one, splits the result: rows with a reason go to
   `<table>__rejected` (same window), the rest to the table, and counts per reason are recorded.
@@ -41,7 +43,7 @@
       'namespace': this.schema,
       'table': this.identifier,
       'partition_by': partition_by,
-      'partition_granularity': config.get('partition_granularity') or 'day',
+      'partition_granularity': config.get('partition_granularity') or var('partition_granularity', 'day'),
       'min_date': (var('min_date') | string) if partition_by else none,
       'max_date': (var('max_date') | string) if partition_by else none,
       'run_id': var('dagster_run_id', invocation_id),
