@@ -13,6 +13,7 @@ import dagster as dg
 
 from ratatouille_assets.defs.checks import check_result, quarantine_check_spec, quarantine_result, soda_check_specs
 from ratatouille_assets.defs.metadata import partition_metadata, snapshot_metadata
+from ratatouille_assets.defs.partition_metadata import add_partition_metadata
 from ratatouille_assets.defs.resources import LakehouseResource
 from ratatouille_assets.ingest.bronze import bronze_identifier
 from ratatouille_assets.ingest.bronze import load as load_bronze
@@ -106,12 +107,11 @@ def bronze_asset(
         )
         if days is not None:
             requested = set(days)
-            for day in load.days:
-                if day.day in requested:  # the run's own partitions (a window also reloads days between them)
-                    context.add_asset_metadata(
-                        partition_metadata(day.rows, files=len(day.files), quarantined_files=len(day.quarantined)),
-                        asset_key=key, partition_key=day.day,
-                    )
+            # The run's own partitions (a window also reloads days between them).
+            add_partition_metadata(context, key, {
+                day.day: partition_metadata(day.rows, files=len(day.files), quarantined_files=len(day.quarantined))
+                for day in load.days if day.day in requested
+            })
         info = describe(catalog, bronze_identifier(source), context.run.run_id)
         rows = load.rows
         quarantined = list(load.quarantined)

@@ -27,9 +27,10 @@ from dagster_dbt.asset_utils import (
 )
 from pyiceberg.catalog import Catalog
 
-from ratatouille_assets.defs.dbt_inprocess import dbt_build
 from ratatouille_assets.defs.checks import check_result, soda_check_specs
+from ratatouille_assets.defs.dbt_inprocess import dbt_build
 from ratatouille_assets.defs.metadata import partition_metadata, snapshot_metadata
+from ratatouille_assets.defs.partition_metadata import add_partition_metadata
 from ratatouille_assets.defs.partitions import dbt_vars, window_days
 from ratatouille_assets.defs.resources import LakehouseResource
 from ratatouille_assets.ingest.sources import SourcesFile
@@ -161,11 +162,10 @@ def _materialized(
         if rejected is not None:
             rejects = day_counts(catalog.load_table(rejected_id), Window(model.partition_by, *window, nulls_by=LANDING_DAY_COLUMN),
                                  rejected.snapshot_id)
-        for day, count in rows.items():
-            context.add_asset_metadata(
-                partition_metadata(count, rejects[day] if rejects is not None else None), asset_key=key,
-                partition_key=day.isoformat(),
-            )
+        add_partition_metadata(context, key, {
+            day.isoformat(): partition_metadata(count, rejects[day] if rejects is not None else None)
+            for day, count in rows.items()
+        })
     return metadata
 
 
