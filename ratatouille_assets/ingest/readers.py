@@ -252,8 +252,12 @@ def _check_location(path: str, landing_root: str) -> None:
 
 
 def _check_size(conn: duckdb.DuckDBPyConnection, path: str, max_file_bytes: int | None) -> None:
-    # read_blob reads only the size here, not the content (same call on a local folder and on S3).
-    (size,) = conn.execute(f"SELECT size FROM read_blob({_lit(path)})").fetchone()
+    # On S3 read_blob reads only the size, not the content; a local file's size is a stat away
+    # (a DuckDB query costs ~0.4 ms, paid by every file of a years-long backfill).
+    if path.startswith("s3://"):
+        (size,) = conn.execute(f"SELECT size FROM read_blob({_lit(path)})").fetchone()
+    else:
+        size = os.stat(path).st_size
     if size == 0:
         raise _Reject(
             "empty_file", "the file is empty (0 bytes)",
