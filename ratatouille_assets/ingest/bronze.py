@@ -15,7 +15,7 @@ import pyarrow as pa
 from pyiceberg.catalog import Catalog
 
 from ratatouille_assets.ingest.quarantine import QuarantinedFile
-from ratatouille_assets.ingest.readers import PARTITION_COLUMN, PartitionRead, list_window_files, stream_partition
+from ratatouille_assets.ingest.readers import PARTITION_COLUMN, PartitionRead, list_window_files, stream_window
 from ratatouille_assets.ingest.sources import Source
 from ratatouille_assets.layers import BRONZE
 from ratatouille_assets.lakehouse import trace
@@ -128,9 +128,8 @@ def _stream(
     reads: dict[str | None, PartitionRead], **options,
 ) -> Iterator[pa.Table]:
     listing = list_window_files(conn, landing, source, days)
-    for day in days if days is not None else [None]:
-        found = reads[day] = PartitionRead()
-        yield from stream_partition(conn, source, landing, day, run_id, found, files=listing.get(day, []), **options)
+    ordered = {day: listing.get(day, []) for day in (days if days is not None else [None])}
+    yield from stream_window(conn, source, landing, ordered, run_id, reads, **options)
 
 
 def _properties(reads: dict[str | None, PartitionRead]) -> dict[str, str]:

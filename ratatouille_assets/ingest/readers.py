@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import collections
 import os
 import re
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import PurePath
 
 import duckdb
@@ -31,6 +33,11 @@ LINEAGE_COLUMNS = ("_landing_date", "_source_file", "_ingested_at", "_run_id")
 # A reference source has no landing day: its rows carry no _landing_date.
 REFERENCE_LINEAGE_COLUMNS = LINEAGE_COLUMNS[1:]
 PARTITION_COLUMN = "_landing_date"
+# A window's files are read ahead of the writer by this many threads, at most READ_AHEAD files in
+# flight (bounded memory). A file costs ~1-3 ms of DuckDB queries that release the GIL, so over years
+# of small daily files the reads overlap with each other and with the Iceberg writes.
+READ_THREADS = 2
+READ_AHEAD = 4
 
 # An explicit dialect, not a sniffed one: a ragged row must be an error, never padded with nulls
 # or "explained" by sniffing a different delimiter or a header further down.
@@ -169,6 +176,82 @@ def stream_partition(
         yield _ordered(source, table)
     if not found.files:
         yield empty_table(conn, source)
+
+
+def stream_window(
+    conn: duckdb.DuckDBPyConnection,
+    source: Source,
+    landing_root: str,
+    listing: dict[str | None, list[str]],
+    run_id: str,
+    reads: dict[str | None, PartitionRead],
+    *,
+    quarantine_root: str | None = None,
+    max_file_bytes: int | None = None,
+) -> Iterator[pa.Table]:
+    """:func:`stream_partition` over each day of ``listing`` (its keys, in order; ``{None: files}``
+    for a reference source), the files read ahead in threads and yielded in listing order: the same
+    tables, the same quarantine decisions, each day's :class:`PartitionRead` in ``reads``."""
+    jobs = [(day, path) for day, paths in listing.items() for path in paths]
+    if len(jobs) < 2:
+        for day, paths in listing.items():
+            found = reads[day] = PartitionRead()
+            yield from stream_partition(conn, source, landing_root, day, run_id, found, files=paths,
+                                        quarantine_root=quarantine_root, max_file_bytes=max_file_bytes)
+        return
+    ingested_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    # One connection per reader thread, opened here (a DuckDB connection is used by one thread at a time).
+    (timezone,) = conn.execute("SELECT current_setting('TimeZone')").fetchone()
+    free = []
+    for _ in range(READ_THREADS):
+        cursor = conn.cursor()
+        cursor.execute(f"SET TimeZone = {_lit(timezone)}")
+        free.append(cursor)
+    cursors = list(free)
+
+    def read(day: str | None, path: str) -> tuple[pa.Table | None, BadFile | None, float]:
+        cursor = free.pop()
+        started = time.perf_counter()
+        try:
+            table = read_file(cursor, source, path, landing_root=landing_root, day=day, run_id=run_id,
+                              ingested_at=ingested_at, max_file_bytes=max_file_bytes)
+            return table, None, time.perf_counter() - started
+        except BadFile as bad:
+            return None, bad, time.perf_counter() - started
+        finally:
+            free.append(cursor)
+
+    pending: collections.deque = collections.deque()
+    remaining = iter(jobs)
+    pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix=f"read-{source.name}")
+
+    def top_up() -> None:
+        while len(pending) < READ_AHEAD and (job := next(remaining, None)) is not None:
+            pending.append((job, pool.submit(read, *job)))
+
+    try:
+        top_up()
+        for day in listing:
+            found = reads[day] = PartitionRead()
+            while pending and pending[0][0][0] == day:
+                (_, path), future = pending.popleft()
+                table, bad, seconds = future.result()
+                top_up()
+                found.read_seconds += seconds
+                if bad is not None:
+                    if source.on_bad_file == "fail":
+                        raise bad
+                    found.quarantined.append(_quarantine(bad, path, source, day, run_id, quarantine_root))
+                    continue
+                found.files.append(path)
+                found.rows += table.num_rows
+                yield _ordered(source, table)
+            if not found.files:
+                yield empty_table(conn, source)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        for cursor in cursors:
+            cursor.close()
 
 
 def lineage_columns(source: Source) -> tuple[str, ...]:
