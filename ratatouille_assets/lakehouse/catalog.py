@@ -9,6 +9,7 @@ one that loses that race opens the catalog again (its tables then exist).
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from pathlib import Path
 
@@ -49,7 +50,19 @@ def _warehouse_uri(settings: Settings) -> str:
 def _tune_sqlite(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-    cursor.execute("PRAGMA journal_mode = WAL")
+    # WAL is a property of the database file: set once, by the first connection. Setting it again
+    # is no change but takes a lock, and SQLite answers "database is locked" at once (no busy
+    # wait) when another process holds one: two runs starting together failed on it.
+    (mode,) = cursor.execute("PRAGMA journal_mode").fetchone()
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while str(mode).lower() != "wal":
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")  # an in-memory database stays "memory"
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
     cursor.close()
 
 
