@@ -31,6 +31,9 @@ def test_the_private_method_it_overrides_is_still_dagsters_connection_per_shard(
     store = inspect.getsource(SqliteEventLogStorage.store_event)
     assert store.index("_store_asset_event_tags(conn, [event], [event_id])") < store.index("_store_asset_event(conn, event, event_id)")
     assert "prepare_insert_event(event)" in store
+    # The batch's rows are the ones Dagster's own batch insert builds.
+    batch = inspect.getsource(SqlEventLogStorage.prepare_insert_event_batch)
+    assert "SqlEventLogStorageTable.insert().values(" in batch and "self._event_to_row(event) for event in events" in batch
 
 
 def test_the_project_instance_uses_it():

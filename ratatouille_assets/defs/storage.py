@@ -113,11 +113,15 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         batched = [e for e in events if e.dagster_event_type in _BATCHED]
         if len({e.run_id for e in events}) != 1 or len(batched) < 2:
             return super().store_event_batch(events)
-        insert = self.prepare_insert_event_batch(batched)
+        # The rows prepare_insert_event_batch would put in one multi-VALUES statement, as one
+        # executemany (SQLAlchemy batches it without compiling a statement the size of the batch),
+        # the index's ids returned in the events' order.
+        rows = [self._event_to_row(event) for event in batched]
         with self.run_connection(batched[0].run_id) as conn:
-            conn.execute(insert)
+            conn.execute(SqlEventLogStorageTable.insert(), rows)
         with self.index_transaction() as conn:
-            ids = [row[0] for row in conn.execute(insert.returning(SqlEventLogStorageTable.c.id)).fetchall()]
+            returning = SqlEventLogStorageTable.insert().returning(SqlEventLogStorageTable.c.id, sort_by_parameter_order=True)
+            ids = [row[0] for row in conn.execute(returning, rows).fetchall()]
             if len(ids) != len(batched) or any(i is None for i in ids):
                 raise RuntimeError(f"a batch write of {len(batched)} events returned {len(ids)} ids")
             self._store_asset_event_tags(conn, batched, ids)
