@@ -22,9 +22,10 @@ A partitioned asset check's planned event becomes one row per partition in the c
 table; Dagster serializes the whole event again for each row and compiles one INSERT with all of
 them. This one serializes it once and inserts the same rows as one executemany.
 
-This is the one place that relies on private Dagster APIs: ``SqliteEventLogStorage._connect``, the
-helpers the batch write shares with ``store_event``, and ``_store_asset_check_evaluation_planned``
-(``tests/test_storage.py`` pins them and compares what is stored with Dagster's own storage). The server stack uses Postgres and is
+This module relies on private Dagster APIs (as does ``defs/partition_metadata.py``, for another
+reason): ``SqliteEventLogStorage._connect``, the helpers the batch write shares with
+``store_event``, and ``_store_asset_check_evaluation_planned``. ``tests/test_storage.py`` pins them
+and compares what is stored with Dagster's own storage. The server stack uses Postgres and is
 unaffected.
 Configured in ``dagster.yaml``::
 
@@ -48,8 +49,8 @@ from contextlib import contextmanager
 import sqlalchemy as db
 from dagster._core.events import DagsterEventType
 from dagster._core.events.log import EventLogEntry
-from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable, SqlEventLogStorageTable
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable, SqlEventLogStorageTable
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SQLITE_BUSY_TIMEOUT_SECONDS, SqliteEventLogStorage
 from dagster._core.storage.sqlite_storage import DagsterSqliteStorage, _event_logs_directory
 from dagster._serdes import ConfigurableClassData, serialize_value

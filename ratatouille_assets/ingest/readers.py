@@ -11,9 +11,9 @@ files load. Columns a file adds beyond the contract are kept: bronze grows a nul
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as dt
-import collections
 import os
 import re
 import time
