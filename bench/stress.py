@@ -20,11 +20,14 @@ import contextlib
 import datetime as dt
 import multiprocessing as mp
 import os
+import queue
 import shutil
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+import duckdb
 
 from ratatouille_assets.ingest.generator import SampleSpec, generate
 
@@ -68,8 +71,12 @@ def _days_once(env: dict[str, str], table: str, days: int) -> bool:
         settings = get_settings()
         conn = duck.connect(settings)
         duck.register_iceberg_views(conn, load_catalog(settings))
-        rows = conn.execute(f"SELECT _landing_date, count(DISTINCT _run_id) FROM {table} GROUP BY 1").fetchall()
-        conn.close()
+        try:
+            rows = conn.execute(f"SELECT _landing_date, count(DISTINCT _run_id) FROM {table} GROUP BY 1").fetchall()
+        except duckdb.CatalogException:  # no writer created it
+            rows = []
+        finally:
+            conn.close()
     return len(rows) == days and all(n == 1 for _, n in rows)
 
 
@@ -107,8 +114,11 @@ def main(argv: list[str] | None = None) -> int:
             for p in procs:
                 p.join(timeout=900)
             outcomes = {}
-            while not results.empty():
-                key, ok = results.get()
+            for _ in pair:  # a process that died put nothing: its run counts as failed
+                try:
+                    key, ok = results.get(timeout=10)
+                except queue.Empty:
+                    break
                 outcomes[key] = ok
             ok_runs = sum(1 for ok in outcomes.values() if ok)
             bad_runs = len(pair) - ok_runs
