@@ -1,6 +1,7 @@
 """A window's landing files read ahead in threads (ingest/readers.py stream_window) give what
-reading them one by one gives: the same rows in the same order, the same quarantine and per-day
-counts; with on_bad_file: fail the first bad file in listing order stops the stream."""
+reading each file on its own gives: the same rows in the same order, the bad files quarantined with
+their reasons, the per-day counts; with on_bad_file: fail the first bad file in listing order
+stops the stream."""
 
 from __future__ import annotations
 
@@ -10,9 +11,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from ratatouille_assets.ingest.readers import (
-    BadFile, PartitionRead, list_window_files, stream_partition, stream_window,
-)
+from ratatouille_assets.ingest.readers import BadFile, list_window_files, read_file, stream_window
 from ratatouille_assets.ingest.sources import parse_sources
 from tests.project import write_csv
 
@@ -38,12 +37,23 @@ def landing(tmp_path):
     return str(root)
 
 
-def _sequential(conn, source, landing, listing, quarantine):
-    reads, tables = {}, []
+def _one_by_one(conn, source, landing, listing):
+    """The reference: each listed file read on its own, in order (the empty days, an empty table)."""
+    tables, days = [], {}
+    at = dt.datetime(2024, 1, 1)
     for day, files in listing.items():
-        found = reads[day] = PartitionRead()
-        tables += stream_partition(conn, source, landing, day, "run", found, files=files, quarantine_root=quarantine)
-    return tables, reads
+        good, rows, bad = [], 0, []
+        for path in files:
+            try:
+                table = read_file(conn, source, path, landing_root=landing, day=day, run_id="run", ingested_at=at)
+            except BadFile as exc:
+                bad.append((exc.file, exc.reason))
+                continue
+            good.append(path)
+            rows += table.num_rows
+            tables.append(table)
+        days[day] = (good, rows, bad)
+    return pa.concat_tables(tables).drop_columns(["_ingested_at"]).to_pylist(), days
 
 
 def _summary(tables, reads):
@@ -57,9 +67,9 @@ def test_read_ahead_equals_reading_file_by_file(landing, tmp_path):
     conn.execute("SET TimeZone = 'UTC'")
     source = _source("quarantine")
     listing = list_window_files(conn, landing, source, DAYS)
-    expected = _summary(*_sequential(conn, source, landing, listing, str(tmp_path / "q1")))
+    expected = _one_by_one(conn, source, landing, listing)
     reads: dict = {}
-    tables = list(stream_window(conn, source, landing, listing, "run", reads, quarantine_root=str(tmp_path / "q2")))
+    tables = list(stream_window(conn, source, landing, listing, "run", reads, quarantine_root=str(tmp_path / "q")))
     got = _summary(tables, reads)
     assert got == expected
     data, days = got
@@ -67,6 +77,9 @@ def test_read_ahead_equals_reading_file_by_file(landing, tmp_path):
     assert [q for _, _, qs in days.values() for q in qs] == [
         (f"meter/{DAYS[4]}/part-1.csv", "type_mismatch"), (f"meter/{DAYS[6]}/part-0.csv", "type_mismatch")]
     assert sum(rows for _, rows, _ in days.values()) == len(data) == 15
+    # The bad files were set aside, each under its day, beside the reason.
+    copies = sorted(p.relative_to(tmp_path / "q").as_posix() for p in (tmp_path / "q").rglob("*.csv"))
+    assert copies == [f"meter/{DAYS[4]}/part-1.csv", f"meter/{DAYS[6]}/part-0.csv"]
 
 
 def test_with_on_bad_file_fail_the_first_bad_file_stops_the_stream(landing):

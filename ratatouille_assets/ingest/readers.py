@@ -127,55 +127,12 @@ def list_window_files(
 
 @dataclasses.dataclass
 class PartitionRead:
-    """What :func:`stream_partition` found, filled in as the stream is consumed."""
+    """What :func:`stream_window` found of one day, filled in as the stream is consumed."""
 
     files: list[str] = dataclasses.field(default_factory=list)
     quarantined: list[QuarantinedFile] = dataclasses.field(default_factory=list)
     rows: int = 0
     read_seconds: float = 0.0
-
-
-def stream_partition(
-    conn: duckdb.DuckDBPyConnection,
-    source: Source,
-    landing_root: str,
-    day: str | None,
-    run_id: str,
-    found: PartitionRead,
-    *,
-    quarantine_root: str | None = None,
-    max_file_bytes: int | None = None,
-    files: list[str] | None = None,
-) -> Iterator[pa.Table]:
-    """The good files of ``source`` (of ``day``; every file, for a reference source with ``day``
-    None), one Arrow table per file (only one file in memory at a time); bad files per
-    ``on_bad_file``. Always yields at least an empty table (the schema). ``files`` (full paths)
-    is the day's listing when the caller has it already.
-
-    With ``on_bad_file: fail`` the first bad file raises :class:`BadFile`; nothing is quarantined
-    and the consumer (the write path) commits nothing. With ``quarantine`` each bad file is copied
-    under ``quarantine_root`` and skipped.
-    """
-    ingested_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    for path in list_files(conn, landing_root, source, day) if files is None else files:
-        started = time.perf_counter()
-        try:
-            table = read_file(
-                conn, source, path, landing_root=landing_root, day=day, run_id=run_id, ingested_at=ingested_at,
-                max_file_bytes=max_file_bytes,
-            )
-        except BadFile as bad:
-            if source.on_bad_file == "fail":
-                raise
-            found.quarantined.append(_quarantine(bad, path, source, day, run_id, quarantine_root))
-            continue
-        finally:
-            found.read_seconds += time.perf_counter() - started
-        found.files.append(path)
-        found.rows += table.num_rows
-        yield _ordered(source, table)
-    if not found.files:
-        yield empty_table(conn, source)
 
 
 def stream_window(
@@ -189,21 +146,22 @@ def stream_window(
     quarantine_root: str | None = None,
     max_file_bytes: int | None = None,
 ) -> Iterator[pa.Table]:
-    """:func:`stream_partition` over each day of ``listing`` (its keys, in order; ``{None: files}``
-    for a reference source), the files read ahead in threads and yielded in listing order: the same
-    tables, the same quarantine decisions, each day's :class:`PartitionRead` in ``reads``."""
+    """The good files of each day of ``listing`` (its keys, in order, each with its full paths;
+    ``{None: files}`` for a reference source), one Arrow table per file, in listing order; each
+    day's :class:`PartitionRead` in ``reads``. A day with no good file yields an empty table (the
+    schema). The files are read ahead by ``READ_THREADS`` threads, at most ``READ_AHEAD`` in memory.
+
+    With ``on_bad_file: fail`` the first bad file in listing order raises :class:`BadFile`; nothing
+    is quarantined and the consumer (the write path) commits nothing. With ``quarantine`` each bad
+    file is copied under ``quarantine_root`` and skipped.
+    """
     jobs = [(day, path) for day, paths in listing.items() for path in paths]
-    if len(jobs) < 2:
-        for day, paths in listing.items():
-            found = reads[day] = PartitionRead()
-            yield from stream_partition(conn, source, landing_root, day, run_id, found, files=paths,
-                                        quarantine_root=quarantine_root, max_file_bytes=max_file_bytes)
-        return
     ingested_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    threads = max(1, min(READ_THREADS, len(jobs)))
     # One connection per reader thread, opened here (a DuckDB connection is used by one thread at a time).
     (timezone,) = conn.execute("SELECT current_setting('TimeZone')").fetchone()
     free = []
-    for _ in range(READ_THREADS):
+    for _ in range(threads):
         cursor = conn.cursor()
         cursor.execute(f"SET TimeZone = {_lit(timezone)}")
         free.append(cursor)
@@ -223,7 +181,7 @@ def stream_window(
 
     pending: collections.deque = collections.deque()
     remaining = iter(jobs)
-    pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix=f"read-{source.name}")
+    pool = ThreadPoolExecutor(threads, thread_name_prefix=f"read-{source.name}")
 
     def top_up() -> None:
         while len(pending) < READ_AHEAD and (job := next(remaining, None)) is not None:

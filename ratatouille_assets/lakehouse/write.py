@@ -626,19 +626,13 @@ def _by_partition(table: Table, data: pa.Table) -> Iterator[pa.Table]:
         return
     keys = field.transform.pyarrow_transform(source.field_type)(data.column(source.name))
     order = pc.sort_indices(pa.table({"k": keys}), sort_keys=[("k", "ascending", "at_end")])
-    keys = keys.take(order)
-    if keys.num_chunks != 1:
-        keys = pa.chunked_array([pa.concat_arrays(keys.chunks)]) if keys.num_chunks else keys
-    flat = keys.chunk(0) if keys.num_chunks else pa.array([], keys.type)
-    # A new slice starts where the value changes (NULL to value or back counts as a change).
-    same = pc.and_kleene(pc.equal(flat[1:], flat[:-1]), pc.invert(pc.xor(pc.is_null(flat[1:]), pc.is_null(flat[:-1]))))
-    same = pc.fill_null(same, True)  # both NULL: the same slice
-    starts = [0, *(i + 1 for i in pc.indices_nonzero(pc.invert(same)).to_pylist()), len(flat)]
-    if len(starts) == 2:
+    # Each run of one value in the sorted keys (NULLs are one run) is a slice.
+    ends = pc.run_end_encode(keys.take(order).combine_chunks()).run_ends.to_pylist()
+    if len(ends) == 1:
         yield data
         return
     ordered = data.take(order)
-    for begin, end in zip(starts, starts[1:]):
+    for begin, end in zip([0, *ends], ends):
         yield ordered.slice(begin, end - begin)
 
 
