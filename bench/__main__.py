@@ -30,6 +30,7 @@ import duckdb
 from bench import history, measure, queries
 from bench.sql import Model, compile_models, save
 from ratatouille_assets.ingest.generator import SampleSpec, generate
+from ratatouille_assets.ingest.sources import load_sources_file
 from ratatouille_assets.lakehouse import trace
 from ratatouille_assets.settings import get_settings
 
@@ -267,8 +268,10 @@ def backfill_history(work: Path, models_file: Path, plan: Plan, log) -> dict:
     # with it, and declares the granularity its volumes call for.
     sources_file = work / "sources-backfill.yml"
     text = (ROOT / "sources.yml").read_text()
-    sources_file.write_text(text.replace(
-        f"start: {_start_of(text)}", f"start: {first}\n  granularity: {plan.backfill_granularity}", 1))
+    start = f"start: {load_sources_file(ROOT / 'sources.yml').start}"
+    if start not in text:
+        raise ValueError(f"sources.yml: no line '{start}' to change for the history")
+    sources_file.write_text(text.replace(start, f"start: {first}\n  granularity: {plan.backfill_granularity}", 1))
     ours, raw = [], []
     for rep in range(plan.backfill_reps):
         for side in (("raw", "ours") if rep % 2 == 0 else ("ours", "raw")):
@@ -310,15 +313,6 @@ def backfill_history(work: Path, models_file: Path, plan: Plan, log) -> dict:
         result["raw_median_s"] = _median([r["wall_s"] for r in raw if r["ok"]])
         result["raw_peak_rss_bytes"] = max(r["peak_rss_bytes"] for r in raw)
     return result
-
-
-def _start_of(sources_text: str) -> str:
-    import re
-
-    match = re.search(r"^\s+start:\s*(\S+)", sources_text, re.MULTILINE)
-    if match is None:
-        raise ValueError("sources.yml has no partitions.start")
-    return match.group(1)
 
 
 class _environ:

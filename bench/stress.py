@@ -30,6 +30,7 @@ from pathlib import Path
 import duckdb
 
 from ratatouille_assets.ingest.generator import SampleSpec, generate
+from ratatouille_assets.ingest.sources import load_sources_file
 
 ROOT = Path(__file__).resolve().parent.parent
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
@@ -95,8 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     days = [spec.day(i).isoformat() for i in range(spec.days)]
     sources_file = args.work / "sources.yml"
     text = (ROOT / "sources.yml").read_text()
-    start = next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.strip().startswith("start:"))
-    sources_file.write_text(text.replace(f"start: {start}", f"start: {days[0]}", 1))
+    start = f"start: {load_sources_file(ROOT / 'sources.yml').start}"
+    if start not in text:
+        raise ValueError(f"sources.yml: no line '{start}' to change for the stress history")
+    sources_file.write_text(text.replace(start, f"start: {days[0]}", 1))
 
     ctx = mp.get_context("spawn")
     failed = wrong = runs = 0
