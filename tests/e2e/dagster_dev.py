@@ -173,7 +173,7 @@ class DagsterDev:
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
-    def stop(self, timeout: float = 30) -> None:
+    def stop(self, timeout: float = 150) -> None:
         """SIGINT the whole group (what Ctrl-C does), SIGKILL it after ``timeout``; assert it is gone."""
         if self.process is None:
             return
@@ -187,8 +187,10 @@ class DagsterDev:
             os.killpg(pgid, signal.SIGKILL)
             process.wait()
             raise AssertionError(f"dagster dev ignored SIGINT for {timeout:.0f}s and was killed; log {self.log_path}")
-        # Its children exit right after it; give them a moment, then kill and report any straggler.
-        deadline = time.monotonic() + 10
+        # dagster.yaml makes it wait for its code servers; their own children (the gRPC server, a
+        # multiprocessing resource tracker) follow them. A child that outlives the code server's
+        # heartbeat timeout (45 s, after which it exits on its own) is a leak: kill and report it.
+        deadline = time.monotonic() + 60
         while (survivors := process_group_members(pgid)) and time.monotonic() < deadline:
             time.sleep(0.2)
         if survivors:
