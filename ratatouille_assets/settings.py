@@ -43,13 +43,32 @@ class SecretURI(Secret):
     """A connection URI whose password never prints: ``postgresql://user:***@host/db``."""
 
     def __str__(self) -> str:
-        return _USERINFO_PASSWORD.sub(r"\1:***@", str.__str__(self))
+        return mask_uri(str.__str__(self))
 
     def __repr__(self) -> str:
         return f"SecretURI({str(self)!r})"
 
 
-_USERINFO_PASSWORD = re.compile(r"^([a-z0-9+.-]+://[^:/@]*):[^@]*@", re.IGNORECASE)
+_SCHEME = re.compile(r"^([a-z0-9+.-]+://)(.*)$", re.IGNORECASE | re.DOTALL)
+_SECRET_PARAMETER = re.compile(r"([?&;](?:password|passwd|pwd|pass|secret|token|sslpassword|access_key|secret_key)=)[^&;#]*",
+                               re.IGNORECASE)
+
+
+def mask_uri(uri: str) -> str:
+    """``uri`` with its password and secret query parameters shown as ``***``.
+
+    The user info ends at the *last* ``@`` (a raw ``@`` or ``:`` in a password must not leave its
+    tail visible), and ``?password=``, ``&token=`` and the like are masked too."""
+    match = _SCHEME.match(uri)
+    if match is None:
+        return _SECRET_PARAMETER.sub(r"\1***", uri)
+    scheme, rest = match.groups()
+    # Host and path hold no '@'; the user info is everything before the last one.
+    userinfo, at, location = rest.rpartition("@")
+    if at:
+        user, colon, _password = userinfo.partition(":")
+        rest = f"{user}:***@{location}" if colon else f"{user}@{location}"
+    return scheme + _SECRET_PARAMETER.sub(r"\1***", rest)
 
 
 def with_password(uri: str, password: str) -> str:
@@ -98,7 +117,13 @@ class Settings:
 
     @property
     def is_s3(self) -> bool:
+        """The warehouse is on S3 (the catalog's file IO, the table locations)."""
         return self.warehouse.startswith("s3://")
+
+    @property
+    def uses_s3(self) -> bool:
+        """Anything DuckDB reads or writes is on S3: the warehouse, the landing zone or the quarantine."""
+        return any(v.startswith("s3://") for v in (self.warehouse, self.landing, self.quarantine))
 
     def public_dict(self) -> dict[str, str]:
         """Every setting as text, secrets masked: safe for logs, metadata and the UI."""

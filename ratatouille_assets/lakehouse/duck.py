@@ -46,24 +46,36 @@ def configure(conn: duckdb.DuckDBPyConnection, settings: Settings | None = None)
     conn.execute("SET TimeZone = 'UTC'")
     for name in EXTENSIONS:
         conn.execute(f"LOAD '{extension_path(name)}'")
-    if settings.is_s3:
+    if settings.uses_s3:
         _create_s3_secret(conn, settings)
 
 
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
 def _create_s3_secret(conn: duckdb.DuckDBPyConnection, settings: Settings) -> None:
-    # A secret, not SET s3_access_key_id: secrets do not show in duckdb_settings().
+    # A secret, not SET s3_access_key_id: secrets do not show in duckdb_settings(). DuckDB takes no
+    # parameters in CREATE SECRET, so the values are SQL-quoted (a quote in a key cannot end the
+    # literal), and an error is re-raised without DuckDB's message, which quotes the statement.
     parts = ["TYPE s3", "URL_STYLE 'path'"]
     if settings.s3_endpoint:
         endpoint = settings.s3_endpoint
         use_ssl = endpoint.startswith("https://")
         endpoint = endpoint.split("://", 1)[-1]
-        parts += [f"ENDPOINT '{endpoint}'", f"USE_SSL {str(use_ssl).lower()}"]
+        parts += [f"ENDPOINT {_sql_text(endpoint)}", f"USE_SSL {str(use_ssl).lower()}"]
     if settings.s3_region:
-        parts.append(f"REGION '{settings.s3_region}'")
+        parts.append(f"REGION {_sql_text(settings.s3_region)}")
     if settings.s3_access_key_id:
-        parts.append(f"KEY_ID '{settings.s3_access_key_id.reveal()}'")
-        parts.append(f"SECRET '{settings.s3_secret_access_key.reveal()}'")
-    conn.execute(f"CREATE OR REPLACE SECRET ratatouille_s3 ({', '.join(parts)})")
+        parts.append(f"KEY_ID {_sql_text(settings.s3_access_key_id.reveal())}")
+        parts.append(f"SECRET {_sql_text(settings.s3_secret_access_key.reveal())}")
+    try:
+        conn.execute(f"CREATE OR REPLACE SECRET ratatouille_s3 ({', '.join(parts)})")
+    except duckdb.Error as exc:
+        raise RuntimeError(
+            f"DuckDB refused the S3 settings ({type(exc).__name__}; its message is not shown because it quotes "
+            "the credentials): check RATATOUILLE_S3_ENDPOINT and RATATOUILLE_S3_REGION"
+        ) from None
 
 
 def connect(settings: Settings | None = None) -> duckdb.DuckDBPyConnection:
