@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterator
 
 import duckdb
-import pyarrow as pa
 from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import NoSuchTableError
 
 from ratatouille_assets.ingest.quarantine import QuarantinedFile
-from ratatouille_assets.ingest.readers import PARTITION_COLUMN, PartitionRead, list_window_files, stream_window
+from ratatouille_assets.ingest.readers import (
+    PARTITION_COLUMN, PartitionRead, join_landing, list_window_files, stream_window,
+)
 from ratatouille_assets.ingest.sources import Source
 from ratatouille_assets.layers import BRONZE
 from ratatouille_assets.lakehouse import trace
-from ratatouille_assets.lakehouse.write import RetryPolicy, Window, WriteResult, write_window
+from ratatouille_assets.lakehouse.write import RetryPolicy, Window, WriteResult, table_types, write_window
 
 # Snapshot-summary keys of a bronze load (beside the write path's run id, window and rows).
 FILES_PROPERTY = "ratatouille.files"
@@ -78,10 +79,15 @@ def load(
     ``source`` with those days' good landing files, in one commit (idempotent); for a reference
     source (``days`` None), replace the whole table with every file of the source.
 
+    A day without a single landing file (a reference source without files) for which bronze holds
+    rows raises :class:`MissingFilesError` before anything is written, so a folder that vanished
+    never empties a day; unless the source says ``on_missing_files: empty``: then that day ends up
+    empty. A day without files that holds nothing is loaded empty (there is nothing to lose).
+
     Bad files are quarantined under ``quarantine_root`` (or raise, per the source's ``on_bad_file``);
     the counts are recorded on the snapshot so a window with set-aside files can be found later.
     Files are read and written one at a time (coalesced into large data files), so a window larger
-    than memory still loads. A day of the window without files ends up empty.
+    than memory still loads.
     """
     if (days is None) == source.partitioned:
         raise ValueError(f"source '{source.name}': days are given for a reference source, or missing for a daily one")
@@ -94,11 +100,18 @@ def load(
         window = Window(PARTITION_COLUMN, dt.date.fromisoformat(days[0]), dt.date.fromisoformat(days[-1]))
         # Days inside first..last that were not asked for are still owned by the write: load them too.
         days = [d.isoformat() for d in window.days()]
+    listing = list_window_files(conn, landing, source, days)
+    listing = {day: listing.get(day, []) for day in (days if days is not None else [None])}
+    missing = [day for day, files in listing.items() if not files]
+    if missing and source.on_missing_files == "fail":
+        held = _rows_held(conn, catalog, source, missing)
+        if losing := [day for day in missing if held.get(day, 0) > 0]:
+            raise MissingFilesError(_missing_message(source, landing, losing, held))
     result = write_window(
         catalog,
         bronze_identifier(source),
-        _stream(conn, source, landing, days, run_id, reads, quarantine_root=quarantine_root,
-                max_file_bytes=max_file_bytes),
+        stream_window(conn, source, landing, listing, run_id, reads, quarantine_root=quarantine_root,
+                      max_file_bytes=max_file_bytes, column_types=table_types(catalog, bronze_identifier(source))),
         window=window,
         run_id=run_id,
         retry=retry,
@@ -123,13 +136,50 @@ def load_day(
     return load(conn, catalog, source, landing, None if day is None else [day], run_id, **options)
 
 
-def _stream(
-    conn: duckdb.DuckDBPyConnection, source: Source, landing: str, days: list[str] | None, run_id: str,
-    reads: dict[str | None, PartitionRead], **options,
-) -> Iterator[pa.Table]:
-    listing = list_window_files(conn, landing, source, days)
-    ordered = {day: listing.get(day, []) for day in (days if days is not None else [None])}
-    yield from stream_window(conn, source, landing, ordered, run_id, reads, **options)
+class MissingFilesError(Exception):
+    """Days of a load have no landing file at all; nothing was written. The message names the
+    source, the days, where their files were looked for, the rows bronze keeps, and the fix."""
+
+
+# The message names at most this many days without files.
+MISSING_DAYS_LISTED = 10
+
+
+def _missing_message(source: Source, landing: str, missing: list[str | None], held: dict[str | None, int]) -> str:
+    if missing == [None]:
+        where = join_landing(landing, source.landing_glob())
+        what = f"no landing files for reference source '{source.name}' match {where}"
+        kept = f"bronze.{source.name} keeps its {held[None]:,} rows"
+    else:
+        shown = missing[:MISSING_DAYS_LISTED]
+        more = f" and {len(missing) - len(shown)} more day(s)" if len(missing) > len(shown) else ""
+        where = join_landing(landing, source.landing_glob(shown[0]))
+        days = ", ".join(f"{day} ({held[day]:,} rows kept)" for day in shown)
+        what = f"no landing files for '{source.name}' on {len(missing)} day(s) that hold rows: {days}{more} (looked for {where}"
+        what += ", and the same for each day)" if len(missing) > 1 else ")"
+        kept = "those partitions keep their rows"
+    return (
+        f"{what}; nothing was written and {kept}. Land the files and run again, check the landing root "
+        f"(RATATOUILLE_LANDING, now {landing!r}), or, to empty such days on purpose, set "
+        f"on_missing_files: empty on '{source.name}' in sources.yml."
+    )
+
+
+def _rows_held(conn: duckdb.DuckDBPyConnection, catalog: Catalog, source: Source, days: list[str | None]) -> dict:
+    """Bronze's current rows per day of ``days`` that holds any (None: the whole table)."""
+    try:
+        table = catalog.load_table(bronze_identifier(source))
+    except NoSuchTableError:
+        return {}
+    location = table.metadata_location.replace("'", "''")
+    if days == [None]:
+        (rows,) = conn.execute(f"SELECT count(*) FROM iceberg_scan('{location}')").fetchone()
+        return {None: rows}
+    wanted = set(days)
+    counted = conn.execute(
+        f"SELECT {PARTITION_COLUMN}, count(*) FROM iceberg_scan('{location}') "
+        f"WHERE {PARTITION_COLUMN} BETWEEN DATE '{min(days)}' AND DATE '{max(days)}' GROUP BY 1").fetchall()
+    return {d.isoformat(): n for d, n in counted if d.isoformat() in wanted}
 
 
 def _properties(reads: dict[str | None, PartitionRead]) -> dict[str, str]:

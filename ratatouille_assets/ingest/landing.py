@@ -40,13 +40,31 @@ class LandingZone(Protocol):
         ...
 
 
+# Text formats may land gzip-compressed: a file of the source's path with ".gz" appended is its too.
+COMPRESSED_SUFFIX = ".gz"
+_COMPRESSIBLE = ("csv", "jsonl")
+
+
+def takes_compressed(source: Source) -> bool:
+    """Whether ``source``'s files may also land gzip-compressed (``<its path>.gz``)."""
+    return source.format in _COMPRESSIBLE and not source.path.endswith(COMPRESSED_SUFFIX)
+
+
 def path_regex(source: Source) -> re.Pattern[str]:
     """Which landing paths (relative to the root) are files of ``source``; group ``day`` for a daily one."""
     parts = [re.escape(p) for p in source.path.split("{date}")]
     pattern = f"(?P<day>{DAY_PATTERN})".join(parts)
     # ** is any number of folders (also none), * and ? stay within one path segment.
     pattern = pattern.replace(r"\*\*/", "(?:[^/]+/)*").replace(r"\*\*", ".*").replace(r"\*", "[^/]*").replace(r"\?", "[^/]")
-    return re.compile(f"^{pattern}$")
+    suffix = f"(?:{re.escape(COMPRESSED_SUFFIX)})?" if takes_compressed(source) else ""
+    return re.compile(f"^{pattern}{suffix}$")
+
+
+def listing_glob(source: Source, day: str | None = None, *, every_day: bool = False) -> str:
+    """The glob (relative to the landing root) that lists ``source``'s files: of ``day``, of every
+    day (``every_day``), or of a reference source; its matches still pass :func:`path_regex`."""
+    pattern = source.path.replace("{date}", "*") if every_day else source.landing_glob(day)
+    return pattern + "*" if takes_compressed(source) else pattern
 
 
 
@@ -58,7 +76,8 @@ class LocalLandingZone:
 
     def files(self, source: Source) -> Iterator[LandingFile]:
         regex = path_regex(source)
-        pattern = os.path.join(self.root, source.path.replace("{date}", "*"))
+        # The root is a literal name (it may contain '[' or '*'); only the source's path pattern globs.
+        pattern = os.path.join(glob.escape(self.root), listing_glob(source, every_day=True))
         for path in sorted(glob.glob(pattern, recursive=True)):
             relative = os.path.relpath(path, self.root)
             match = regex.match(relative.replace(os.sep, "/"))

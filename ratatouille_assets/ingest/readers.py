@@ -12,11 +12,16 @@ files load. Columns a file adds beyond the contract are kept: bronze grows a nul
 from __future__ import annotations
 
 import collections
+import contextlib
+import csv
 import dataclasses
 import datetime as dt
+import gzip
 import os
 import re
+import tempfile
 import time
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import PurePath
@@ -24,10 +29,13 @@ from pathlib import PurePath
 import duckdb
 import pyarrow as pa
 
-from ratatouille_assets.ingest.landing import path_regex
+from ratatouille_assets.ingest.casts import LOSSY_MARKER, Cast, column_cast
+from ratatouille_assets.ingest.landing import COMPRESSED_SUFFIX, listing_glob, path_regex
 from ratatouille_assets.ingest.quarantine import QuarantinedFile, bad_file_message, quarantine_file
 from ratatouille_assets.ingest.sources import Source
+from ratatouille_assets.lakehouse import s3
 from ratatouille_assets.lakehouse.duck import quote_ident
+from ratatouille_assets.lakehouse.write import type_fits
 
 LINEAGE_COLUMNS = ("_landing_date", "_source_file", "_ingested_at", "_run_id")
 # A reference source has no landing day: its rows carry no _landing_date.
@@ -71,6 +79,21 @@ def _lit(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+_WILDCARD = re.compile(r"([*?\[])")
+
+
+def glob_escape(path: str) -> str:
+    """``path`` as a DuckDB glob that matches only itself: each wildcard character in a class of
+    its own (``[*]``, ``[?]``, ``[[]``). DuckDB's readers glob every path they are given, so a file
+    named ``*.csv`` or ``a[1].csv`` would otherwise read its neighbours instead of itself."""
+    return _WILDCARD.sub(r"[\1]", path)
+
+
+def _file(path: str) -> str:
+    """The SQL literal a DuckDB reader is given for one listed file: exactly that file."""
+    return _lit(glob_escape(path))
+
+
 def join_landing(root: str, relative: str) -> str:
     return f"{root.rstrip('/')}/{relative}" if root.startswith("s3://") else os.path.join(root, relative)
 
@@ -92,11 +115,18 @@ def _static_dir(pattern: str) -> str:
 def list_files(conn: duckdb.DuckDBPyConnection, landing_root: str, source: Source, day: str | None = None) -> list[str]:
     """The files of ``source`` (of ``day``, for a partitioned source), sorted by name: the order
     they are read and deduplicated in."""
-    pattern = join_landing(landing_root, source.landing_glob(day))
-    if not landing_root.startswith("s3://") and not os.path.isdir(_static_dir(pattern)):
+    return _listed(conn, landing_root, source, listing_glob(source, day))
+
+
+def _listed(conn: duckdb.DuckDBPyConnection, landing_root: str, source: Source, relative: str) -> list[str]:
+    """The files under ``landing_root`` that match the glob ``relative`` and are ``source``'s, sorted."""
+    if not landing_root.startswith("s3://") and not os.path.isdir(join_landing(landing_root, _static_dir(relative))):
         return []
-    rows = conn.execute(f"SELECT file FROM glob({_lit(pattern)}) ORDER BY file").fetchall()
-    return [r[0] for r in rows]
+    # The root is a literal name; only the source's own path pattern globs.
+    pattern = join_landing(glob_escape(landing_root), relative)
+    regex = path_regex(source)
+    return [path for (path,) in conn.execute(f"SELECT file FROM glob({_lit(pattern)}) ORDER BY file").fetchall()
+            if regex.match(relative_path(path, landing_root).replace(os.sep, "/"))]
 
 
 # A window of more days than this is listed with one glob over all day folders (then grouped by
@@ -114,13 +144,10 @@ def list_window_files(
     if len(days) <= ONE_LISTING_DAYS:
         return {day: list_files(conn, landing_root, source, day) for day in days}
     regex, wanted = path_regex(source), set(days)
-    pattern = join_landing(landing_root, source.path.replace("{date}", "*"))
     out: dict[str | None, list[str]] = {day: [] for day in days}
-    if not landing_root.startswith("s3://") and not os.path.isdir(_static_dir(pattern)):
-        return out
-    for (path,) in conn.execute(f"SELECT file FROM glob({_lit(pattern)}) ORDER BY file").fetchall():
+    for path in _listed(conn, landing_root, source, listing_glob(source, every_day=True)):
         match = regex.match(relative_path(path, landing_root).replace(os.sep, "/"))
-        if match is not None and match.group("day") in wanted:
+        if match.group("day") in wanted:
             out[match.group("day")].append(path)
     return out
 
@@ -145,6 +172,7 @@ def stream_window(
     *,
     quarantine_root: str | None = None,
     max_file_bytes: int | None = None,
+    column_types: dict[str, pa.DataType] | None = None,
 ) -> Iterator[pa.Table]:
     """The good files of each day of ``listing`` (its keys, in order, each with its full paths;
     ``{None: files}`` for a reference source), one Arrow table per file, in listing order; each
@@ -154,7 +182,12 @@ def stream_window(
     With ``on_bad_file: fail`` the first bad file in listing order raises :class:`BadFile`; nothing
     is quarantined and the consumer (the write path) commits nothing. With ``quarantine`` each bad
     file is copied under ``quarantine_root`` and skipped.
+
+    ``column_types`` are the bronze table's column types: a file whose extra column has a type
+    that cannot go into the table's column (or into the type an earlier file of the window gave
+    it) is a bad file of its own, so it does not fail the whole write.
     """
+    known = dict(column_types or {})
     jobs = [(day, path) for day, paths in listing.items() for path in paths]
     ingested_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     threads = max(1, min(READ_THREADS, len(jobs)))
@@ -196,6 +229,8 @@ def stream_window(
                 table, bad, seconds = future.result()
                 top_up()
                 found.read_seconds += seconds
+                if bad is None:
+                    bad = _extra_type_conflict(source, table, known, relative_path(path, landing_root), day)
                 if bad is not None:
                     if source.on_bad_file == "fail":
                         raise bad
@@ -210,6 +245,25 @@ def stream_window(
         pool.shutdown(wait=True, cancel_futures=True)
         for cursor in cursors:
             cursor.close()
+
+
+def _extra_type_conflict(
+    source: Source, table: pa.Table, known: dict[str, pa.DataType], file: str, day: str | None
+) -> BadFile | None:
+    """A :class:`BadFile` if an extra column of ``table`` cannot be stored beside the types in
+    ``known`` (the table's, and what earlier files of the window brought); else record its extras."""
+    fixed = {*source.columns, *lineage_columns(source)}
+    extras = [f for f in table.schema if f.name not in fixed]
+    conflicts = [(f, known[f.name]) for f in extras if f.name in known and not type_fits(f.type, known[f.name])]
+    if conflicts:
+        detail = "; ".join(f"extra column '{f.name}' is {f.type} here but {other} in bronze.{source.name} "
+                           "(or an earlier file of this load)" for f, other in conflicts)
+        return BadFile(file, source=source.name, day=day, reason="extra_column_type_conflict", detail=detail,
+                       action=f"Send {_quoted([f.name for f, _ in conflicts])} with the type the other files use, "
+                              f"or declare the column with one type in sources.yml; {_RERUN}.")
+    for f in extras:
+        known.setdefault(f.name, f.type)
+    return None
 
 
 def lineage_columns(source: Source) -> tuple[str, ...]:
@@ -244,32 +298,65 @@ def read_file(
 ) -> pa.Table:
     """One landing file -> Arrow: declared columns cast, extra columns kept, lineage columns last.
 
+    A declared column is cast only where every value survives the cast unchanged
+    (:mod:`ratatouille_assets.ingest.casts`); otherwise the whole file is rejected.
+
     Raises:
         BadFile: the file is outside the landing zone, empty, too large, unreadable or breaks the contract.
     """
     file = relative_path(path, landing_root)
     try:
         _check_location(path, landing_root)
-        _check_size(conn, path, max_file_bytes)
-        present = _columns(conn, source, path)
-        extras = _check_columns(source, present)
-        relation = _data_relation(source, path, present)
-        casts = [f"CAST({quote_ident(c)} AS {t}) AS {quote_ident(c)}" for c, t in source.columns.items()]
-        lineage = [
-            *([f"DATE {_lit(day)} AS _landing_date"] if source.partitioned else []),
-            f"{_lit(file)} AS _source_file",
-            f"TIMESTAMP {_lit(ingested_at.strftime('%Y-%m-%d %H:%M:%S.%f'))} AS _ingested_at",
-            f"{_lit(run_id)} AS _run_id",
-        ]
-        select = ", ".join([*casts, *map(quote_ident, extras), *lineage])
-        try:
-            return conn.execute(f"SELECT {select} FROM {relation}").to_arrow_table()
-        except duckdb.Error as exc:
-            raise _read_failure(conn, source, path, relation, present, exc) from exc
+        with _addressable(path, max_file_bytes) as readable:
+            return _read(conn, source, readable, file, day=day, run_id=run_id, ingested_at=ingested_at,
+                         max_file_bytes=max_file_bytes)
     except _Reject as reject:
         raise BadFile(
             file, source=source.name, day=day, reason=reject.reason, detail=reject.detail, action=reject.action
         ) from reject
+
+
+def _read(
+    conn: duckdb.DuckDBPyConnection, source: Source, path: str, file: str, *, day: str | None, run_id: str,
+    ingested_at: dt.datetime, max_file_bytes: int | None,
+) -> pa.Table:
+    _check_size(conn, path, max_file_bytes)
+    if path.endswith(COMPRESSED_SUFFIX):
+        _check_gzip(path, max_file_bytes)
+    present = _columns(conn, source, path)
+    extras = _check_columns(source, present)
+    casts = {c: column_cast(c, present[c], t) for c, t in source.columns.items()}
+    _check_refused(source, casts, present)
+    relation = _data_relation(source, path, present)
+    lineage = [
+        *([f"DATE {_lit(day)} AS _landing_date"] if source.partitioned else []),
+        f"{_lit(file)} AS _source_file",
+        f"TIMESTAMP {_lit(ingested_at.strftime('%Y-%m-%d %H:%M:%S.%f'))} AS _ingested_at",
+        f"{_lit(run_id)} AS _run_id",
+    ]
+    select = ", ".join([*(cast.select(c) for c, cast in casts.items()), *map(quote_ident, extras), *lineage])
+    try:
+        return conn.execute(f"SELECT {select} FROM {relation}").to_arrow_table()
+    except duckdb.Error as exc:
+        raise _read_failure(conn, source, path, relation, casts, present, exc) from exc
+
+
+@contextlib.contextmanager
+def _addressable(path: str, max_file_bytes: int | None) -> Iterator[str]:
+    """A path DuckDB reads ``path`` by: the path itself, or, for an S3 key with a '?' (which
+    DuckDB's S3 reader takes for the start of URL parameters), a local copy of the object."""
+    if not (path.startswith("s3://") and "?" in path):
+        yield path
+        return
+    client = s3.client()
+    bucket, key = s3.split(path)
+    size = client.head_object(Bucket=bucket, Key=key)["ContentLength"]
+    if max_file_bytes is not None and size > max_file_bytes:
+        raise _too_large(size, max_file_bytes)
+    with tempfile.TemporaryDirectory(prefix="ratatouille-read-") as folder:
+        local = os.path.join(folder, "file" + "".join(PurePath(path.replace("?", "_")).suffixes))
+        s3.copy(client, path, local)
+        yield local
 
 
 def _check_location(path: str, landing_root: str) -> None:
@@ -296,7 +383,7 @@ def _check_size(conn: duckdb.DuckDBPyConnection, path: str, max_file_bytes: int 
     # On S3 read_blob reads only the size, not the content; a local file's size is a stat away
     # (a DuckDB query costs ~0.4 ms, paid by every file of a years-long backfill).
     if path.startswith("s3://"):
-        (size,) = conn.execute(f"SELECT size FROM read_blob({_lit(path)})").fetchone()
+        (size,) = conn.execute(f"SELECT size FROM read_blob({_file(path)})").fetchone()
     else:
         size = os.stat(path).st_size
     if size == 0:
@@ -306,40 +393,193 @@ def _check_size(conn: duckdb.DuckDBPyConnection, path: str, max_file_bytes: int 
             f"by mistake; {_RERUN}.",
         )
     if max_file_bytes is not None and size > max_file_bytes:
-        raise _Reject(
-            "too_large", f"the file is {size:,} bytes, over the limit of {max_file_bytes:,} bytes "
-            "(RATATOUILLE_MAX_FILE_BYTES); single files are read whole, in memory, and not streamed yet",
-            f"Split it into several smaller files in the same folder, {_RERUN}.",
-        )
+        raise _too_large(size, max_file_bytes)
+
+
+_GZIP_CHUNK = 1 << 20
+
+
+def _check_gzip(path: str, max_file_bytes: int | None) -> None:
+    """Decompress ``path`` once without keeping it, up to the size limit: a decompression bomb is
+    refused before DuckDB reads it, and a truncated or corrupt stream gets a reason of its own."""
+    if path.startswith("s3://"):
+        bucket, key = s3.split(path)
+        body = s3.client().get_object(Bucket=bucket, Key=key)["Body"]
+        chunks = iter(lambda: body.read(_GZIP_CHUNK), b"")
+    else:
+        handle = open(path, "rb")  # noqa: SIM115 (closed below; the S3 body needs no closing)
+        chunks = iter(lambda: handle.read(_GZIP_CHUNK), b"")
+    inflate, total, fresh = zlib.decompressobj(wbits=47), 0, True  # 47: a gzip or zlib header
+    limit = max_file_bytes if max_file_bytes is not None else float("inf")
+    try:
+        for chunk in chunks:
+            while chunk:
+                fresh = False
+                total += len(inflate.decompress(chunk, _GZIP_CHUNK))
+                if total > limit:
+                    raise _Reject(
+                        "too_large", f"it decompresses to more than {max_file_bytes:,} bytes "
+                        "(RATATOUILLE_MAX_FILE_BYTES); it was not read further",
+                        f"Split it into several smaller files in the same folder, {_RERUN}.",
+                    )
+                chunk = inflate.unconsumed_tail
+                if inflate.eof:  # one member ends; another may follow (as `cat a.gz b.gz` makes)
+                    chunk, inflate, fresh = inflate.unused_data + chunk, zlib.decompressobj(wbits=47), True
+    except zlib.error as exc:
+        raise _Reject("corrupt_gzip", f"it is not a valid gzip stream ({exc})",
+                      f"Re-compress or re-send the file, {_RERUN}.") from exc
+    finally:
+        if not path.startswith("s3://"):
+            handle.close()
+    if not fresh:
+        raise _Reject("corrupt_gzip", "the gzip stream ends early (the file is truncated)", f"Re-send the whole file, {_RERUN}.")
+
+
+def _too_large(size: int, max_file_bytes: int) -> _Reject:
+    return _Reject(
+        "too_large", f"the file is {size:,} bytes, over the limit of {max_file_bytes:,} bytes "
+        "(RATATOUILLE_MAX_FILE_BYTES); single files are read whole, in memory, and not streamed yet",
+        f"Split it into several smaller files in the same folder, {_RERUN}.",
+    )
 
 
 def _columns(conn: duckdb.DuckDBPyConnection, source: Source, path: str) -> dict[str, str]:
-    """The file's column names and DuckDB types, in file order (a parse error here rejects the file)."""
+    """The file's column names and DuckDB types, in file order, after the header checks (a parse
+    error here rejects the file). CSV columns are all VARCHAR (cast afterwards); a JSON lines column
+    is JSON where it may hold an object or an array (its values are then checked to be scalars, a
+    slower path), else VARCHAR (the text of each value)."""
     if source.format == "csv":
-        relation = f"read_csv({_lit(path)}, {_CSV_DIALECT})"
-    elif source.format == "jsonl":
-        # Every line is parsed (sample_size = -1) so keys that appear late count, and bad lines show here.
+        names = _csv_header(conn, source, path)
+        _check_header(names)
+        return {name: "VARCHAR" for name in names}
+    if source.format == "jsonl":
+        # Every line is parsed (sample_size = -1) so keys that appear late count, and bad lines show
+        # here; two levels, so a nested value shows as STRUCT, a list or JSON.
         relation = (
-            f"read_json({_lit(path)}, format = 'newline_delimited', records = true, sample_size = -1, "
-            "maximum_depth = 1)"
+            f"read_json({_file(path)}, format = 'newline_delimited', records = true, sample_size = -1, "
+            "maximum_depth = 2)"
         )
     else:
-        relation = f"read_parquet({_lit(path)})"
+        relation = f"read_parquet({_file(path)})"
     try:
         rows = conn.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()
     except duckdb.Error as exc:
         raise _parse_failure(conn, source, path, exc) from exc
-    return {row[0]: row[1] for row in rows}
+    present = {row[0]: row[1] for row in rows}
+    if source.format == "jsonl":
+        present = {name: "JSON" if _JSON_NESTED.search(typ) else "VARCHAR" for name, typ in present.items()}
+    if _renamed_by_duckdb(list(present)):  # DuckDB renamed a duplicate: find the names in the file
+        _check_header(_raw_names(conn, source, path))
+    return present
+
+
+def _csv_header(conn: duckdb.DuckDBPyConnection, source: Source, path: str) -> list[str]:
+    """The names of a CSV file's header line as written (DuckDB would rename a duplicate ``email``
+    to ``email_1`` and an empty name to ``column3``), stripped of surrounding spaces as DuckDB does.
+
+    A local file's first line is read here, which costs far less than a DuckDB scan; a file on S3
+    through DuckDB, as its first row without a header."""
+    if path.startswith("s3://"):
+        try:
+            row = conn.execute(
+                f"SELECT * FROM read_csv({_file(path)}, {_CSV_DIALECT.replace('header = true', 'header = false')}) LIMIT 1"
+            ).fetchone()
+        except duckdb.Error as exc:
+            raise _parse_failure(conn, source, path, exc) from exc
+        return [("" if v is None else str(v)).strip() for v in (row or ())]
+    try:
+        with (gzip.open(path, "rt", encoding="utf-8-sig", newline="") if path.endswith(".gz")
+              else open(path, encoding="utf-8-sig", newline="")) as handle:
+            header = next(csv.reader(handle, delimiter=",", quotechar='"', doublequote=True, strict=True), [])
+    except UnicodeDecodeError:
+        raise _Reject("not_utf8", "the file is not UTF-8 encoded text",
+                      f"Re-export it as UTF-8 (for example: iconv -f latin1 -t utf-8), {_RERUN}.") from None
+    except (csv.Error, OSError, EOFError) as exc:
+        raise _Reject("csv_parse_error", f"its header line is not valid CSV: {exc}",
+                      f"Fix the header line (comma-separated names, \"-quoted where needed), {_RERUN}.") from exc
+    return [name.strip() for name in header]
+
+
+_RENAMED = re.compile(r"^(?P<base>.+)_\d+$")
+# A type DuckDB detects for a JSON key that may hold objects or arrays (a mix of kinds is JSON).
+_JSON_NESTED = re.compile(r"^(JSON|STRUCT\(|MAP\(|UNION\()|\]$")
+
+
+def _renamed_by_duckdb(names: list[str]) -> bool:
+    """Whether a name looks like DuckDB's rename of a duplicate (``EMAIL_1`` beside ``email``)."""
+    lower = {n.lower() for n in names}
+    return any((m := _RENAMED.match(n)) and m.group("base").lower() in lower for n in names)
+
+
+def _raw_names(conn: duckdb.DuckDBPyConnection, source: Source, path: str) -> list[str]:
+    """Every key of a JSON lines file, or the top-level column names of a Parquet file, as written."""
+    if source.format == "jsonl":
+        rows = conn.execute(
+            f"SELECT DISTINCT unnest(json_keys(json)) FROM read_ndjson_objects({_file(path)}) "
+            "WHERE json_type(json) = 'OBJECT'"
+        ).fetchall()
+        names = [r[0] for r in rows]
+        # Two keys of one object with the same name are a parse error already; across objects a
+        # key is one column, so only names that differ in case collide here.
+        return names
+    schema = conn.execute(f"SELECT name, num_children FROM parquet_schema({_file(path)})").fetchall()
+    names, i = [], 1
+    for _ in range(schema[0][1] or 0):  # the root's children, each followed by its own subtree
+        names.append(schema[i][0])
+        i = _skip_subtree(schema, i)
+    return names
+
+
+def _skip_subtree(schema: list[tuple], i: int) -> int:
+    children = schema[i][1] or 0
+    i += 1
+    for _ in range(children):
+        i = _skip_subtree(schema, i)
+    return i
+
+
+def _check_header(names: list[str]) -> None:
+    """Refuse a header DuckDB would have to rename: an empty name, a name twice, or two names
+    that differ only in case (SQL matches column names case-insensitively)."""
+    empty = [i + 1 for i, n in enumerate(names) if not n]
+    if empty:
+        trailing = " (a trailing comma ends the header line)" if empty == [len(names)] else ""
+        raise _Reject(
+            "bad_header", f"column {', '.join(map(str, empty))} of the header has no name{trailing}",
+            f"Name every column in the header line (or remove the extra delimiter), {_RERUN}.",
+        )
+    seen: dict[str, str] = {}
+    for name in names:
+        first = seen.setdefault(name.lower(), name)
+        if first != name or names.count(name) > 1:
+            what = (f"column '{name}' appears more than once" if first == name
+                    else f"columns '{first}' and '{name}' differ only in case, and SQL does not tell them apart")
+            raise _Reject(
+                "bad_header", f"{what} in the header",
+                f"Give each column one unique name (or drop the repeated column), {_RERUN}.",
+            )
+
+
+def _check_refused(source: Source, casts: dict[str, Cast], present: dict[str, str]) -> None:
+    refused = [(c, cast.refused) for c, cast in casts.items() if cast.refused]
+    if refused:
+        bad = [c for c, _ in refused]
+        raise _Reject(
+            "type_mismatch", "; ".join(f"column '{c}' is declared {source.columns[c]} but {why}" for c, why in refused),
+            f"Send {_quoted(bad)} as {_types(source, bad)}, or change the type in sources.yml; {_RERUN}.",
+        )
 
 
 def _data_relation(source: Source, path: str, present: dict[str, str]) -> str:
     """The scan the data is selected from: text formats as VARCHAR (cast afterwards), Parquet as stored."""
     if source.format == "csv":
-        return f"read_csv({_lit(path)}, {_CSV_DIALECT})"
+        return f"read_csv({_file(path)}, {_CSV_DIALECT})"
     if source.format == "jsonl":
-        cols = ", ".join(f"{_lit(c)}: 'VARCHAR'" for c in present)
-        return f"read_json({_lit(path)}, format = 'newline_delimited', records = true, columns = {{{cols}}})"
-    return f"read_parquet({_lit(path)})"
+        # A declared column that may nest as JSON (its values checked to be scalars, then taken as
+        # text), else as text; an extra column as text (a nested value as its JSON text).
+        cols = ", ".join(f"{_lit(c)}: '{t if c in source.columns else 'VARCHAR'}'" for c, t in present.items())
+        return f"read_json({_file(path)}, format = 'newline_delimited', records = true, columns = {{{cols}}})"
+    return f"read_parquet({_file(path)})"
 
 
 def _check_columns(source: Source, present: dict[str, str]) -> list[str]:
@@ -387,22 +627,34 @@ def _it(names: list[str]) -> str:
 
 
 def _read_failure(
-    conn: duckdb.DuckDBPyConnection, source: Source, path: str, relation: str, present: dict[str, str],
-    exc: duckdb.Error,
+    conn: duckdb.DuckDBPyConnection, source: Source, path: str, relation: str, casts: dict[str, Cast],
+    present: dict[str, str], exc: duckdb.Error,
 ) -> _Reject:
-    """Why the cast select failed: values of a declared type that do not convert, else a parse error."""
-    if isinstance(exc, (duckdb.ConversionException, duckdb.BinderException)):
+    """Why the cast select failed: values that do not convert or would change, else a parse error."""
+    if isinstance(exc, (duckdb.ConversionException, duckdb.BinderException)) or LOSSY_MARKER in str(exc):
         try:
-            problems = _cast_problems(conn, source, relation, present)
+            problems = _cast_problems(conn, source, relation, casts, present)
         except duckdb.Error as scan_exc:  # the diagnostic scan met what the cast hid: a broken file
             return _parse_failure(conn, source, path, scan_exc)
         if problems:
-            bad = [c for c, _ in problems]
+            bad = [c for c, _, _ in problems]
+            lossy_only = all(kind == "lossy_value" for _, kind, _ in problems)
+            detail = "; ".join(text for _, _, text in problems)
+            if lossy_only:
+                return _Reject(
+                    "lossy_value", detail,
+                    f"Send {_quoted(bad)} as {_types(source, bad)} values that fit exactly{_LOSSY_HINT}, or declare "
+                    f"a type that holds them exactly in sources.yml; {_RERUN}.",
+                )
             return _Reject(
-                "type_mismatch", "; ".join(text for _, text in problems),
+                "type_mismatch", detail,
                 f"Send {_quoted(bad)} as {_types(source, bad)}, or change the type in sources.yml; {_RERUN}.",
             )
     return _parse_failure(conn, source, path, exc)
+
+
+_LOSSY_HINT = (" (integers without fraction, exponent or hex; decimals within their scale; time stamps to the "
+               "microsecond; dates without a time of day; no nested values)")
 
 
 def _types(source: Source, columns: list[str]) -> str:
@@ -410,29 +662,38 @@ def _types(source: Source, columns: list[str]) -> str:
 
 
 def _cast_problems(
-    conn: duckdb.DuckDBPyConnection, source: Source, relation: str, present: dict[str, str]
-) -> list[tuple[str, str]]:
-    """(column, description) for each declared column whose values do not convert to the declared type.
+    conn: duckdb.DuckDBPyConnection, source: Source, relation: str, casts: dict[str, Cast], present: dict[str, str],
+) -> list[tuple[str, str, str]]:
+    """(column, reason, description) for each declared column with values that do not convert to
+    the declared type, or that would change if they did.
 
     One scan per column, on the failure path only: a column whose stored type cannot be cast at all
     (a binder error) must not hide the others.
     """
     problems = []
-    for column, typ in source.columns.items():
+    for column, cast in casts.items():
+        typ = source.columns[column]
         q = quote_ident(column)
         stored = f" (the file stores it as {present[column]})" if source.format == "parquet" else ""
+        ok = cast.ok or "true"
         try:
-            count, example = conn.execute(
-                f"SELECT count(*), any_value({q}::VARCHAR) FROM {relation} "
-                f"WHERE {q} IS NOT NULL AND TRY_CAST({q} AS {typ}) IS NULL"
+            bad, bad_example, lossy, lossy_example = conn.execute(
+                f"SELECT count(*) FILTER (WHERE {cast.try_value} IS NULL), "
+                f"any_value({q}::VARCHAR) FILTER (WHERE {cast.try_value} IS NULL), "
+                f"count(*) FILTER (WHERE {cast.try_value} IS NOT NULL AND NOT ({ok})), "
+                f"any_value({q}::VARCHAR) FILTER (WHERE {cast.try_value} IS NOT NULL AND NOT ({ok})) "
+                f"FROM {relation} WHERE {q} IS NOT NULL"
             ).fetchone()
         except duckdb.BinderException:
-            problems.append((column, f"column '{column}' is {present[column]} in the file, which cannot become {typ}"))
+            problems.append((column, "type_mismatch",
+                             f"column '{column}' is {present[column]} in the file, which cannot become {typ}"))
             continue
-        if count:
-            problems.append(
-                (column, f"column '{column}' has {count} value(s) that are not {typ}, e.g. {example[:60]!r}{stored}")
-            )
+        if bad:
+            problems.append((column, "type_mismatch",
+                             f"column '{column}' has {bad} value(s) that are not {typ}, e.g. {bad_example[:60]!r}{stored}"))
+        if lossy:
+            problems.append((column, "lossy_value", f"column '{column}' has {lossy} value(s) that would change if "
+                             f"stored as {typ}, e.g. {lossy_example[:60]!r}{stored}"))
     return problems
 
 
@@ -462,7 +723,7 @@ def _parse_failure(conn: duckdb.DuckDBPyConnection, source: Source, path: str, e
 
 def _is_utf8(conn: duckdb.DuckDBPyConnection, path: str) -> bool:
     try:
-        conn.execute(f"SELECT length(content) FROM read_text({_lit(path)})").fetchall()
+        conn.execute(f"SELECT length(content) FROM read_text({_file(path)})").fetchall()
     except duckdb.InvalidInputException:
         return False
     return True
@@ -473,7 +734,7 @@ def _first_csv_error(conn: duckdb.DuckDBPyConnection, path: str) -> str | None:
     errors, scans = _CSV_REJECTS
     try:
         conn.execute(
-            f"SELECT count(*) FROM read_csv({_lit(path)}, {_CSV_DIALECT}, store_rejects = true, "
+            f"SELECT count(*) FROM read_csv({_file(path)}, {_CSV_DIALECT}, store_rejects = true, "
             f"rejects_limit = {_CSV_REJECTS_KEPT}, rejects_table = '{errors}', rejects_scan = '{scans}')"
         ).fetchall()
         row = conn.execute(

@@ -28,6 +28,9 @@ from ratatouille_assets.lakehouse.write import GRANULARITIES
 FORMATS = {"csv": ".csv", "jsonl": ".jsonl", "parquet": ".parquet"}
 # What a bad landing file does to its partition: set it aside and load the rest, or stop the load.
 ON_BAD_FILE = ("quarantine", "fail")
+# What a load does with a day (or a reference source) that has no landing files at all: refuse, so
+# a folder that vanished never replaces a day's rows with nothing, or load the day empty.
+ON_MISSING_FILES = ("fail", "empty")
 FRESHNESS_PERIODS = ("minute", "hour", "day")
 DEFAULT_START = "2024-01-01"
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -38,7 +41,7 @@ _TYPE = re.compile(
 )
 _SOURCE_FIELDS = (
     "description", "format", "path", "partitioned", "columns", "primary_key", "event_time", "latest_by",
-    "late_arrival_days", "freshness", "on_bad_file", "partition_granularity",
+    "late_arrival_days", "freshness", "on_bad_file", "on_missing_files", "partition_granularity",
 )
 _TOP_LEVEL = ("partitions", "sources")
 
@@ -57,6 +60,7 @@ class Source:
     event_time: str | None = None
     description: str = ""
     on_bad_file: str = "quarantine"
+    on_missing_files: str = "fail"
     partitioned: bool = True
     latest_by: str | None = None
     late_arrival_days: int = 0
@@ -180,6 +184,9 @@ def _source(name: str, spec: Any, origin: str, default_granularity: str = "day")
     on_bad_file = spec.get("on_bad_file", "quarantine")
     if on_bad_file not in ON_BAD_FILE:
         raise _fail(where, f"on_bad_file '{on_bad_file}' is not one of {', '.join(ON_BAD_FILE)}")
+    on_missing_files = spec.get("on_missing_files", "fail")
+    if on_missing_files not in ON_MISSING_FILES:
+        raise _fail(where, f"on_missing_files '{on_missing_files}' is not one of {', '.join(ON_MISSING_FILES)}")
     granularity = spec.get("partition_granularity", default_granularity if partitioned else "day")
     if granularity not in GRANULARITIES:
         raise _fail(where, f"partition_granularity '{granularity}' is not one of {', '.join(GRANULARITIES)}")
@@ -194,6 +201,7 @@ def _source(name: str, spec: Any, origin: str, default_granularity: str = "day")
         event_time=event_time,
         description=str(spec.get("description", "")).strip(),
         on_bad_file=on_bad_file,
+        on_missing_files=on_missing_files,
         partitioned=partitioned,
         latest_by=latest_by,
         late_arrival_days=late,

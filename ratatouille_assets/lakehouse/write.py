@@ -317,6 +317,21 @@ def _castable(src: pa.DataType, dst: pa.DataType) -> bool:
     return False
 
 
+def type_fits(src: pa.DataType, dst: pa.DataType) -> bool:
+    """Whether values of Arrow type ``src`` can be written into a table column of type ``dst``:
+    as they are, or by widening the column (int to long, float to double, a larger decimal)."""
+    return _castable(src, dst) or _castable(dst, src)
+
+
+def table_types(catalog: Catalog, identifier: str) -> dict[str, pa.DataType]:
+    """The Arrow type of each column of ``identifier`` ({} for a table not created yet)."""
+    try:
+        table = catalog.load_table(identifier)
+    except NoSuchTableError:
+        return {}
+    return {f.name: f.type for f in schema_to_pyarrow(table.schema(), include_field_ids=False)}
+
+
 def _is_text(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t)
 
