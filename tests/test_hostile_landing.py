@@ -25,6 +25,7 @@ from ratatouille_assets.lakehouse.catalog import load_catalog
 from ratatouille_assets.settings import Settings, get_settings
 from tests.conftest import use_home
 from tests.services import s3_server
+from tests.xlsx import DateSerial, Formula, Sheet, write_xlsx
 
 DAY = "2024-03-01"
 
@@ -452,3 +453,56 @@ def test_a_truncated_gzip_file_is_named_as_such(settings):
     assert_set_aside(result, "cut.csv.gz", "corrupt_gzip", "ends early (the file is truncated)")
     assert_set_aside(result, "junk.csv.gz", "corrupt_gzip", "not a valid gzip stream")
     assert rows(settings, source, "id") == [(1,)]
+
+
+# --- Excel ------------------------------------------------------------------------------------------
+
+def test_an_xlsx_sheet_loads_exactly_with_dates_formulas_and_blank_rows(settings):
+    source = make_source({"id": "bigint", "qty": "integer", "day": "date", "seen": "timestamp", "name": "varchar",
+                          "ok": "boolean", "total": "decimal(10,2)"}, fmt="xlsx", sheet="orders")
+    write_xlsx(folder(settings) / "export.xlsx", [
+        Sheet("cover", [["This workbook"], ["holds orders on the next sheet"]]),
+        Sheet("orders", [
+            ["id", "qty", "day", "seen", "name", "ok", "total"],
+            [1, 3, DateSerial(45352), DateSerial(45352.5, "datetime"), "apple", True, Formula("B2*2.5", 7.5)],
+            [None] * 7,  # a blank row: no record, and not the end of the sheet
+            [2, 4.0, DateSerial(45353), DateSerial(45353.25, "datetime"), "pear", False, Formula("B4*2.5", 10)],
+            [3, 5, DateSerial(45354), DateSerial(45354, "datetime"), None, True, 12.25],
+        ], merged=["E4:E5"]),  # a merged cell holds its value in its first cell only, as the file does
+    ])
+    result = load(settings, source)
+    assert result.quarantined == ()
+    assert rows(settings, source, "id, qty, day, seen, name, ok, total, _source_file") == [
+        (1, 3, dt.date(2024, 3, 1), dt.datetime(2024, 3, 1, 12, 0), "apple", True, Decimal("7.50"), f"feed/{DAY}/export.xlsx"),
+        (2, 4, dt.date(2024, 3, 2), dt.datetime(2024, 3, 2, 6, 0), "pear", False, Decimal("10.00"), f"feed/{DAY}/export.xlsx"),
+        (3, 5, dt.date(2024, 3, 3), dt.datetime(2024, 3, 3, 0, 0), None, True, Decimal("12.25"), f"feed/{DAY}/export.xlsx"),
+    ]
+
+
+@pytest.mark.parametrize(("sheet_rows", "reason", "phrase"), [
+    ([["id", "qty"], [1, 3], [2, "four"]], "invalid_xlsx", "Failed to parse cell 'B3'"),
+    ([["id", "qty"], [1, 12.7]], "lossy_value", "column 'qty' has 1 value(s) that would change if stored as integer, e.g. '12.7'"),
+    ([["id", "day"], [1, 45352]], "type_mismatch", "it is DOUBLE in the file, which cannot become DATE"),
+    ([["id", "qty", "qty"], [1, 2, 3]], "bad_header", "column 'qty' appears more than once"),
+    ([["id", "qty", None], [1, 2, 3]], "bad_header", "cell C2 holds a value right of the header row"),
+    ([["id", None, "qty"], [1, 2, 3]], "bad_header", "column 2 of the header has no name"),
+    ([["id", "Qty"], [1, 2]], "missing_columns", "column 'qty' is missing"),
+])
+def test_an_xlsx_sheet_that_would_load_wrong_is_set_aside(settings, sheet_rows, reason, phrase):
+    columns = {"id": "bigint", "day": "date"} if "day" in sheet_rows[0] else {"id": "bigint", "qty": "integer"}
+    source = make_source(columns, fmt="xlsx")
+    write_xlsx(folder(settings) / "bad.xlsx", [Sheet("Sheet1", sheet_rows)])
+    result = load(settings, source)
+    assert_set_aside(result, "bad.xlsx", reason, phrase)
+
+
+def test_an_xlsx_source_names_a_sheet_that_is_not_there(settings):
+    source = make_source({"id": "bigint"}, fmt="xlsx", sheet="orders")
+    write_xlsx(folder(settings) / "wrong.xlsx", [Sheet("Orders 2024", [["id"], [1]])])
+    result = load(settings, source)
+    assert_set_aside(result, "wrong.xlsx", "invalid_xlsx", 'Sheet "orders" not found')
+
+
+def test_sheet_is_for_xlsx_sources_only():
+    with pytest.raises(SourceConfigError, match="sheet applies to xlsx sources only"):
+        make_source({"id": "bigint"}, sheet="orders")

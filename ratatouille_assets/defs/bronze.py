@@ -26,7 +26,7 @@ from ratatouille_assets.quality.audit import audit_table, nothing_to_check
 from ratatouille_assets.quality.sodacl import DatasetChecks
 
 LANDING = "landing"
-_FORMAT_KIND = {"csv": "csv", "jsonl": "json", "parquet": "parquet"}
+_FORMAT_KIND = {"csv": "csv", "jsonl": "json", "parquet": "parquet", "xlsx": "excel"}
 
 
 def landing_spec(source: Source) -> dg.AssetSpec:

@@ -34,7 +34,7 @@ from ratatouille_assets.ingest.landing import COMPRESSED_SUFFIX, listing_glob, p
 from ratatouille_assets.ingest.quarantine import QuarantinedFile, bad_file_message, quarantine_file
 from ratatouille_assets.ingest.sources import Source
 from ratatouille_assets.lakehouse import s3
-from ratatouille_assets.lakehouse.duck import quote_ident
+from ratatouille_assets.lakehouse.duck import extension_path, quote_ident
 from ratatouille_assets.lakehouse.write import type_fits
 
 LINEAGE_COLUMNS = ("_landing_date", "_source_file", "_ingested_at", "_run_id")
@@ -327,7 +327,7 @@ def _read(
     extras = _check_columns(source, present)
     casts = {c: column_cast(c, present[c], t) for c, t in source.columns.items()}
     _check_refused(source, casts, present)
-    relation = _data_relation(source, path, present)
+    relation = _data_relation(conn, source, path, present)
     lineage = [
         *([f"DATE {_lit(day)} AS _landing_date"] if source.partitioned else []),
         f"{_lit(file)} AS _source_file",
@@ -344,8 +344,9 @@ def _read(
 @contextlib.contextmanager
 def _addressable(path: str, max_file_bytes: int | None) -> Iterator[str]:
     """A path DuckDB reads ``path`` by: the path itself, or, for an S3 key with a '?' (which
-    DuckDB's S3 reader takes for the start of URL parameters), a local copy of the object."""
-    if not (path.startswith("s3://") and "?" in path):
+    DuckDB's S3 reader takes for the start of URL parameters) or an xlsx, a local copy of the object."""
+    # An xlsx on S3 is read from a local copy too: its width check opens the workbook as a zip.
+    if not (path.startswith("s3://") and ("?" in path or path.endswith(".xlsx"))):
         yield path
         return
     client = s3.client()
@@ -459,6 +460,8 @@ def _columns(conn: duckdb.DuckDBPyConnection, source: Source, path: str) -> dict
             f"read_json({_file(path)}, format = 'newline_delimited', records = true, sample_size = -1, "
             "maximum_depth = 2)"
         )
+    elif source.format == "xlsx":
+        relation = _xlsx_relation(conn, source, path)
     else:
         relation = f"read_parquet({_file(path)})"
     try:
@@ -468,9 +471,67 @@ def _columns(conn: duckdb.DuckDBPyConnection, source: Source, path: str) -> dict
     present = {row[0]: row[1] for row in rows}
     if source.format == "jsonl":
         present = {name: "JSON" if _JSON_NESTED.search(typ) else "VARCHAR" for name, typ in present.items()}
-    if _renamed_by_duckdb(list(present)):  # DuckDB renamed a duplicate: find the names in the file
-        _check_header(_raw_names(conn, source, path))
+    if source.format == "xlsx" or _renamed_by_duckdb(list(present)):  # renamed by DuckDB: look at the file
+        names = _raw_names(conn, source, path)
+        _check_header(names)
+        if source.format == "xlsx":
+            _check_xlsx_width(path, source.sheet, len(names))
     return present
+
+
+_CELL_REF = re.compile(r"^([A-Z]+)(\d+)$")
+_SHEET_NS = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
+_REL_NS = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
+
+
+def _check_xlsx_width(path: str, sheet: str | None, width: int) -> None:
+    """Refuse a worksheet with values right of its header row: DuckDB's reader takes the header's
+    width for the sheet's and would drop those cells without a word."""
+    import xml.etree.ElementTree as ET
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as book:
+            sheets = [(s.get("name"), s.get(f"{_REL_NS}id")) for s in ET.fromstring(book.read("xl/workbook.xml")).iter(f"{_SHEET_NS}sheet")]
+            targets = {r.get("Id"): r.get("Target") for r in ET.fromstring(book.read("xl/_rels/workbook.xml.rels"))}
+            rel = next((rid for name, rid in sheets if sheet is None or name == sheet), None)
+            if rel is None:
+                return  # no such sheet: the reader names it
+            target = targets[rel].lstrip("/")
+            part = target if target.startswith("xl/") else f"xl/{target}"
+            with book.open(part) as xml:
+                for _, cell in ET.iterparse(xml):
+                    if cell.tag != f"{_SHEET_NS}c":
+                        continue
+                    ref = _CELL_REF.match(cell.get("r", ""))
+                    if ref and _column_number(ref.group(1)) > width and (cell.find(f"{_SHEET_NS}v") is not None
+                                                                        or cell.find(f"{_SHEET_NS}is") is not None):
+                        raise _Reject(
+                            "bad_header", f"cell {ref.group(0)} holds a value right of the header row, which names "
+                            f"{width} column(s); it would not be read",
+                            f"Give that column a name in the header row (or clear the cells right of it), {_RERUN}.",
+                        )
+                    cell.clear()
+    except (zipfile.BadZipFile, KeyError, ET.ParseError) as exc:
+        raise _Reject("invalid_xlsx", f"it cannot be read as an xlsx workbook: {exc}",
+                      f"Save it again as .xlsx (Excel workbook), {_RERUN}.") from exc
+
+
+def _column_number(letters: str) -> int:
+    number = 0
+    for letter in letters:
+        number = number * 26 + ord(letter) - 64
+    return number
+
+
+def _xlsx_relation(conn: duckdb.DuckDBPyConnection, source: Source, path: str, *, header: bool = True) -> str:
+    """A worksheet as DuckDB reads it: typed by its first data row (a later cell of another type is
+    an error naming the cell), every row (a blank row does not end the sheet), formulas as the
+    values the spreadsheet saved."""
+    conn.execute(f"LOAD '{extension_path('excel')}'")
+    sheet = f", sheet = {_lit(source.sheet)}" if source.sheet else ""
+    options = "header = true, stop_at_empty = false" if header else "header = false, all_varchar = true"
+    return f"read_xlsx({_file(path)}{sheet}, {options})"
 
 
 def _csv_header(conn: duckdb.DuckDBPyConnection, source: Source, path: str) -> list[str]:
@@ -512,7 +573,14 @@ def _renamed_by_duckdb(names: list[str]) -> bool:
 
 
 def _raw_names(conn: duckdb.DuckDBPyConnection, source: Source, path: str) -> list[str]:
-    """Every key of a JSON lines file, or the top-level column names of a Parquet file, as written."""
+    """Every key of a JSON lines file, the top-level column names of a Parquet file, or the header
+    row of a worksheet, as written."""
+    if source.format == "xlsx":
+        try:
+            row = conn.execute(f"SELECT * FROM {_xlsx_relation(conn, source, path, header=False)} LIMIT 1").fetchone()
+        except duckdb.Error as exc:
+            raise _parse_failure(conn, source, path, exc) from exc
+        return [("" if v is None else str(v)).strip() for v in (row or ())]
     if source.format == "jsonl":
         rows = conn.execute(
             f"SELECT DISTINCT unnest(json_keys(json)) FROM read_ndjson_objects({_file(path)}) "
@@ -570,7 +638,7 @@ def _check_refused(source: Source, casts: dict[str, Cast], present: dict[str, st
         )
 
 
-def _data_relation(source: Source, path: str, present: dict[str, str]) -> str:
+def _data_relation(conn: duckdb.DuckDBPyConnection, source: Source, path: str, present: dict[str, str]) -> str:
     """The scan the data is selected from: text formats as VARCHAR (cast afterwards), Parquet as stored."""
     if source.format == "csv":
         return f"read_csv({_file(path)}, {_CSV_DIALECT})"
@@ -579,6 +647,10 @@ def _data_relation(source: Source, path: str, present: dict[str, str]) -> str:
         # text), else as text; an extra column as text (a nested value as its JSON text).
         cols = ", ".join(f"{_lit(c)}: '{t if c in source.columns else 'VARCHAR'}'" for c, t in present.items())
         return f"read_json({_file(path)}, format = 'newline_delimited', records = true, columns = {{{cols}}})"
+    if source.format == "xlsx":
+        # A blank row of the sheet (every cell empty) is no record.
+        blank = " AND ".join(f"{quote_ident(c)} IS NULL" for c in present)
+        return f"(SELECT * FROM {_xlsx_relation(conn, source, path)} WHERE NOT ({blank}))"
     return f"read_parquet({_file(path)})"
 
 
@@ -699,7 +771,7 @@ def _cast_problems(
 
 def _parse_failure(conn: duckdb.DuckDBPyConnection, source: Source, path: str, exc: duckdb.Error) -> _Reject:
     """Name the format problem; for text formats the encoding is checked first, as it is the fix to name."""
-    if source.format != "parquet" and not _is_utf8(conn, path):
+    if source.format in ("csv", "jsonl") and not _is_utf8(conn, path):
         return _Reject(
             "not_utf8", "the file is not UTF-8 encoded text",
             f"Re-export it as UTF-8 (for example: iconv -f latin1 -t utf-8), {_RERUN}.",
@@ -714,6 +786,12 @@ def _parse_failure(conn: duckdb.DuckDBPyConnection, source: Source, path: str, e
         return _Reject(
             "invalid_json", f"it is not valid JSON lines: {_duck_message(exc)}",
             f"Each line must be one complete JSON object; fix or re-export the file, {_RERUN}.",
+        )
+    if source.format == "xlsx":
+        return _Reject(
+            "invalid_xlsx", f"it cannot be read as an xlsx worksheet: {_duck_message(exc)}",
+            "Each column needs one kind of value below its header (numbers, text, dates or booleans); fix the "
+            f"cell named, or save the sheet again as .xlsx, {_RERUN}.",
         )
     return _Reject(
         "corrupt_parquet", f"it cannot be read as Parquet (truncated or corrupt): {_duck_message(exc)}",

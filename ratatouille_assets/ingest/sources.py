@@ -25,7 +25,7 @@ import yaml
 
 from ratatouille_assets.lakehouse.write import GRANULARITIES
 
-FORMATS = {"csv": ".csv", "jsonl": ".jsonl", "parquet": ".parquet"}
+FORMATS = {"csv": ".csv", "jsonl": ".jsonl", "parquet": ".parquet", "xlsx": ".xlsx"}
 # What a bad landing file does to its partition: set it aside and load the rest, or stop the load.
 ON_BAD_FILE = ("quarantine", "fail")
 # What a load does with a day (or a reference source) that has no landing files at all: refuse, so
@@ -41,7 +41,7 @@ _TYPE = re.compile(
 )
 _SOURCE_FIELDS = (
     "description", "format", "path", "partitioned", "columns", "primary_key", "event_time", "latest_by",
-    "late_arrival_days", "freshness", "on_bad_file", "on_missing_files", "partition_granularity",
+    "late_arrival_days", "freshness", "on_bad_file", "on_missing_files", "partition_granularity", "sheet",
 )
 _TOP_LEVEL = ("partitions", "sources")
 
@@ -66,6 +66,7 @@ class Source:
     late_arrival_days: int = 0
     freshness: dict[str, Any] | None = None
     partition_granularity: str = "day"
+    sheet: str | None = None  # xlsx: the worksheet read (None: the first)
 
     @property
     def is_reference(self) -> bool:
@@ -184,6 +185,10 @@ def _source(name: str, spec: Any, origin: str, default_granularity: str = "day")
     on_bad_file = spec.get("on_bad_file", "quarantine")
     if on_bad_file not in ON_BAD_FILE:
         raise _fail(where, f"on_bad_file '{on_bad_file}' is not one of {', '.join(ON_BAD_FILE)}")
+    sheet = spec.get("sheet")
+    if sheet is not None and (fmt != "xlsx" or not isinstance(sheet, str) or not sheet.strip()):
+        raise _fail(where, "sheet names the worksheet of an xlsx source (a non-empty name)"
+                    if fmt == "xlsx" else f"sheet applies to xlsx sources only (this one is {fmt})")
     on_missing_files = spec.get("on_missing_files", "fail")
     if on_missing_files not in ON_MISSING_FILES:
         raise _fail(where, f"on_missing_files '{on_missing_files}' is not one of {', '.join(ON_MISSING_FILES)}")
@@ -207,6 +212,7 @@ def _source(name: str, spec: Any, origin: str, default_granularity: str = "day")
         late_arrival_days=late,
         freshness=_freshness(where, spec.get("freshness")),
         partition_granularity=granularity,
+        sheet=sheet,
     )
 
 
