@@ -18,7 +18,7 @@ BENCH_SCALE ?= small
 # podman on this kind of machine: runc and lower rlimits (tests/stack/setup-podman.sh writes it).
 STACK_CONF ?= $(CURDIR)/.ratatouille/podman/containers.conf
 
-.PHONY: help uv install manifest demo dev browser postgres stack-images stack-test test bench validate clean
+.PHONY: help uv install manifest demo dev browser postgres stack-images stack-test test test-fast bench validate clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -75,8 +75,12 @@ stack-test: manifest stack-images ## under podman: the compose stack (a day thro
 	CONTAINERS_CONF=$(STACK_CONF) $(BIN)/pytest tests/stack -m stack $(PYTEST_ARGS)
 
 test: manifest browser postgres ## run the test suite (real DuckDB, Iceberg, dbt, Dagster, S3, PostgreSQL, a browser), then the stack test
-	$(BIN)/pytest --ignore=tests/stack -m "not stack" $(PYTEST_ARGS)
-	$(MAKE) stack-test
+	@# The stack test runs even when the suite before it failed: one failure must not hide another.
+	@rc=0; $(BIN)/pytest --ignore=tests/stack -m "not stack" $(PYTEST_ARGS) || rc=$$?; \
+		$(MAKE) stack-test || rc=$$((rc ? rc : 1)); exit $$rc
+
+test-fast: manifest ## the fast tier, what bare `pytest` runs: no dbt pipelines, servers, podman or browser (a few minutes)
+	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: manifest ## measure the platform against plain DuckDB (BENCH_SCALE=small: <5 min; full: see BENCHMARKS.md)
 	$(BIN)/python -m bench --scale $(BENCH_SCALE)
