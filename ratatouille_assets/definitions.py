@@ -15,6 +15,7 @@ from ratatouille_assets.defs.automation import (
     daily_schedule,
     failure_sensor,
     gold_freshness,
+    landing_checks,
     landing_sensor,
     propagate,
 )
@@ -77,7 +78,7 @@ def build_definitions() -> dg.Definitions:
         sensors.append(freshness_sensor)
     return dg.Definitions(
         assets=assets,
-        asset_checks=[*gold_checks, *freshness_checks(sources)],
+        asset_checks=[*gold_checks, *freshness_checks(sources), *landing_checks(sources, sources_file.start, settings)],
         jobs=[everything],
         # A project with no daily asset yet (only reference sources, or none) has no day to schedule.
         schedules=[daily_schedule(everything, settings)] if any(a.partitions_def for a in materializable) else [],

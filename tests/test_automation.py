@@ -16,9 +16,9 @@ import dagster as dg
 import pytest
 
 from ratatouille_assets.defs.alerts import failures_log, record_failure
-from ratatouille_assets.defs.automation import LANDING_SENSOR, LandingCursor, landing_sensor, state
+from ratatouille_assets.defs.automation import LANDING_CHECK, LANDING_SENSOR, LandingCursor, landing_sensor, state
 from ratatouille_assets.definitions import build_definitions
-from ratatouille_assets.ingest.landing import landing_zone
+from ratatouille_assets.ingest.landing import landing_zone, unread_files
 from ratatouille_assets.ingest.sources import load_sources_file, parse_sources
 
 
@@ -387,7 +387,8 @@ def test_an_old_format_cursor_is_converted_without_requesting_anything(settings)
         assert requests == []
         assert cursor.startswith("v2:") and len(cursor) < len(old) * 2
         assert cursor_days(cursor, OWN_SOURCES) == {"readings/2024-01-02", "readings/2024-01-03"}
-        assert LandingCursor.decode(cursor, OWN_SOURCES) == LandingCursor.decode(old, OWN_SOURCES)
+        converted, before = LandingCursor.decode(cursor, OWN_SOURCES), LandingCursor.decode(old, OWN_SOURCES)
+        assert (converted.days, converted.whole) == (before.days, before.whole)
 
         # What changed since the old cursor is seen, in either format.
         land(settings, "readings/2024-01-03/c.csv", "reading_id,value\n3,3.5\n")
@@ -492,3 +493,60 @@ def test_changed_days_are_cut_into_adjacent_ranges_of_at_most_the_batch_size():
     index = {f"2024-01-{d:02d}": d for d in range(1, 10)}
     assert consecutive(days, index) == [days[:3], days[3:5], days[5:]]
     assert consecutive(days, index, most=2) == [days[:2], days[2:3], days[3:5], days[5:]]
+
+
+# --- The landing check: nothing in a landing folder goes unread without a word ---------------------
+
+SHARED = parse_sources({"sources": {
+    "readings": {"format": "csv", "columns": {"reading_id": "integer"}},
+    "a_part": {"format": "csv", "path": "shared/{date}/a_*.csv", "columns": {"id": "integer"}},
+    "b_part": {"format": "csv", "path": "shared/{date}/b_*.csv", "columns": {"id": "integer"}},
+}})
+
+
+def test_every_file_a_load_would_not_read_is_reported_with_the_reason(settings):
+    for relative in ["readings/2024-01-02/a.csv", "readings/2024-01-02/a.csv.gz", "readings/2024-01-02/b.xlsx",
+                     "readings/2024-01-02/c.csv.bz2", "readings/not-a-day/d.csv", "readings/2024-02-30/e.csv",
+                     "readings/2999-01-01/f.csv", "readings/2023-06-01/g.csv", "readings/2024-01-02/sub/h.csv",
+                     "shared/2024-01-02/a_1.csv", "shared/2024-01-02/b_1.csv", "shared/2024-01-02/c_1.csv"]:
+        land(settings, relative, "reading_id\n1\n")
+    report = unread_files(landing_zone(settings.landing, settings), SHARED, "2024-01-01", dt.date(2024, 6, 1))
+    got = {name: {u.path: u.why for u in unread} for name, unread in report.items()}
+    assert set(got["readings"]) == {"readings/2024-01-02/b.xlsx", "readings/2024-01-02/c.csv.bz2", "readings/not-a-day/d.csv",
+                                    "readings/2024-02-30/e.csv", "readings/2999-01-01/f.csv", "readings/2023-06-01/g.csv",
+                                    "readings/2024-01-02/sub/h.csv"}
+    why = got["readings"]
+    assert "does not match 'readings/{date}/*.csv'" in why["readings/2024-01-02/b.xlsx"]
+    assert "its folder 'not-a-day' is no day (YYYY-MM-DD)" in why["readings/not-a-day/d.csv"]
+    assert "'2024-02-30' is no valid date" in why["readings/2024-02-30/e.csv"]
+    assert "in the future" in why["readings/2999-01-01/f.csv"]
+    assert "before partitions.start (2024-01-01)" in why["readings/2023-06-01/g.csv"]
+    # A file another source reads is that source's, not unread; one neither reads is both's to report.
+    assert set(got["a_part"]) == set(got["b_part"]) == {"shared/2024-01-02/c_1.csv"}
+
+
+def test_the_sensor_reports_the_landing_check_only_when_what_is_unread_changes(settings):
+    land(settings, "readings/2024-01-02/a.csv", "reading_id,value\n1,1.5\n")
+    stray = land(settings, "readings/2024-01-02/notes.txt", "call the vendor\n")
+    sensor = landing_sensor(READINGS, DAILY, settings)
+    with dg.instance_for_test() as instance:
+        first = sensor(dg.build_sensor_context(instance=instance, cursor=None))
+        (event,) = first.asset_events
+        assert (event.asset_key, event.check_name, event.passed) == (dg.AssetKey(["bronze", "readings"]), LANDING_CHECK, False)
+        assert event.severity == dg.AssetCheckSeverity.WARN
+        assert event.metadata["unread_files"].value == 1
+        assert "readings/2024-01-02/notes.txt" in event.metadata["files"].value
+        again = sensor(dg.build_sensor_context(instance=instance, cursor=first.cursor))
+        assert again.asset_events == []  # nothing changed: no new evaluation
+        stray.unlink()
+        fixed = sensor(dg.build_sensor_context(instance=instance, cursor=again.cursor))
+        (event,) = fixed.asset_events
+        assert event.passed and event.metadata["unread_files"].value == 0
+
+
+def test_the_landing_check_runs_on_its_own_from_the_definitions(settings, defs):
+    land(settings, "orders/2024-01-02/export.csv", "x\n")  # the shop's orders are JSON lines
+    check = next(c for c in defs.asset_checks if dg.AssetCheckKey(dg.AssetKey(["bronze", "orders"]), LANDING_CHECK) in c.check_keys)
+    result = dg.materialize([check], selection=dg.AssetSelection.checks(check), raise_on_error=True)
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert not evaluation.passed and evaluation.metadata["unread_files"].value == 1

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 import dagster as dg
 
 from ratatouille_assets.defs.alerts import record_failure
-from ratatouille_assets.ingest.landing import LandingFile, landing_zone, path_regex
+from ratatouille_assets.ingest.landing import LandingFile, landing_zone, path_regex, unread_files
 from ratatouille_assets.ingest.sources import Source
 from ratatouille_assets.layers import BRONZE
 from ratatouille_assets.settings import Settings
@@ -52,10 +52,12 @@ class LandingCursor:
     days: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
     whole: dict[str, str] = dataclasses.field(default_factory=dict)
     generation: int = 0
+    # Per source, a digest of the unread files last reported by the landing check.
+    reported: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def encode(self) -> str:
-        raw = json.dumps({"days": self.days, "whole": self.whole, "generation": self.generation},
-                         separators=(",", ":"), sort_keys=True)
+        raw = json.dumps({"days": self.days, "whole": self.whole, "generation": self.generation,
+                          "reported": self.reported}, separators=(",", ":"), sort_keys=True)
         return CURSOR_VERSION + base64.b64encode(zlib.compress(raw.encode(), 9)).decode()
 
     @classmethod
@@ -66,7 +68,8 @@ class LandingCursor:
             return cls()
         if cursor.startswith(CURSOR_VERSION):
             data = json.loads(zlib.decompress(base64.b64decode(cursor[len(CURSOR_VERSION):])))
-            return cls(days=data["days"], whole=data["whole"], generation=data["generation"])
+            return cls(days=data["days"], whole=data["whole"], generation=data["generation"],
+                       reported=data.get("reported", {}))
         return cls.from_files(_legacy_files(json.loads(cursor), sources))
 
     @classmethod
@@ -244,9 +247,55 @@ def landing_sensor(
                 "(a landing zone that drops old files must not empty bronze); materialize a day to empty it."
             )
         tick.after.generation = tick.generation if tick.requests else seen.generation
-        return dg.SensorResult(run_requests=tick.requests, cursor=tick.after.encode())
+        # The landing check: a new evaluation only when what is left unread changed.
+        events = []
+        report = unread_files(zone, sources, start, dt.datetime.now(dt.UTC).date())
+        for name, unread in report.items():
+            digest = hashlib.sha256(json.dumps([[u.path, u.why] for u in unread]).encode()).hexdigest()[:12]
+            tick.after.reported[name] = digest
+            if seen.reported.get(name) != digest:
+                events.append(landing_check_evaluation(name, unread))
+        return dg.SensorResult(run_requests=tick.requests, cursor=tick.after.encode(), asset_events=events)
 
     return _landing
+
+
+LANDING_CHECK = "landing_files_read"
+# The check's metadata lists at most this many unread files (the count is always whole).
+UNREAD_LISTED = 25
+
+
+def landing_check_evaluation(source: str, unread: list) -> dg.AssetCheckEvaluation:
+    """The landing check's result for ``source``: passed when every file in its folder is read."""
+    listed = "\n".join(f"- `{u.path}`: {u.why}" for u in unread[:UNREAD_LISTED])
+    if len(unread) > UNREAD_LISTED:
+        listed += f"\n- ... and {len(unread) - UNREAD_LISTED} more"
+    return dg.AssetCheckEvaluation(
+        asset_key=dg.AssetKey([BRONZE, source]), check_name=LANDING_CHECK, passed=not unread,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"unread_files": len(unread), **({"files": dg.MetadataValue.md(listed)} if unread else {})},
+        description=None if not unread else f"{len(unread)} file(s) in the landing folder of '{source}' are not read",
+    )
+
+
+def landing_checks(sources: dict[str, Source], start: str, settings: Settings) -> list[dg.AssetChecksDefinition]:
+    """Per source, a warn check that every file in its landing folder is read: evaluated by the
+    landing sensor whenever that changes, and runnable on its own from the UI."""
+    def build(name: str) -> dg.AssetChecksDefinition:
+        @dg.asset_check(
+            asset=dg.AssetKey([BRONZE, name]), name=LANDING_CHECK, blocking=False,
+            description="Every file in the source's landing folder is read: none with a name its path does not match, "
+                        "none in a folder that is no day, in the future or before partitions.start.",
+        )
+        def _check() -> dg.AssetCheckResult:
+            zone = landing_zone(settings.landing, settings)
+            unread = unread_files(zone, sources, start, dt.datetime.now(dt.UTC).date())[name]
+            evaluation = landing_check_evaluation(name, unread)
+            return dg.AssetCheckResult(passed=evaluation.passed, severity=evaluation.severity,
+                                       metadata=evaluation.metadata, description=evaluation.description)
+        return _check
+
+    return [build(name) for name in sources]
 
 
 @dataclasses.dataclass

@@ -39,6 +39,10 @@ class LandingZone(Protocol):
         """Every file of ``source`` in the zone, with the day its folder names."""
         ...
 
+    def under(self, prefix: str) -> Iterator[str]:
+        """Every file under ``prefix`` (relative to the root), whatever its name, relative to the root."""
+        ...
+
 
 # Text formats may land gzip-compressed: a file of the source's path with ".gz" appended is its too.
 COMPRESSED_SUFFIX = ".gz"
@@ -89,6 +93,13 @@ class LocalLandingZone:
             day = match.groupdict().get("day")
             yield LandingFile(source.name, day, relative, f"{info.st_mtime_ns}:{info.st_size}", _arrived(info))
 
+    def under(self, prefix: str) -> Iterator[str]:
+        top = os.path.join(self.root, prefix)
+        for folder, _dirs, names in os.walk(top):
+            for name in names:
+                if os.path.isfile(path := os.path.join(folder, name)):
+                    yield os.path.relpath(path, self.root).replace(os.sep, "/")
+
 
 def _arrived(info: os.stat_result) -> float:
     """The later of mtime and ctime: ``mv``, ``cp -p`` and ``rsync -t`` keep an old mtime, but the
@@ -127,6 +138,66 @@ class S3LandingZone:
                 source.name, match.groupdict().get("day"), relative, f"{obj.etag}:{obj.last_modified}",
                 dt.datetime.fromisoformat(obj.last_modified).timestamp(),
             )
+
+
+    def under(self, prefix: str) -> Iterator[str]:
+        base = self.root.rstrip("/") + "/"
+        for obj in s3.list_objects(self.client, base + prefix):
+            if not obj.uri.endswith("/"):
+                yield obj.uri[len(base):]
+
+
+@dataclasses.dataclass(frozen=True)
+class UnreadFile:
+    """A file in a source's landing folder that no load reads, and why (what to do is in ``why``)."""
+
+    path: str  # relative to the landing root
+    why: str
+
+
+def unread_files(zone: LandingZone, sources: dict[str, Source], start: str, today: dt.date) -> dict[str, list[UnreadFile]]:
+    """Per source, the files under its landing folder that no load reads: a name its path does
+    not match (an unknown extension, a folder that is no day, a nested folder), a folder whose day
+    is no date, in the future or before ``start``. A file another source reads is not reported."""
+    regexes = {name: path_regex(source) for name, source in sources.items()}
+    foldered = {name: _any_folder_regex(source) for name, source in sources.items() if source.partitioned}
+    report: dict[str, list[UnreadFile]] = {name: [] for name in sources}
+    listed: dict[str, list[str]] = {}
+    for name, source in sources.items():
+        prefix = _static_prefix(source)
+        if prefix not in listed:
+            listed[prefix] = sorted(zone.under(prefix))
+        for path in listed[prefix]:
+            owners = [n for n, regex in regexes.items() if regex.match(path)]
+            if owners and name not in owners:
+                continue  # another source's file
+            if name in owners:
+                day = regexes[name].match(path).groupdict().get("day")
+                why = _day_problem(day, start, today) if day else None
+            elif name in foldered and (m := foldered[name].match(path)):
+                why = f"its folder '{m.group('day')}' is no day (YYYY-MM-DD): {source.path} in sources.yml reads day folders"
+            else:
+                why = f"no source reads it: its name does not match '{source.path}' (source '{name}' in sources.yml)"
+            if why:
+                report[name].append(UnreadFile(path, why))
+    return report
+
+
+def _any_folder_regex(source: Source) -> re.Pattern[str]:
+    """``path_regex`` with any folder name where the day goes: tells a misnamed day folder apart."""
+    return re.compile(path_regex(source).pattern.replace(f"(?P<day>{DAY_PATTERN})", "(?P<day>[^/]+)"))
+
+
+def _day_problem(day: str, start: str, today: dt.date) -> str | None:
+    try:
+        date = dt.date.fromisoformat(day)
+    except ValueError:
+        return f"its folder '{day}' is no valid date"
+    if day < start:
+        return f"its day {day} is before partitions.start ({start}) in sources.yml: set it to {day} or earlier to load it"
+    if date > today:
+        return f"its day {day} is in the future: it is loaded once that day has ended (check the folder's name)"
+    return None
 
 
 def landing_zone(root: str, settings: Settings | None = None) -> LandingZone:
