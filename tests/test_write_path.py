@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import pyarrow as pa
 import pytest
@@ -509,3 +510,51 @@ def test_a_chunk_spanning_many_days_in_any_order_is_one_file_per_day_with_every_
     # Month partitions (January, February): one file per month, whatever the order of the rows.
     write_window(catalog, "silver.sm", shuffled, window=Window("day", days[0], days[-1]), run_id="r1", granularity="month")
     assert len(catalog.load_table("silver.sm").inspect.files()) == 2
+
+
+# --- a locked SQLite catalog is waited out like a conflict -------------------------------------------
+
+def _hold_write_lock(db: str, seconds: float, started) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(db, timeout=30)
+    conn.execute("BEGIN EXCLUSIVE")
+    started.set()
+    time.sleep(seconds)
+    conn.rollback()
+    conn.close()
+
+
+def test_a_catalog_locked_past_the_busy_timeout_is_retried_then_named(settings, monkeypatch):
+    import threading
+
+    from ratatouille_assets.lakehouse import catalog as catalog_module
+    from ratatouille_assets.lakehouse.errors import CatalogLockedError
+    from ratatouille_assets.lakehouse.write import RetryPolicy
+
+    monkeypatch.setattr(catalog_module, "SQLITE_BUSY_TIMEOUT_MS", 100)
+    cat = load_catalog(settings)
+    write_window(cat, "bronze.locked", rows(D1, [1]), window=Window("day", D1, D1), run_id="r1")
+    db = settings.catalog_uri.reveal().removeprefix("sqlite:///")
+
+    # Locked for ~1.5 s (15 busy timeouts): the write waits it out and commits.
+    started = threading.Event()
+    holder = threading.Thread(target=_hold_write_lock, args=(db, 1.5, started))
+    holder.start()
+    started.wait()
+    result = write_window(load_catalog(settings), "bronze.locked", rows(D1, [2, 3]), window=Window("day", D1, D1),
+                          run_id="r2", retry=RetryPolicy(attempts=8, patience_s=30))
+    holder.join()
+    assert result.attempts > 1
+    assert sorted(load_catalog(settings).load_table("bronze.locked").scan().to_arrow()["id"].to_pylist()) == [2, 3]
+
+    # Locked for longer than the write's patience: a clear error, and the table is as it was.
+    started = threading.Event()
+    holder = threading.Thread(target=_hold_write_lock, args=(db, 4, started))
+    holder.start()
+    started.wait()
+    with pytest.raises(CatalogLockedError, match="stayed locked .* another process holds a write lock"):
+        write_window(load_catalog(settings), "bronze.locked", rows(D1, [9]), window=Window("day", D1, D1),
+                     run_id="r3", retry=RetryPolicy(attempts=2, base_delay_s=0.05, max_delay_s=0.1, patience_s=0.5))
+    holder.join()
+    assert sorted(load_catalog(settings).load_table("bronze.locked").scan().to_arrow()["id"].to_pylist()) == [2, 3]

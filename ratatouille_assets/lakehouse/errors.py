@@ -13,6 +13,10 @@ class CommitConflictError(LakehouseError):
     """A commit kept conflicting with concurrent writers after every retry."""
 
 
+class CatalogLockedError(LakehouseError):
+    """The SQLite catalog stayed locked by another process for as long as a commit retries."""
+
+
 class PartitionContractError(LakehouseError, ValueError):
     """Rows cannot be placed in the partition window being written (wrong type, NULL, outside it)."""
 

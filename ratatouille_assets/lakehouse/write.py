@@ -47,9 +47,11 @@ from pyiceberg.table import Table
 from pyiceberg.table.update.snapshot import ExpireSnapshots
 from pyiceberg.transforms import DayTransform, IdentityTransform, MonthTransform, Transform, YearTransform
 from pyiceberg.types import DateType, TimestampType, TimestamptzType
+from sqlalchemy.exc import OperationalError
 
 from ratatouille_assets.lakehouse import trace
 from ratatouille_assets.lakehouse.errors import (
+    CatalogLockedError,
     CommitConflictError,
     IncompatibleSchemaError,
     PartitionContractError,
@@ -595,17 +597,30 @@ def _write_window(
                 if expired:
                     ExpireSnapshots(tx).by_ids(expired).commit()
             break
-        except CommitFailedException as exc:
+        except (CommitFailedException, OperationalError) as exc:
+            locked = isinstance(exc, OperationalError)
+            if locked and not _catalog_locked(exc):
+                _delete_files(table, files)
+                raise
             if retry.exhausted(attempt, time.monotonic() - started):
                 _delete_files(table, files)
+                if locked:
+                    raise CatalogLockedError(
+                        f"{identifier}: the catalog database stayed locked for {time.monotonic() - started:.0f}s "
+                        f"over {attempt} attempts: another process holds a write lock on it (SQLite does not say "
+                        "which; `fuser` on the catalog file lists the processes that have it open). Nothing was "
+                        "committed: run again once that process has finished, or put the catalog on PostgreSQL "
+                        "(RATATOUILLE_CATALOG_URI) for many concurrent writers."
+                    ) from None
                 raise CommitConflictError(
                     f"{identifier}: commit still conflicted after {attempt} attempts in "
                     f"{time.monotonic() - started:.0f}s; last error: {exc}"
                 ) from exc
             delay = retry.delay(attempt)
-            log.info("%s: commit conflict (attempt %d), retrying in %.2fs", identifier, attempt, delay)
+            log.info("%s: %s (attempt %d), retrying in %.2fs", identifier,
+                     "catalog locked" if locked else "commit conflict", attempt, delay)
             time.sleep(delay)
-            table = catalog.load_table(identifier)
+            table = _reload(catalog, identifier, retry, started)
 
     table = catalog.load_table(identifier)
     snapshot = table.current_snapshot() if branch == "main" else table.snapshot_by_name(branch)
@@ -649,6 +664,24 @@ def _by_partition(table: Table, data: pa.Table) -> Iterator[pa.Table]:
     ordered = data.take(order)
     for begin, end in zip([0, *ends], ends):
         yield ordered.slice(begin, end - begin)
+
+
+def _catalog_locked(exc: OperationalError) -> bool:
+    """SQLite's answer when another connection holds the write lock past the busy timeout."""
+    return "database is locked" in str(exc.orig) or "database is busy" in str(exc.orig)
+
+
+def _reload(catalog: Catalog, identifier: str, retry: RetryPolicy, started: float) -> Table:
+    """The table again, waiting out a locked catalog as long as the commit would."""
+    attempt = 0
+    while True:
+        try:
+            return catalog.load_table(identifier)
+        except OperationalError as exc:
+            attempt += 1
+            if not _catalog_locked(exc) or retry.exhausted(attempt, time.monotonic() - started):
+                raise
+            time.sleep(retry.delay(attempt))
 
 
 def _beyond_history(metadata) -> list[int]:
