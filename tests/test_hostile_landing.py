@@ -506,3 +506,68 @@ def test_an_xlsx_source_names_a_sheet_that_is_not_there(settings):
 def test_sheet_is_for_xlsx_sources_only():
     with pytest.raises(SourceConfigError, match="sheet applies to xlsx sources only"):
         make_source({"id": "bigint"}, sheet="orders")
+
+
+# --- a catalogue of hostile files: each loads exactly what it holds, or is set aside with a reason --
+
+TWO_ROWS = [(1, "a"), (2, "b")]
+HOSTILE_FILES = [  # (name, content, expected rows of (id, name) or the quarantine reason)
+    ("bom.csv", b"\xef\xbb\xbfid,name\n1,a\n2,b\n", TWO_ROWS),
+    ("crlf.csv", b"id,name\r\n1,a\r\n2,b\r\n", TWO_ROWS),
+    ("no-final-newline.csv", b"id,name\n1,a\n2,b", TWO_ROWS),
+    ("quoted-newline.csv", b'id,name\n1,"line one\nline two"\n2,b\n', [(1, "line one\nline two"), (2, "b")]),
+    ("quoted-comma.csv", b'id,name\n1,"a, with comma"\n2,"say ""hi"""\n', [(1, "a, with comma"), (2, 'say "hi"')]),
+    ("reordered.csv", b"name,id\na,1\nb,2\n", TWO_ROWS),
+    ("padded-header.csv", b" id , name \n1,a\n2,b\n", TWO_ROWS),
+    ("unicode.csv", "id,name\n1,ünïcödé ✓\n2,日本\n".encode(), [(1, "ünïcödé ✓"), (2, "日本")]),
+    ("empty-strings.csv", b'id,name\n1,""\n2,\n', [(1, None), (2, None)]),
+    ("header-only.csv", b"id,name\n", []),
+    ("zero-byte.csv", b"", "empty_file"),
+    ("latin1.csv", "id,name\n1,café\n".encode("latin-1"), "not_utf8"),
+    ("binary.csv", bytes(range(256)) * 8, "not_utf8"),
+    ("ragged.csv", b"id,name\n1,a,extra\n", "csv_parse_error"),
+    ("semicolons.csv", b"id;name\n1;a\n", "missing_columns"),
+    ("epoch-id.csv", b"id,name\n1.709e9,a\n", "lossy_value"),
+    ("huge-line.csv", b"id,name\n1," + b"x" * 3_000_000 + b"\n", "csv_parse_error"),
+    ("gzip-named-plain.csv.gz", b"id,name\n1,a\n", "corrupt_gzip"),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "expected"), HOSTILE_FILES, ids=[f[0] for f in HOSTILE_FILES])
+def test_a_hostile_csv_loads_exactly_or_is_set_aside_with_a_reason(settings, name, content, expected):
+    source = make_source({"id": "bigint", "name": "varchar"})
+    (folder(settings) / name).write_bytes(content)
+    (folder(settings) / "~good.csv").write_text("id,name\n100,good\n")  # the day's other file always loads
+    result = load(settings, source)
+    if isinstance(expected, str):
+        assert_set_aside(result, name, expected)
+        assert rows(settings, source, "id, name") == [(100, "good")]
+    else:
+        assert result.quarantined == ()
+        assert rows(settings, source, "id, name") == sorted([*expected, (100, "good")])
+
+
+HOSTILE_JSON = [
+    ("duplicate-key.jsonl", b'{"id": 1, "name": "a", "name": "b"}\n', "invalid_json"),
+    ("array-line.jsonl", b'[1, "a"]\n', "invalid_json"),
+    ("truncated.jsonl", b'{"id": 1, "name": "a"}\n{"id": 2, "na', "invalid_json"),
+    ("key-order.jsonl", b'{"name": "a", "id": 1}\n{"id": 2, "name": "b"}\n', TWO_ROWS),
+    ("late-key.jsonl", b'{"id": 1, "name": "a"}\n{"id": 2, "name": "b", "extra": "x"}\n', TWO_ROWS),
+    ("null-values.jsonl", b'{"id": 1, "name": null}\n{"id": 2}\n', [(1, None), (2, None)]),
+    ("number-as-name.jsonl", b'{"id": 1, "name": 42}\n{"id": 2, "name": true}\n', [(1, "42"), (2, "true")]),
+    ("big-id.jsonl", b'{"id": 12345678901234567890, "name": "a"}\n', "type_mismatch"),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "expected"), HOSTILE_JSON, ids=[f[0] for f in HOSTILE_JSON])
+def test_a_hostile_json_lines_file_loads_exactly_or_is_set_aside_with_a_reason(settings, name, content, expected):
+    source = make_source({"id": "bigint", "name": "varchar"}, fmt="jsonl")
+    (folder(settings) / name).write_bytes(content)
+    (folder(settings) / "~good.jsonl").write_text('{"id": 100, "name": "good"}\n')
+    result = load(settings, source)
+    if isinstance(expected, str):
+        assert_set_aside(result, name, expected)
+        assert rows(settings, source, "id, name") == [(100, "good")]
+    else:
+        assert result.quarantined == ()
+        assert rows(settings, source, "id, name") == sorted([*expected, (100, "good")])
