@@ -24,6 +24,7 @@ from ratatouille_assets.defs.checks import unknown_datasets
 from ratatouille_assets.defs.dbt import build_dbt_assets, dbt_project
 from ratatouille_assets.defs.partitions import daily_partitions
 from ratatouille_assets.defs.resources import LakehouseResource
+from ratatouille_assets.ingest.landing import check_landing_root
 from ratatouille_assets.ingest.sources import load_sources_file
 from ratatouille_assets.layers import LAYERS
 from ratatouille_assets.quality.sodacl import SodaConfigError, load_checks
@@ -43,6 +44,7 @@ def run_executor(settings: Settings) -> dg.ExecutorDefinition:
 
 def build_definitions() -> dg.Definitions:
     settings = get_settings()
+    check_landing_root(settings)  # a mistyped RATATOUILLE_LANDING fails here, not as an empty zone
     sources_file = load_sources_file(settings.sources_file)
     sources = sources_file.sources
     partitions = daily_partitions(sources_file.start, settings.timezone)

@@ -104,3 +104,18 @@ def test_definitions_load_without_the_venv_on_path_and_reparse_stale_manifest(se
     dbt_project(settings, sources)
     assert not manifest_is_stale(project.project_dir, project.profiles_dir)
     assert build_definitions().resolve_asset_graph().has(dg.AssetKey(["gold", "kpi_daily_sales"]))
+
+
+def test_a_landing_root_that_is_not_there_fails_the_load_and_names_the_variable(settings, monkeypatch):
+    import pytest
+
+    from ratatouille_assets.ingest.landing import LandingRootError
+    from ratatouille_assets.settings import get_settings
+
+    missing = Path(settings.home) / "no-such-mount" / "landing"
+    monkeypatch.setenv("RATATOUILLE_LANDING", str(missing))
+    get_settings.cache_clear()
+    with pytest.raises(LandingRootError, match=r"RATATOUILLE_LANDING=.*no-such-mount.* is not a folder"):
+        build_definitions()
+    missing.mkdir(parents=True)  # an empty landing zone that is there is fine
+    assert build_definitions().resolve_asset_graph() is not None

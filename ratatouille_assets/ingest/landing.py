@@ -200,6 +200,22 @@ def _day_problem(day: str, start: str, today: dt.date) -> str | None:
     return None
 
 
+class LandingRootError(ValueError):
+    """RATATOUILLE_LANDING names a local folder that does not exist."""
+
+
+def check_landing_root(settings: Settings) -> None:
+    """A landing root set to a local folder that is not there is a mistake (a typo, a mount not
+    mounted): refuse to load rather than look at an empty landing zone. The default root (under
+    the home) may be missing until the first files land."""
+    configured = os.environ.get("RATATOUILLE_LANDING")
+    if configured and not s3.is_s3(settings.landing) and not os.path.isdir(settings.landing):
+        raise LandingRootError(
+            f"RATATOUILLE_LANDING={configured!r} is not a folder ({settings.landing} does not exist): fix the "
+            "variable, mount the landing zone, or create the folder (mkdir -p) if it is meant to start empty."
+        )
+
+
 def landing_zone(root: str, settings: Settings | None = None) -> LandingZone:
     if s3.is_s3(root):
         return S3LandingZone(root, s3.client(settings))
