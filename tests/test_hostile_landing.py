@@ -124,20 +124,25 @@ def test_wildcard_names_on_s3_read_exactly_that_object(tmp_path, monkeypatch, s3
 NUMBERS = {"id": "bigint", "qty": "integer", "price": "decimal(12,2)"}
 
 
-@pytest.mark.parametrize(("value_column", "text", "shown"), [
-    ("qty", "12.7", "12.7"), ("qty", "2.5", "2.5"), ("qty", "0x10", "0x10"), ("qty", "1e3", "1e3"),
-    ("qty", "1_000", "1_000"), ("price", "19.999", "19.999"), ("price", "1.5e2", "1.5e2"),
-    ("id", "9007199254740993.5", "9007199254740993.5"),
-])
-def test_a_number_that_a_cast_would_change_quarantines_its_file(settings, value_column, text, shown):
+LOSSY_NUMBERS = [  # (column, text): a value a cast would round, re-read or truncate
+    ("qty", "12.7"), ("qty", "2.5"), ("qty", "0x10"), ("qty", "1e3"), ("qty", "1_000"),
+    ("price", "19.999"), ("price", "1.5e2"), ("id", "9007199254740993.5"),
+]
+
+
+def test_a_number_that_a_cast_would_change_quarantines_its_file(settings):
+    """One file per lossy value, all in one day: each is set aside on its own, the good file loads."""
     source = make_source(NUMBERS)
     (folder(settings) / "good.csv").write_text("id,qty,price\n1,3,19.99\n2,-4,0.5\n3,+5,7\n4,12.0,19.990\n")
-    values = {"id": "9", "qty": "1", "price": "1.00"} | {value_column: text}
-    (folder(settings) / "lossy.csv").write_text(f"id,qty,price\n8,2,2.00\n{values['id']},{values['qty']},{values['price']}\n")
+    for i, (column, text) in enumerate(LOSSY_NUMBERS):
+        values = {"id": str(10 + i), "qty": "1", "price": "1.00"} | {column: text}
+        (folder(settings) / f"lossy-{i}.csv").write_text(f"id,qty,price\n8,2,2.00\n{values['id']},{values['qty']},{values['price']}\n")
     result = load(settings, source)
-    assert_set_aside(result, "lossy.csv", "lossy_value",
-                     f"column '{value_column}' has 1 value(s) that would change if stored as {NUMBERS[value_column]}",
-                     f"e.g. {shown!r}", "fit exactly")
+    for i, (column, text) in enumerate(LOSSY_NUMBERS):
+        assert_set_aside(result, f"lossy-{i}.csv", "lossy_value",
+                         f"column '{column}' has 1 value(s) that would change if stored as {NUMBERS[column]}",
+                         f"e.g. {text!r}", "fit exactly")
+    assert set(quarantined(result)) == {f"lossy-{i}.csv" for i in range(len(LOSSY_NUMBERS))}
     # The good file's values, exactly: 12.0 is the integer 12, 19.990 the decimal 19.99.
     assert rows(settings, source, "id, qty, price") == [
         (1, 3, Decimal("19.99")), (2, -4, Decimal("0.50")), (3, 5, Decimal("7.00")), (4, 12, Decimal("19.99"))]
@@ -533,18 +538,27 @@ HOSTILE_FILES = [  # (name, content, expected rows of (id, name) or the quaranti
 ]
 
 
-@pytest.mark.parametrize(("name", "content", "expected"), HOSTILE_FILES, ids=[f[0] for f in HOSTILE_FILES])
-def test_a_hostile_csv_loads_exactly_or_is_set_aside_with_a_reason(settings, name, content, expected):
-    source = make_source({"id": "bigint", "name": "varchar"})
-    (folder(settings) / name).write_bytes(content)
-    (folder(settings) / "~good.csv").write_text("id,name\n100,good\n")  # the day's other file always loads
+def _load_catalogue(settings: Settings, source: Source, files: list[tuple[str, bytes, object]], good: tuple[str, str]) -> None:
+    """All ``files`` in one day beside a good one: each loads exactly what it holds or is set aside
+    with its own reason, and the rest of the day loads."""
+    for name, content, _ in files:
+        (folder(settings) / name).write_bytes(content)
+    (folder(settings) / good[0]).write_text(good[1])
     result = load(settings, source)
-    if isinstance(expected, str):
-        assert_set_aside(result, name, expected)
-        assert rows(settings, source, "id, name") == [(100, "good")]
-    else:
-        assert result.quarantined == ()
-        assert rows(settings, source, "id, name") == sorted([*expected, (100, "good")])
+    reasons = {name: expected for name, _, expected in files if isinstance(expected, str)}
+    assert set(quarantined(result)) == set(reasons)
+    for name, reason in reasons.items():
+        assert_set_aside(result, name, reason)
+    by_file: dict[str, list[tuple]] = {}
+    for file, *row in rows(settings, source, "_source_file, id, name", "_source_file, id"):
+        by_file.setdefault(file.rsplit("/", 1)[-1], []).append(tuple(row))
+    loaded = {name: expected for name, _, expected in files if not isinstance(expected, str) and expected}
+    assert by_file == {**loaded, good[0]: [(100, "good")]}
+
+
+def test_hostile_csv_files_load_exactly_or_are_set_aside_with_a_reason(settings):
+    _load_catalogue(settings, make_source({"id": "bigint", "name": "varchar"}), HOSTILE_FILES,
+                    ("~good.csv", "id,name\n100,good\n"))
 
 
 HOSTILE_JSON = [
@@ -559,15 +573,6 @@ HOSTILE_JSON = [
 ]
 
 
-@pytest.mark.parametrize(("name", "content", "expected"), HOSTILE_JSON, ids=[f[0] for f in HOSTILE_JSON])
-def test_a_hostile_json_lines_file_loads_exactly_or_is_set_aside_with_a_reason(settings, name, content, expected):
-    source = make_source({"id": "bigint", "name": "varchar"}, fmt="jsonl")
-    (folder(settings) / name).write_bytes(content)
-    (folder(settings) / "~good.jsonl").write_text('{"id": 100, "name": "good"}\n')
-    result = load(settings, source)
-    if isinstance(expected, str):
-        assert_set_aside(result, name, expected)
-        assert rows(settings, source, "id, name") == [(100, "good")]
-    else:
-        assert result.quarantined == ()
-        assert rows(settings, source, "id, name") == sorted([*expected, (100, "good")])
+def test_hostile_json_lines_files_load_exactly_or_are_set_aside_with_a_reason(settings):
+    _load_catalogue(settings, make_source({"id": "bigint", "name": "varchar"}, fmt="jsonl"), HOSTILE_JSON,
+                    ("~good.jsonl", '{"id": 100, "name": "good"}\n'))
