@@ -454,11 +454,10 @@ def _columns(conn: duckdb.DuckDBPyConnection, source: Source, path: str) -> dict
         _check_header(names)
         return {name: "VARCHAR" for name in names}
     if source.format == "jsonl":
-        # Every line is parsed (sample_size = -1) so keys that appear late count, and bad lines show
-        # here; two levels, so a nested value shows as STRUCT, a list or JSON.
+        # Every line is parsed (sample_size = -1) so keys that appear late count, and bad lines show here.
         relation = (
             f"read_json({_file(path)}, format = 'newline_delimited', records = true, sample_size = -1, "
-            "maximum_depth = 2)"
+            "maximum_depth = 1)"
         )
     elif source.format == "xlsx":
         relation = _xlsx_relation(conn, source, path)
@@ -469,8 +468,8 @@ def _columns(conn: duckdb.DuckDBPyConnection, source: Source, path: str) -> dict
     except duckdb.Error as exc:
         raise _parse_failure(conn, source, path, exc) from exc
     present = {row[0]: row[1] for row in rows}
-    if source.format == "jsonl":
-        present = {name: "JSON" if _JSON_NESTED.search(typ) else "VARCHAR" for name, typ in present.items()}
+    if source.format == "jsonl":  # every key is JSON at depth 1; as text where nothing can nest
+        present = dict.fromkeys(present, "JSON" if _may_nest(path) else "VARCHAR")
     if source.format == "xlsx" or _renamed_by_duckdb(list(present)):  # renamed by DuckDB: look at the file
         names = _raw_names(conn, source, path)
         _check_header(names)
@@ -562,8 +561,27 @@ def _csv_header(conn: duckdb.DuckDBPyConnection, source: Source, path: str) -> l
 
 
 _RENAMED = re.compile(r"^(?P<base>.+)_\d+$")
-# A type DuckDB detects for a JSON key that may hold objects or arrays (a mix of kinds is JSON).
-_JSON_NESTED = re.compile(r"^(JSON|STRUCT\(|MAP\(|UNION\()|\]$")
+
+
+def _may_nest(path: str) -> bool:
+    """Whether a JSON lines file may hold an object or an array inside a record.
+
+    A local, uncompressed file where every '{' opens a line and no '[' appears holds neither (nor
+    a string with those characters): its values are read as text, which is fast. Any other file
+    is read with the declared columns as JSON, where ``json_type`` tells a nested value from a
+    string that looks like one (the slower, exact path)."""
+    if path.startswith("s3://") or path.endswith(COMPRESSED_SUFFIX):
+        return True
+    opens = line_opens = 0
+    previous = b"\n"
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_GZIP_CHUNK):
+            if b"[" in chunk:
+                return True
+            opens += chunk.count(b"{")
+            line_opens += chunk.count(b"\n{") + (previous == b"\n" and chunk[:1] == b"{")
+            previous = chunk[-1:]
+    return opens != line_opens
 
 
 def _renamed_by_duckdb(names: list[str]) -> bool:
@@ -644,7 +662,7 @@ def _data_relation(conn: duckdb.DuckDBPyConnection, source: Source, path: str, p
         return f"read_csv({_file(path)}, {_CSV_DIALECT})"
     if source.format == "jsonl":
         # A declared column that may nest as JSON (its values checked to be scalars, then taken as
-        # text), else as text; an extra column as text (a nested value as its JSON text).
+        # text), else as text; an extra column always as text (a nested value as its JSON text).
         cols = ", ".join(f"{_lit(c)}: '{t if c in source.columns else 'VARCHAR'}'" for c, t in present.items())
         return f"read_json({_file(path)}, format = 'newline_delimited', records = true, columns = {{{cols}}})"
     if source.format == "xlsx":
