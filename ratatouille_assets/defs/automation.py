@@ -332,7 +332,7 @@ class _Tick:
         for day, files in by_day.items():
             if day in self.index:
                 now[day] = state(files)
-            else:
+            elif _is_date(day):  # a folder that is no date is the landing check's to report
                 (self.early if day < self.start else self.pending).add(f"{source.name}/{day}")
         self.emptied |= {f"{source.name}/{d}" for d in before if d in self.index and d not in now}
         changed = {d: by_day[d] for d in sorted(now) if before.get(d) != now[d]}
@@ -364,6 +364,14 @@ class _Tick:
                 ))
         if now is not None:
             self.after.whole[source.name] = now
+
+
+def _is_date(day: str) -> bool:
+    try:
+        dt.date.fromisoformat(day)
+    except ValueError:
+        return False
+    return True
 
 
 def run_key_digest(generation: int, states: list[str | None]) -> str:
