@@ -576,3 +576,49 @@ HOSTILE_JSON = [
 def test_hostile_json_lines_files_load_exactly_or_are_set_aside_with_a_reason(settings):
     _load_catalogue(settings, make_source({"id": "bigint", "name": "varchar"}, fmt="jsonl"), HOSTILE_JSON,
                     ("~good.jsonl", '{"id": 100, "name": "good"}\n'))
+
+
+# --- on_bad_value: null — the opt-in that keeps the file and counts what it nulls --------------------
+
+def test_on_bad_value_null_sets_a_lossy_or_unconvertible_value_to_null_and_counts_it(settings):
+    source = make_source({"id": "bigint", "qty": "integer", "seen": "timestamp"}, on_bad_value="null")
+    (folder(settings) / "a.csv").write_text(
+        "id,qty,seen\n1,12.7,2024-03-01 10:00:00+02:00\n2,three,2024-03-01 11:00:00\n3,5,not a time\n4,,2024-03-01\n")
+    (folder(settings) / "b.csv").write_text("id,qty,seen\n5,0x10,2024-03-01 12:00:00\n")
+    result = load(settings, source)
+    assert result.quarantined == ()
+    assert rows(settings, source, "id, qty, seen") == [
+        (1, None, dt.datetime(2024, 3, 1, 8, 0)), (2, None, dt.datetime(2024, 3, 1, 11, 0)), (3, 5, None),
+        (4, None, dt.datetime(2024, 3, 1, 0, 0)), (5, None, dt.datetime(2024, 3, 1, 12, 0))]
+    # 12.7, three, 'not a time' and 0x10: four values nulled; the empty qty was NULL already.
+    assert [d.nulled for d in result.days] == [4]
+    assert result.result.summary["ratatouille.nulled-values"] == "4"
+
+
+def test_on_bad_value_null_still_sets_aside_a_column_of_the_wrong_type(settings):
+    source = make_source({"id": "bigint", "v": "integer"}, fmt="parquet", on_bad_value="null")
+    _parquet(settings, folder(settings) / "bool.parquet", "SELECT 1::BIGINT AS id, true AS v")
+    result = load(settings, source)
+    assert_set_aside(result, "bool.parquet", "type_mismatch", "booleans and numbers do not convert")
+
+
+@pytest.mark.slow
+def test_the_nulled_values_show_on_the_bronze_materialization(settings, monkeypatch, tmp_path):
+    import dagster as dg
+
+    from ratatouille_assets.definitions import build_definitions
+    from tests.project import make_project
+
+    make_project(tmp_path / "project", monkeypatch, start="2024-03-01", sources="""
+        feed:
+          format: csv
+          on_bad_value: "null"
+          columns: {id: bigint, qty: integer}
+    """)
+    (folder(settings) / "a.csv").write_text("id,qty\n1,12.7\n2,3\n")
+    defs = build_definitions()
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(list(defs.assets), selection=[dg.AssetKey(["bronze", "feed"])], partition_key=DAY,
+                                resources=dict(defs.resources), instance=instance)
+        (event,) = result.asset_materializations_for_node("bronze_feed")
+    assert event.metadata["nulled_values"].value == 1 and event.metadata["dagster/row_count"].value == 2

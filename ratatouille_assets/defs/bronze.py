@@ -100,6 +100,9 @@ def bronze_asset(
             conn.close()
         for q in load.quarantined:
             context.log.warning(f"quarantined {q.file}: {q.message}")
+        if load.nulled:
+            context.log.warning(f"{bronze_identifier(source)}: {load.nulled} value(s) that did not convert to their declared "
+                                "type, or would have changed, were set to NULL (on_bad_value: null in sources.yml)")
         label = f"{days[0]}..{days[-1]} ({len(days)} days)" if days else "whole"
         context.log.info(
             f"{bronze_identifier(source)}[{label}]: {load.rows} rows from {len(load.files)} file(s), "
@@ -109,7 +112,8 @@ def bronze_asset(
             requested = set(days)
             # The run's own partitions (a window also reloads days between them).
             add_partition_metadata(context, key, {
-                day.day: partition_metadata(day.rows, files=len(day.files), quarantined_files=len(day.quarantined))
+                day.day: partition_metadata(day.rows, files=len(day.files), quarantined_files=len(day.quarantined),
+                                            **({"nulled_values": day.nulled} if source.on_bad_value == "null" else {}))
                 for day in load.days if day.day in requested
             })
         info = describe(catalog, bronze_identifier(source), context.run.run_id)
@@ -119,6 +123,8 @@ def bronze_asset(
         metadata["dagster/row_count"] = dg.MetadataValue.int(rows)
         metadata["files"] = dg.MetadataValue.int(len(load.files))
         metadata["quarantined_files"] = dg.MetadataValue.int(len(quarantined))
+        if source.on_bad_value == "null":
+            metadata["nulled_values"] = dg.MetadataValue.int(load.nulled)
         window = None
         if source.partitioned:  # audit exactly the landing days this run wrote
             window = Window(PARTITION_COLUMN, dt.date.fromisoformat(days[0]), dt.date.fromisoformat(days[-1]))

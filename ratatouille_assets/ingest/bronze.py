@@ -27,6 +27,7 @@ FILES_PROPERTY = "ratatouille.files"
 QUARANTINED_PROPERTY = "ratatouille.quarantined-files"
 DAYS_PROPERTY = "ratatouille.days"
 QUARANTINED_DAYS_PROPERTY = "ratatouille.quarantined-days"
+NULLED_PROPERTY = "ratatouille.nulled-values"
 # The summary names at most this many days with set-aside files (the quarantine folder has them all).
 QUARANTINED_DAYS_LISTED = 50
 
@@ -39,6 +40,7 @@ class DayLoad:
     rows: int
     files: tuple[str, ...]
     quarantined: tuple[QuarantinedFile, ...] = ()
+    nulled: int = 0  # values set to NULL (on_bad_value: null)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +59,10 @@ class BronzeLoad:
     @property
     def rows(self) -> int:
         return self.result.rows_written
+
+    @property
+    def nulled(self) -> int:
+        return sum(d.nulled for d in self.days)
 
 
 def bronze_identifier(source: Source) -> str:
@@ -120,7 +126,8 @@ def load(
         granularity=source.partition_granularity,
     )
     loads = tuple(
-        DayLoad(day=day, rows=found.rows, files=tuple(found.files), quarantined=tuple(found.quarantined))
+        DayLoad(day=day, rows=found.rows, files=tuple(found.files), quarantined=tuple(found.quarantined),
+                nulled=found.nulled)
         for day, found in reads.items()
     )
     trace.record("bronze.read", sum(f.read_seconds for f in reads.values()), table=bronze_identifier(source),
@@ -191,5 +198,6 @@ def _properties(reads: dict[str | None, PartitionRead]) -> dict[str, str]:
         FILES_PROPERTY: str(sum(len(f.files) for f in reads.values())),
         QUARANTINED_PROPERTY: str(sum(len(f.quarantined) for f in reads.values())),
         DAYS_PROPERTY: str(sum(1 for day in reads if day)),
+        **({NULLED_PROPERTY: str(nulled)} if (nulled := sum(f.nulled for f in reads.values())) else {}),
         **({QUARANTINED_DAYS_PROPERTY: listed} if quarantined_days else {}),
     }

@@ -79,6 +79,20 @@ class Cast:
             return f"{self.value} AS {q}"
         return f"CASE WHEN {q} IS NULL OR ({self.ok}) THEN {self.value} ELSE error('{LOSSY_MARKER}') END AS {q}"
 
+    def nulling_select(self, column: str) -> str:
+        """The select item of a source with ``on_bad_value: null``: the value where it converts
+        unchanged, NULL where it does not convert or would change."""
+        q = quote_ident(column)
+        if self.ok is None:
+            return f"{self.try_value} AS {q}"
+        return f"CASE WHEN ({self.ok}) THEN {self.try_value} END AS {q}"
+
+    def nulled(self, column: str) -> str:
+        """SQL counting the non-NULL values of ``column`` that :meth:`nulling_select` sets to NULL."""
+        q = quote_ident(column)
+        ok = f"({self.ok}) AND " if self.ok else ""
+        return f"count(*) FILTER (WHERE {q} IS NOT NULL AND NOT coalesce({ok}{self.try_value} IS NOT NULL, false))"
+
 
 def column_cast(column: str, stored: str, declared: str) -> Cast:
     """The cast of ``column``, stored in the file as DuckDB type ``stored`` (VARCHAR for CSV, JSON

@@ -159,6 +159,7 @@ class PartitionRead:
     files: list[str] = dataclasses.field(default_factory=list)
     quarantined: list[QuarantinedFile] = dataclasses.field(default_factory=list)
     rows: int = 0
+    nulled: int = 0  # values set to NULL (on_bad_value: null)
     read_seconds: float = 0.0
 
 
@@ -238,6 +239,9 @@ def stream_window(
                     continue
                 found.files.append(path)
                 found.rows += table.num_rows
+                if table.schema.metadata and NULLED_KEY in table.schema.metadata:
+                    found.nulled += int(table.schema.metadata[NULLED_KEY])
+                    table = table.replace_schema_metadata(None)
                 yield _ordered(source, table)
             if not found.files:
                 yield empty_table(conn, source)
@@ -334,11 +338,33 @@ def _read(
         f"TIMESTAMP {_lit(ingested_at.strftime('%Y-%m-%d %H:%M:%S.%f'))} AS _ingested_at",
         f"{_lit(run_id)} AS _run_id",
     ]
+    if source.on_bad_value == "null":
+        return _read_nulling(conn, source, path, relation, casts, present, extras, lineage)
     select = ", ".join([*(cast.select(c) for c, cast in casts.items()), *map(quote_ident, extras), *lineage])
     try:
         return conn.execute(f"SELECT {select} FROM {relation}").to_arrow_table()
     except duckdb.Error as exc:
         raise _read_failure(conn, source, path, relation, casts, present, exc) from exc
+
+
+# Schema metadata of a file's table read with ``on_bad_value: null``: how many values became NULL.
+NULLED_KEY = b"ratatouille.nulled-values"
+
+
+def _read_nulling(
+    conn: duckdb.DuckDBPyConnection, source: Source, path: str, relation: str, casts: dict[str, Cast],
+    present: dict[str, str], extras: list[str], lineage: list[str],
+) -> pa.Table:
+    """A file of a source with ``on_bad_value: null``: a value that does not convert, or would
+    change, is NULL; the count (per file, in the table's schema metadata) is reported per day."""
+    select = ", ".join([*(cast.nulling_select(c) for c, cast in casts.items()), *map(quote_ident, extras), *lineage])
+    try:
+        table = conn.execute(f"SELECT {select} FROM {relation}").to_arrow_table()
+        counted = [cast.nulled(c) for c, cast in casts.items() if cast.value != quote_ident(c)]
+        nulled = sum(conn.execute(f"SELECT {', '.join(counted)} FROM {relation}").fetchone()) if counted else 0
+    except duckdb.Error as exc:
+        raise _parse_failure(conn, source, path, exc) from exc
+    return table.replace_schema_metadata({NULLED_KEY: str(nulled).encode()}) if nulled else table
 
 
 @contextlib.contextmanager

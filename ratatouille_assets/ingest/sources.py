@@ -31,6 +31,9 @@ ON_BAD_FILE = ("quarantine", "fail")
 # What a load does with a day (or a reference source) that has no landing files at all: refuse, so
 # a folder that vanished never replaces a day's rows with nothing, or load the day empty.
 ON_MISSING_FILES = ("fail", "empty")
+# What a value that does not convert to its declared type, or would change if it did, does: set
+# its file aside (the default), or become NULL, counted per day and on the snapshot.
+ON_BAD_VALUE = ("quarantine", "null")
 FRESHNESS_PERIODS = ("minute", "hour", "day")
 DEFAULT_START = "2024-01-01"
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -41,7 +44,8 @@ _TYPE = re.compile(
 )
 _SOURCE_FIELDS = (
     "description", "format", "path", "partitioned", "columns", "primary_key", "event_time", "latest_by",
-    "late_arrival_days", "freshness", "on_bad_file", "on_missing_files", "partition_granularity", "sheet",
+    "late_arrival_days", "freshness", "on_bad_file", "on_missing_files", "on_bad_value", "partition_granularity",
+    "sheet",
 )
 _TOP_LEVEL = ("partitions", "sources")
 
@@ -61,6 +65,7 @@ class Source:
     description: str = ""
     on_bad_file: str = "quarantine"
     on_missing_files: str = "fail"
+    on_bad_value: str = "quarantine"
     partitioned: bool = True
     latest_by: str | None = None
     late_arrival_days: int = 0
@@ -192,6 +197,9 @@ def _source(name: str, spec: Any, origin: str, default_granularity: str = "day")
     on_missing_files = spec.get("on_missing_files", "fail")
     if on_missing_files not in ON_MISSING_FILES:
         raise _fail(where, f"on_missing_files '{on_missing_files}' is not one of {', '.join(ON_MISSING_FILES)}")
+    on_bad_value = spec.get("on_bad_value", "quarantine")
+    if on_bad_value not in ON_BAD_VALUE:
+        raise _fail(where, f"on_bad_value '{on_bad_value}' is not one of {', '.join(ON_BAD_VALUE)}")
     granularity = spec.get("partition_granularity", default_granularity if partitioned else "day")
     if granularity not in GRANULARITIES:
         raise _fail(where, f"partition_granularity '{granularity}' is not one of {', '.join(GRANULARITIES)}")
@@ -207,6 +215,7 @@ def _source(name: str, spec: Any, origin: str, default_granularity: str = "day")
         description=str(spec.get("description", "")).strip(),
         on_bad_file=on_bad_file,
         on_missing_files=on_missing_files,
+        on_bad_value=on_bad_value,
         partitioned=partitioned,
         latest_by=latest_by,
         late_arrival_days=late,
