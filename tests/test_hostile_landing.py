@@ -622,3 +622,12 @@ def test_the_nulled_values_show_on_the_bronze_materialization(settings, monkeypa
                                 resources=dict(defs.resources), instance=instance)
         (event,) = result.asset_materializations_for_node("bronze_feed")
     assert event.metadata["nulled_values"].value == 1 and event.metadata["dagster/row_count"].value == 2
+
+
+def test_an_epoch_number_in_a_timestamp_column_is_no_timestamp(settings):
+    source = make_source({"id": "bigint", "seen": "timestamp"})
+    (folder(settings) / "epoch.csv").write_text("id,seen\n1,1709287200\n")
+    (folder(settings) / "millis.csv").write_text("id,seen\n2,1709287200000\n")
+    result = load(settings, source)
+    assert_set_aside(result, "epoch.csv", "type_mismatch", "column 'seen' has 1 value(s) that are not timestamp, e.g. '1709287200'")
+    assert_set_aside(result, "millis.csv", "type_mismatch", "e.g. '1709287200000'")
