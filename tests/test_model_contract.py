@@ -143,8 +143,9 @@ def test_the_generated_dbt_sources_follow_sources_yml(project):
         "  late_arrival_days: 1", "  late_arrival_days: 1\n    freshness: {warn_after: {count: 6, period: hour}}"))
     defs = build_definitions()
     assert "freshness:\n      warn_after:\n        count: 6\n        period: hour" in generated.read_text()
-    checks = {key.asset_key.to_user_string(): key.name for c in defs.asset_checks for key in c.check_keys}
-    assert checks == {"bronze/events": "freshness_check"}
+    checks = {(key.asset_key.to_user_string(), key.name) for c in defs.asset_checks for key in c.check_keys}
+    # Beside the landing check every source has.
+    assert checks == {("bronze/events", "freshness_check"), ("bronze/events", "landing_files_read")}
 
 
 # ---- what a model writes (dbt runs) -----------------------------------------------------------
