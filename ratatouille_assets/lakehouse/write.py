@@ -600,7 +600,8 @@ def _write_window(
         except (CommitFailedException, OperationalError) as exc:
             locked = isinstance(exc, OperationalError)
             if locked and not _catalog_locked(exc):
-                _delete_files(table, files)
+                # Not known to have failed before the catalog took the commit (a dropped
+                # connection may come after it): the files may be referenced now, so they stay.
                 raise
             if retry.exhausted(attempt, time.monotonic() - started):
                 _delete_files(table, files)
