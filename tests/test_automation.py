@@ -508,19 +508,25 @@ def test_every_file_a_load_would_not_read_is_reported_with_the_reason(settings):
     for relative in ["readings/2024-01-02/a.csv", "readings/2024-01-02/a.csv.gz", "readings/2024-01-02/b.xlsx",
                      "readings/2024-01-02/c.csv.bz2", "readings/not-a-day/d.csv", "readings/2024-02-30/e.csv",
                      "readings/2999-01-01/f.csv", "readings/2023-06-01/g.csv", "readings/2024-01-02/sub/h.csv",
+                     "readings/2024-01-02/.DS_Store", "readings/.tmp/2024-01-02/x.csv",
                      "shared/2024-01-02/a_1.csv", "shared/2024-01-02/b_1.csv", "shared/2024-01-02/c_1.csv"]:
         land(settings, relative, "reading_id\n1\n")
     report = unread_files(landing_zone(settings.landing, settings), SHARED, "2024-01-01", dt.date(2024, 6, 1))
     got = {name: {u.path: u.why for u in unread} for name, unread in report.items()}
     assert set(got["readings"]) == {"readings/2024-01-02/b.xlsx", "readings/2024-01-02/c.csv.bz2", "readings/not-a-day/d.csv",
                                     "readings/2024-02-30/e.csv", "readings/2999-01-01/f.csv", "readings/2023-06-01/g.csv",
-                                    "readings/2024-01-02/sub/h.csv"}
+                                    "readings/2024-01-02/sub/h.csv", "readings/2024-01-02/.DS_Store",
+                                    "readings/.tmp/2024-01-02/x.csv"}
     why = got["readings"]
     assert "does not match 'readings/{date}/*.csv'" in why["readings/2024-01-02/b.xlsx"]
     assert "its folder 'not-a-day' is no day (YYYY-MM-DD)" in why["readings/not-a-day/d.csv"]
     assert "'2024-02-30' is no valid date" in why["readings/2024-02-30/e.csv"]
     assert "in the future" in why["readings/2999-01-01/f.csv"]
     assert "before partitions.start (2024-01-01)" in why["readings/2023-06-01/g.csv"]
+    assert "a hidden file" in why["readings/2024-01-02/.DS_Store"] and "a hidden file" in why["readings/.tmp/2024-01-02/x.csv"]
+    # The landing check of one source looks at that source only.
+    assert set(unread_files(landing_zone(settings.landing, settings), SHARED, "2024-01-01", dt.date(2024, 6, 1),
+                            only="a_part")) == {"a_part"}
     # A file another source reads is that source's, not unread; one neither reads is both's to report.
     assert set(got["a_part"]) == set(got["b_part"]) == {"shared/2024-01-02/c_1.csv"}
 

@@ -535,6 +535,7 @@ HOSTILE_FILES = [  # (name, content, expected rows of (id, name) or the quaranti
     ("epoch-id.csv", b"id,name\n1.709e9,a\n", "lossy_value"),
     ("huge-line.csv", b"id,name\n1," + b"x" * 3_000_000 + b"\n", "csv_parse_error"),
     ("gzip-named-plain.csv.gz", b"id,name\n1,a\n", "corrupt_gzip"),
+    (".half-uploaded.csv", b"id,name\n7,hidden\n", []),  # hidden: never a source's file (the landing check names it)
 ]
 
 

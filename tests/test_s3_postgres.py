@@ -299,7 +299,18 @@ def test_landing_sensor_on_s3_pages_through_listings_and_sees_resent_files(senso
         # Keys that are not partitions (no date, a future day) request nothing.
         s3.put_bytes(client, s3.join(settings.landing, "orders", "not-a-day", "c.jsonl"), b"{}\n")
         s3.put_bytes(client, s3.join(settings.landing, "orders", "2999-01-01", "d.jsonl"), b"{}\n")
-        assert tick(defs, instance, cursor)[0] == []
+        # A tick lists each source's prefix once, for its requests and its landing check alike.
+        prefixes: list[str] = []
+        sensor_client = s3.client(settings)
+        handler = lambda params, **_: prefixes.append(params["Prefix"])  # noqa: E731
+        sensor_client.meta.events.register("provide-client-params.s3.ListObjectsV2", handler)
+        try:
+            assert tick(defs, instance, cursor)[0] == []
+        finally:
+            sensor_client.meta.events.unregister("provide-client-params.s3.ListObjectsV2", handler)
+        assert prefixes.count(prefixes[0]) == (2 if prefixes[0].endswith("orders/") else 1)  # 1,005 keys: two pages
+        assert len(set(prefixes)) == len(sources)
+        assert len(prefixes) == len(sources) + 1
 
 
 D0 = dt.date(2024, 3, 1)

@@ -9,6 +9,7 @@ import json
 import zlib
 from collections import defaultdict
 from collections.abc import Iterable
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 
@@ -249,7 +250,7 @@ def landing_sensor(
         tick.after.generation = tick.generation if tick.requests else seen.generation
         # The landing check: a new evaluation only when what is left unread changed.
         events = []
-        report = unread_files(zone, sources, start, dt.datetime.now(dt.UTC).date())
+        report = unread_files(zone, sources, start, _today(settings))
         for name, unread in report.items():
             digest = hashlib.sha256(json.dumps([[u.path, u.why] for u in unread]).encode()).hexdigest()[:12]
             tick.after.reported[name] = digest
@@ -289,7 +290,7 @@ def landing_checks(sources: dict[str, Source], start: str, settings: Settings) -
         )
         def _check() -> dg.AssetCheckResult:
             zone = landing_zone(settings.landing, settings)
-            unread = unread_files(zone, sources, start, dt.datetime.now(dt.UTC).date())[name]
+            unread = unread_files(zone, sources, start, _today(settings), only=name)[name]
             evaluation = landing_check_evaluation(name, unread)
             return dg.AssetCheckResult(passed=evaluation.passed, severity=evaluation.severity,
                                        metadata=evaluation.metadata, description=evaluation.description)
@@ -364,6 +365,11 @@ class _Tick:
                 ))
         if now is not None:
             self.after.whole[source.name] = now
+
+
+def _today(settings: Settings) -> dt.date:
+    """Today in the partitions' time zone: a folder of that day is not in the future."""
+    return dt.datetime.now(ZoneInfo(settings.timezone)).date()
 
 
 def _is_date(day: str) -> bool:

@@ -125,26 +125,39 @@ class S3LandingZone:
 
     root: str
     client: object
+    # One listing per prefix for the zone's lifetime (a sensor tick): the tick's files and its
+    # landing check share it instead of listing the bucket twice.
+    _listings: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
+
+    def _objects(self, prefix: str) -> list:
+        if prefix not in self._listings:
+            base = self.root.rstrip("/") + "/"
+            self._listings[prefix] = [
+                (obj.uri[len(base):], obj) for obj in s3.list_objects(self.client, base + prefix) if not obj.uri.endswith("/")
+            ]
+        return self._listings[prefix]
 
     def files(self, source: Source) -> Iterator[LandingFile]:
         regex = path_regex(source)
-        base = self.root.rstrip("/") + "/"
-        for obj in s3.list_objects(self.client, base + _static_prefix(source)):
-            relative = obj.uri[len(base):]
+        for relative, obj in self._objects(_static_prefix(source)):
             match = regex.match(relative)
-            if match is None or relative.endswith("/"):
+            if match is None or is_hidden(relative, source):
                 continue
             yield LandingFile(
                 source.name, match.groupdict().get("day"), relative, f"{obj.etag}:{obj.last_modified}",
                 dt.datetime.fromisoformat(obj.last_modified).timestamp(),
             )
 
-
     def under(self, prefix: str) -> Iterator[str]:
-        base = self.root.rstrip("/") + "/"
-        for obj in s3.list_objects(self.client, base + prefix):
-            if not obj.uri.endswith("/"):
-                yield obj.uri[len(base):]
+        return (relative for relative, _ in self._objects(prefix))
+
+
+def is_hidden(relative: str, source: Source) -> bool:
+    """A file or folder whose name starts with '.' (``.DS_Store``, an upload tool's ``.part``), unless
+    the source's path names it literally: never the source's file, on any listing (the loader's,
+    the sensor's), and the landing check names it."""
+    literal = {part for part in source.path.split("/") if part.startswith(".")}
+    return any(part.startswith(".") and part not in literal for part in relative.replace(os.sep, "/").split("/"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,19 +168,27 @@ class UnreadFile:
     why: str
 
 
-def unread_files(zone: LandingZone, sources: dict[str, Source], start: str, today: dt.date) -> dict[str, list[UnreadFile]]:
-    """Per source, the files under its landing folder that no load reads: a name its path does
-    not match (an unknown extension, a folder that is no day, a nested folder), a folder whose day
-    is no date, in the future or before ``start``. A file another source reads is not reported."""
+def unread_files(
+    zone: LandingZone, sources: dict[str, Source], start: str, today: dt.date, only: str | None = None,
+) -> dict[str, list[UnreadFile]]:
+    """Per source (or for source ``only``), the files under its landing folder that no load reads:
+    a name its path does not match (an unknown extension, a folder that is no day, a nested
+    folder), a hidden file, a folder whose day is no date, in the future or before ``start``
+    (``today`` is the partitions' time zone's). A file another source reads is not reported."""
     regexes = {name: path_regex(source) for name, source in sources.items()}
     foldered = {name: _any_folder_regex(source) for name, source in sources.items() if source.partitioned}
-    report: dict[str, list[UnreadFile]] = {name: [] for name in sources}
+    report: dict[str, list[UnreadFile]] = {name: [] for name in sources if only in (None, name)}
     listed: dict[str, list[str]] = {}
-    for name, source in sources.items():
+    for name in report:
+        source = sources[name]
         prefix = _static_prefix(source)
         if prefix not in listed:
             listed[prefix] = sorted(zone.under(prefix))
         for path in listed[prefix]:
+            if is_hidden(path, source):
+                report[name].append(UnreadFile(path, "a hidden file (its name, or a folder's, starts with '.') is never "
+                                                     "read: remove it, or rename it if it is data"))
+                continue
             owners = [n for n, regex in regexes.items() if regex.match(path)]
             if owners and name not in owners:
                 continue  # another source's file

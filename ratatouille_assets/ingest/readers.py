@@ -30,7 +30,7 @@ import duckdb
 import pyarrow as pa
 
 from ratatouille_assets.ingest.casts import LOSSY_MARKER, Cast, column_cast
-from ratatouille_assets.ingest.landing import COMPRESSED_SUFFIX, listing_glob, path_regex
+from ratatouille_assets.ingest.landing import COMPRESSED_SUFFIX, is_hidden, listing_glob, path_regex
 from ratatouille_assets.ingest.quarantine import QuarantinedFile, bad_file_message, quarantine_file
 from ratatouille_assets.ingest.sources import Source
 from ratatouille_assets.lakehouse import s3
@@ -125,8 +125,9 @@ def _listed(conn: duckdb.DuckDBPyConnection, landing_root: str, source: Source, 
     # The root is a literal name; only the source's own path pattern globs.
     pattern = join_landing(glob_escape(landing_root), relative)
     regex = path_regex(source)
+    # A hidden file is never a source's (the landing sensor's listing skips it too).
     return [path for (path,) in conn.execute(f"SELECT file FROM glob({_lit(pattern)}) ORDER BY file").fetchall()
-            if regex.match(relative_path(path, landing_root).replace(os.sep, "/"))]
+            if regex.match(rel := relative_path(path, landing_root).replace(os.sep, "/")) and not is_hidden(rel, source)]
 
 
 # A window of more days than this is listed with one glob over all day folders (then grouped by
