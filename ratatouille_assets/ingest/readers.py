@@ -115,19 +115,23 @@ def _static_dir(pattern: str) -> str:
 def list_files(conn: duckdb.DuckDBPyConnection, landing_root: str, source: Source, day: str | None = None) -> list[str]:
     """The files of ``source`` (of ``day``, for a partitioned source), sorted by name: the order
     they are read and deduplicated in."""
-    return _listed(conn, landing_root, source, listing_glob(source, day))
+    return [path for path, _ in _listed(conn, landing_root, source, listing_glob(source, day))]
 
 
-def _listed(conn: duckdb.DuckDBPyConnection, landing_root: str, source: Source, relative: str) -> list[str]:
-    """The files under ``landing_root`` that match the glob ``relative`` and are ``source``'s, sorted."""
+def _listed(conn: duckdb.DuckDBPyConnection, landing_root: str, source: Source, relative: str) -> list[tuple[str, re.Match]]:
+    """The files under ``landing_root`` that match the glob ``relative`` and are ``source``'s, sorted,
+    each with its match of the source's path (its day)."""
     if not landing_root.startswith("s3://") and not os.path.isdir(join_landing(landing_root, _static_dir(relative))):
         return []
     # The root is a literal name; only the source's own path pattern globs.
     pattern = join_landing(glob_escape(landing_root), relative)
-    regex = path_regex(source)
-    # A hidden file is never a source's (the landing sensor's listing skips it too).
-    return [path for (path,) in conn.execute(f"SELECT file FROM glob({_lit(pattern)}) ORDER BY file").fetchall()
-            if regex.match(rel := relative_path(path, landing_root).replace(os.sep, "/")) and not is_hidden(rel, source)]
+    regex, out = path_regex(source), []
+    for (path,) in conn.execute(f"SELECT file FROM glob({_lit(pattern)}) ORDER BY file").fetchall():
+        rel = relative_path(path, landing_root).replace(os.sep, "/")
+        # A hidden file is never a source's (the landing sensor's listing skips it too).
+        if (match := regex.match(rel)) and not is_hidden(rel, source):
+            out.append((path, match))
+    return out
 
 
 # A window of more days than this is listed with one glob over all day folders (then grouped by
@@ -144,11 +148,9 @@ def list_window_files(
         return {None: list_files(conn, landing_root, source)}
     if len(days) <= ONE_LISTING_DAYS:
         return {day: list_files(conn, landing_root, source, day) for day in days}
-    regex, wanted = path_regex(source), set(days)
     out: dict[str | None, list[str]] = {day: [] for day in days}
-    for path in _listed(conn, landing_root, source, listing_glob(source, every_day=True)):
-        match = regex.match(relative_path(path, landing_root).replace(os.sep, "/"))
-        if match.group("day") in wanted:
+    for path, match in _listed(conn, landing_root, source, listing_glob(source, every_day=True)):
+        if match.group("day") in out:
             out[match.group("day")].append(path)
     return out
 
@@ -575,7 +577,7 @@ def _csv_header(conn: duckdb.DuckDBPyConnection, source: Source, path: str) -> l
             raise _parse_failure(conn, source, path, exc) from exc
         return [("" if v is None else str(v)).strip() for v in (row or ())]
     try:
-        with (gzip.open(path, "rt", encoding="utf-8-sig", newline="") if path.endswith(".gz")
+        with (gzip.open(path, "rt", encoding="utf-8-sig", newline="") if path.endswith(COMPRESSED_SUFFIX)
               else open(path, encoding="utf-8-sig", newline="")) as handle:
             header = next(csv.reader(handle, delimiter=",", quotechar='"', doublequote=True, strict=True), [])
     except UnicodeDecodeError:
@@ -631,10 +633,9 @@ def _raw_names(conn: duckdb.DuckDBPyConnection, source: Source, path: str) -> li
             f"SELECT DISTINCT unnest(json_keys(json)) FROM read_ndjson_objects({_file(path)}) "
             "WHERE json_type(json) = 'OBJECT'"
         ).fetchall()
-        names = [r[0] for r in rows]
         # Two keys of one object with the same name are a parse error already; across objects a
         # key is one column, so only names that differ in case collide here.
-        return names
+        return [r[0] for r in rows]
     schema = conn.execute(f"SELECT name, num_children FROM parquet_schema({_file(path)})").fetchall()
     names, i = [], 1
     for _ in range(schema[0][1] or 0):  # the root's children, each followed by its own subtree
