@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from ratatouille_assets.definitions import build_definitions
 from ratatouille_assets.defs.partitions import dbt_vars, window_days
@@ -119,3 +120,35 @@ def test_a_landing_root_that_is_not_there_fails_the_load_and_names_the_variable(
         build_definitions()
     missing.mkdir(parents=True)  # an empty landing zone that is there is fine
     assert build_definitions().resolve_asset_graph() is not None
+
+
+def _prepare_and_read(index: int, barrier, results) -> None:
+    """One process loading the project as a run worker does: prepare the manifest, then read it."""
+    from ratatouille_assets.ingest.sources import load_sources_file
+    from ratatouille_assets.project import manifest as dbt_manifest
+    from ratatouille_assets.settings import get_settings
+
+    settings = get_settings()
+    barrier.wait()
+    path = dbt_manifest.prepare(load_sources_file(settings.sources_file), settings.dbt_project_dir)
+    results.put((index, len(json.loads(Path(path).read_text())["nodes"])))
+
+
+@pytest.mark.slow
+def test_processes_loading_a_stale_project_at_once_parse_it_once_and_read_a_whole_manifest(settings, monkeypatch, tmp_path):
+    """Run workers starting together on a project whose models changed: before the project lock,
+    two `dbt parse` wrote manifest.json over each other and a third read half of it."""
+    from tests.concurrency import race
+    from tests.project import make_project
+
+    make_project(tmp_path / "project", monkeypatch, sources="""
+        feed:
+          format: csv
+          columns: {id: bigint}
+    """, models={"silver/feed_clean.sql": "{{ config(partition_by='_landing_date') }}\nselect * from {{ source('bronze', 'feed') }}\n"})
+    for round_ in range(2):  # the second round: a model edited since the first parse
+        if round_:
+            model = tmp_path / "project" / "dbt_project" / "models" / "silver" / "feed_clean.sql"
+            model.write_text(model.read_text() + "-- edited\n")
+        counts = race(_prepare_and_read, lambda i: (i,), processes=3, timeout=300)
+        assert len(counts) == 3 and len(set(counts.values())) == 1 and next(iter(counts.values())) >= 1

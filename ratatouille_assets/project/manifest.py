@@ -7,9 +7,12 @@ on reload in ``dagster dev``. A built image has an up-to-date manifest and never
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from ratatouille_assets.ingest.sources import SourcesFile, load_sources_file
@@ -66,12 +69,33 @@ def parse(project_dir: Path, profiles_dir: Path, sources_file: Path | None = Non
 
 
 def prepare(sources: SourcesFile, project_dir: Path, profiles_dir: Path | None = None) -> Path:
-    """Sync the generated dbt sources with ``sources`` and re-parse if anything changed; the manifest path."""
+    """Sync the generated dbt sources with ``sources`` and re-parse if anything changed; the manifest path.
+
+    One process at a time per project: run workers, `rat materialize` and the code server all load
+    the definitions, and two of them parsing at once wrote ``manifest.json`` over each other while a
+    third read it (``JSONDecodeError: Extra data``). The lock is an advisory ``flock`` on a file in
+    ``target/``; where that cannot be created (a read-only image, which never parses) there is none."""
     profiles_dir = Path(profiles_dir or project_dir)
-    dbt_sources.sync(sources, project_dir)
-    if manifest_is_stale(project_dir, profiles_dir):
-        parse(project_dir, profiles_dir, sources.path)
+    with _project_lock(Path(project_dir)):
+        dbt_sources.sync(sources, project_dir)
+        if manifest_is_stale(project_dir, profiles_dir):
+            parse(project_dir, profiles_dir, sources.path)
     return manifest_path(project_dir)
+
+
+@contextlib.contextmanager
+def _project_lock(project_dir: Path) -> Iterator[None]:
+    try:
+        (project_dir / "target").mkdir(exist_ok=True)
+        handle = open(project_dir / "target" / ".prepare.lock", "a")  # noqa: SIM115 (closed below)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        handle.close()  # releases the lock
 
 
 def main(argv: list[str] | None = None) -> int:
