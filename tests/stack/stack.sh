@@ -99,7 +99,14 @@ up() {
     # -d runs `podman create` for each service), then start them stage by stage with plain podman:
     # `podman-compose up -d SERVICE` would re-run each dependency's `podman run` (name in use, then
     # `podman start`), which restarts the finished one-shot bucket init every time.
-    pc up --no-start --no-build >/dev/null 2>&1
+    # A run killed before its `down` leaves containers of the same names behind; starting those
+    # would bring up an old stack (or a dead one). Clear this project's leftovers first, and fail
+    # loudly if the containers cannot be created.
+    down
+    local out
+    if ! out=$(pc up --no-start --no-build 2>&1); then
+        tail -n 40 <<<"$out" >&2; log "FAILED: podman-compose up --no-start"; return 1
+    fi
     start postgres minio
     wait_healthy postgres minio
     start minio-init
@@ -131,7 +138,7 @@ check() {
 
 # -t: a daemon thread or an RPC in flight (a sensor tick) can hold dagster-daemon or the code
 # server past the default 10 s; a test has nothing to lose to SIGKILL.
-down() { pc down -v -t "${STACK_STOP_TIMEOUT:-3}" >/dev/null 2>&1; podman network rm -f "${PROJECT}_default" >/dev/null 2>&1 || true; }
+down() { pc down -v -t "${STACK_STOP_TIMEOUT:-3}" >/dev/null 2>&1 || true; podman network rm -f "${PROJECT}_default" >/dev/null 2>&1 || true; }
 
 case ${1:-} in
     images) images ;;

@@ -90,18 +90,23 @@ def stack_env():
         pytest.fail("CONTAINERS_CONF is not set: run `make stack-test` (it writes and selects containers.conf)")
     ports = {"WEBSERVER_PORT": free_port(), "MINIO_PORT": free_port(), "MINIO_CONSOLE_PORT": free_port(),
              "POSTGRES_PORT": free_port()}
+    # One project name per session: a stack left by a killed run, or another checkout's stack on
+    # the same machine (they share podman's storage), has other container names.
+    project = os.environ.get("STACK_PROJECT") or f"ratatouille-test-{os.getpid()}"
     env = {
-        **os.environ, **CREDENTIALS, **{k: str(v) for k, v in ports.items()},
+        **os.environ, **CREDENTIALS, **{k: str(v) for k, v in ports.items()}, "STACK_PROJECT": project,
         "S3_ACCESS_KEY_ID": CREDENTIALS["MINIO_ROOT_USER"], "S3_SECRET_ACCESS_KEY": CREDENTIALS["MINIO_ROOT_PASSWORD"],
         **tiny_profile(), "SCHEDULE_ENABLED": "false",
     }
     up = _stack("up", env)
     try:
-        assert up.returncode == 0, f"stack did not come up:\n{up.stdout}\n{up.stderr[-6000:]}"
+        # The stack's own lines first: the container logs after them can be long.
+        steps = "\n".join(line for line in up.stderr.splitlines() if line.startswith("[stack "))
+        assert up.returncode == 0, f"stack did not come up:\n{steps}\n{up.stdout}\n{up.stderr[-6000:]}"
         yield env
     finally:
         if up.returncode != 0 or os.environ.get("STACK_KEEP") != "1":
-            code = f"{os.environ.get('STACK_PROJECT', 'ratatouille-test')}_code_1"  # stack.sh's names
+            code = f"{project}_code_1"  # stack.sh's names
             logs = subprocess.run(["podman", "logs", "--tail", "60", code], text=True,
                                   capture_output=True)
             print(logs.stdout[-4000:], logs.stderr[-4000:])
