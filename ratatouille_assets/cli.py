@@ -58,6 +58,52 @@ def _query(argv: list[str]) -> int:
     return 0
 
 
+def _sweep(argv: list[str]) -> int:
+    """Delete the files no snapshot references (killed writers, refused commits, expired snapshots)."""
+    import argparse
+    import datetime as dt
+    import re
+
+    from ratatouille_assets.lakehouse.catalog import load_catalog
+    from ratatouille_assets.lakehouse.maintenance import DEFAULT_OLDER_THAN, SweepRefusedError, sweep
+    from ratatouille_assets.lakehouse.tables import list_tables
+
+    def age(text: str) -> dt.timedelta:
+        match = re.fullmatch(r"(\d+)([smhd])", text.strip())
+        if not match:
+            raise argparse.ArgumentTypeError(f"{text!r}: give a number and a unit, e.g. 30m, 6h, 2d (0s: no margin)")
+        return dt.timedelta(seconds=int(match[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]])
+
+    parser = argparse.ArgumentParser(prog="rat sweep", description=_sweep.__doc__)
+    parser.add_argument("tables", nargs="*", help="e.g. bronze.orders (default: every table)")
+    parser.add_argument("--older-than", type=age, default=DEFAULT_OLDER_THAN, metavar="AGE",
+                        help="only files older than this (default 1d): younger ones may belong to a write "
+                             "that has not committed yet. 0s only when nothing writes.")
+    parser.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
+    args = parser.parse_args(argv)
+    catalog = load_catalog()
+    names = args.tables or list_tables(catalog)
+    failed = 0
+    total_files = total_bytes = 0
+    for name in names:
+        try:
+            result = sweep(catalog, name, older_than=args.older_than, dry_run=args.dry_run)
+        except SweepRefusedError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        total_files += len(result.orphans)
+        total_bytes += result.orphan_bytes
+        young = f", {result.too_new} younger than {args.older_than} kept" if result.too_new else ""
+        print(f"{name:<32} {len(result.orphans):>6} orphan file(s) {result.orphan_bytes:>12,} bytes{young}")
+        if args.dry_run:
+            for item in result.orphans:
+                print(f"    {item.path}")
+    verb = "would delete" if args.dry_run else "deleted"
+    print(f"{verb} {total_files} file(s), {total_bytes:,} bytes in {len(names) - failed} table(s)")
+    return 1 if failed else 0
+
+
 def _validate(argv: list[str]) -> int:
     """The definitions load (sources, dbt model contract, Soda files): Dagster's own validation."""
     import os
@@ -78,6 +124,7 @@ COMMANDS = {
     "backfill": ("backfill days through every layer on the running webserver (like the UI)", "ratatouille_assets.client"),
     "query": ("run SQL over the tables (bronze.x, silver.y, gold.z) in DuckDB", _query),
     "tables": ("list Iceberg tables with row counts and metadata locations (for iceberg_scan)", _tables),
+    "sweep": ("delete files no snapshot references (killed writes, expired snapshots); --dry-run", _sweep),
     "validate": ("check that the definitions load: sources, dbt models, Soda files", _validate),
     "example": ("remove | restore: take the example shop out of the project, or bring it back", "ratatouille_assets.project.example"),
     "settings": ("print the resolved settings as RATATOUILLE_* variables (secrets masked)", _settings),
