@@ -99,16 +99,21 @@ def s3_srv():
         yield server
 
 
-def test_wildcard_names_on_s3_read_exactly_that_object(tmp_path, monkeypatch, s3_srv):
+def use_s3_landing(tmp_path, monkeypatch, s3_srv, root: str) -> Settings:
+    """A landing zone at ``s3://<new bucket>/<root>`` on the moto server; the rest stays local."""
     bucket = "hostile-" + uuid.uuid4().hex[:8]
-    client = s3_srv.client()
-    client.create_bucket(Bucket=bucket)
+    s3_srv.client().create_bucket(Bucket=bucket)
     for var, value in {"ENDPOINT": s3_srv.endpoint, "REGION": s3_srv.region, "ACCESS_KEY_ID": s3_srv.access_key_id,
                        "SECRET_ACCESS_KEY": s3_srv.secret_access_key}.items():
         monkeypatch.setenv(f"RATATOUILLE_S3_{var}", value)
-    monkeypatch.setenv("RATATOUILLE_LANDING", f"s3://{bucket}/land[1]")
+    monkeypatch.setenv("RATATOUILLE_LANDING", f"s3://{bucket}/{root}")
     monkeypatch.setenv("RATATOUILLE_QUARANTINE", str(tmp_path / "quarantine"))
-    settings = use_home(monkeypatch, tmp_path / "rt")
+    return use_home(monkeypatch, tmp_path / "rt")
+
+
+def test_wildcard_names_on_s3_read_exactly_that_object(tmp_path, monkeypatch, s3_srv):
+    settings = use_s3_landing(tmp_path, monkeypatch, s3_srv, "land[1]")
+    client = s3_srv.client()
     source = make_source({"id": "bigint", "name": "varchar"})
     for name, data in _wildcard_files().items():
         s3.put_bytes(client, s3.join(settings.landing, "feed", DAY, name), data)
@@ -482,6 +487,32 @@ def test_an_xlsx_sheet_loads_exactly_with_dates_formulas_and_blank_rows(settings
         (2, 4, dt.date(2024, 3, 2), dt.datetime(2024, 3, 2, 6, 0), "pear", False, Decimal("10.00"), f"feed/{DAY}/export.xlsx"),
         (3, 5, dt.date(2024, 3, 3), dt.datetime(2024, 3, 3, 0, 0), None, True, Decimal("12.25"), f"feed/{DAY}/export.xlsx"),
     ]
+
+
+def test_xlsx_and_gzip_files_on_s3_load_exactly(tmp_path, monkeypatch, s3_srv):
+    settings = use_s3_landing(tmp_path, monkeypatch, s3_srv, "land")
+    client = s3_srv.client()
+    local = tmp_path / "made"
+    local.mkdir()
+    write_xlsx(local / "export.xlsx", [Sheet("cover", [["see next sheet"]]),
+                                       Sheet("orders", [["id", "day"], [1, DateSerial(45352)], [2, DateSerial(45353)]])])
+    s3.put_bytes(client, s3.join(settings.landing, "feed", DAY, "export.xlsx"), (local / "export.xlsx").read_bytes())
+    xlsx = make_source({"id": "bigint", "day": "date"}, fmt="xlsx", sheet="orders")
+    assert load(settings, xlsx).quarantined == ()
+    assert rows(settings, xlsx, "id, day, _source_file") == [
+        (1, dt.date(2024, 3, 1), f"feed/{DAY}/export.xlsx"), (2, dt.date(2024, 3, 2), f"feed/{DAY}/export.xlsx")]
+
+    # The same source name, now CSV: gzip beside plain, and a bomb set aside (not read to the end).
+    s3.put_bytes(client, s3.join(settings.landing, "feed", DAY, "a.csv"), b"id,name\n1,plain\n")
+    s3.put_bytes(client, s3.join(settings.landing, "feed", DAY, "b.csv.gz"), gzip.compress(b"id,name\n2,zipped\n"))
+    s3.put_bytes(client, s3.join(settings.landing, "feed", DAY, "bomb.csv.gz"),
+                 gzip.compress(b"id,name\n" + b"3,aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n" * 40_000))
+    csv = parse_sources({"sources": {"feed": {"format": "csv", "columns": {"id": "bigint", "name": "varchar"}}}})["feed"]
+    result = load(settings, csv, max_file_bytes=100_000)
+    assert_set_aside(result, "bomb.csv.gz", "too_large")
+    assert rows(settings, csv, "id, name, _source_file") == [
+        (1, "plain", f"feed/{DAY}/a.csv"), (2, "zipped", f"feed/{DAY}/b.csv.gz")]
+    get_settings.cache_clear()
 
 
 @pytest.mark.parametrize(("sheet_rows", "reason", "phrase"), [
