@@ -110,7 +110,8 @@ def sweep(
                 result.too_new += 1
             else:
                 result.orphans.append(item)
-    unseen = sorted(path for path in referenced if path not in listed and _under(path, table.location()))
+    folders = [_join(table.location(), folder) for folder in _SWEPT_FOLDERS]
+    unseen = sorted(p for p in referenced if p not in listed and any(_under(p, folder) for folder in folders))
     if unseen:
         raise SweepRefusedError(
             f"{identifier}: {len(unseen)} file(s) the table references were not found under "
