@@ -173,7 +173,9 @@ def load_settings(environ_home: str | None = None) -> Settings:
     warehouse = _env("WAREHOUSE", str(home / "warehouse"))
     if not warehouse.startswith("s3://"):
         warehouse = str(Path(warehouse).resolve())
-    catalog_uri = _env("CATALOG_URI", f"sqlite:///{home / 'catalog.db'}")
+    # Percent-encoded: SQLAlchemy decodes the path, so a home with '%', '?' or '#' in its name
+    # would otherwise open another file (or none).
+    catalog_uri = _env("CATALOG_URI", f"sqlite:///{urllib.parse.quote(str(home / 'catalog.db'), safe='/')}")
     if catalog_uri.startswith("postgresql://"):
         catalog_uri = "postgresql+psycopg2://" + catalog_uri.removeprefix("postgresql://")
     if password := os.environ.get(ENV_PREFIX + "CATALOG_PASSWORD"):

@@ -535,7 +535,7 @@ def test_a_catalog_locked_past_the_busy_timeout_is_retried_then_named(settings, 
     monkeypatch.setattr(catalog_module, "SQLITE_BUSY_TIMEOUT_MS", 100)
     cat = load_catalog(settings)
     write_window(cat, "bronze.locked", rows(D1, [1]), window=Window("day", D1, D1), run_id="r1")
-    db = settings.catalog_uri.reveal().removeprefix("sqlite:///")
+    db = catalog_module.sqlite_path(settings)
 
     # Locked for ~1.5 s (15 busy timeouts): the write waits it out and commits.
     started = threading.Event()
@@ -558,3 +558,20 @@ def test_a_catalog_locked_past_the_busy_timeout_is_retried_then_named(settings, 
                      run_id="r3", retry=RetryPolicy(attempts=2, base_delay_s=0.05, max_delay_s=0.1, patience_s=0.5))
     holder.join()
     assert sorted(load_catalog(settings).load_table("bronze.locked").scan().to_arrow()["id"].to_pylist()) == [2, 3]
+
+
+def test_a_home_whose_name_has_url_characters_keeps_its_catalog_inside_it(tmp_path, monkeypatch):
+    """'%', '?', '#' and a space in RATATOUILLE_HOME: the SQLite catalog is the file in that folder
+    (SQLAlchemy decodes its URI: '%20' was read as a space, '?' ended the path)."""
+    from ratatouille_assets.lakehouse.catalog import sqlite_path
+    from ratatouille_assets.settings import get_settings
+    from tests.conftest import use_home
+
+    home = tmp_path / "my lake [1] 100%20 ?#x"
+    settings = use_home(monkeypatch, home)
+    assert sqlite_path(settings) == str(home / "catalog.db")
+    write_window(load_catalog(settings), "bronze.home", rows(D1, [1, 2]), window=day(D1), run_id="r1")
+    assert (home / "catalog.db").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["my lake [1] 100%20 ?#x"]
+    assert read(settings, "bronze.home") == [(1, D1, "x1"), (2, D1, "x2")]
+    get_settings.cache_clear()

@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from pathlib import Path
 
 from pyiceberg.catalog import Catalog
 from pyiceberg.catalog.sql import IcebergTables, SqlCatalog
 from sqlalchemy import event, select
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -44,7 +44,10 @@ def catalog_properties(settings: Settings) -> dict[str, str]:
 def _warehouse_uri(settings: Settings) -> str:
     if settings.is_s3:
         return settings.warehouse
-    return Path(settings.warehouse).as_uri()
+    # A plain absolute path, not a file:// URI: pyiceberg opens a file URI by its path as written,
+    # without decoding it, so Path.as_uri() put a warehouse under "/srv/my lake" in "/srv/my%20lake".
+    # (Tables created that way keep their location and still read and write.)
+    return settings.warehouse
 
 
 def _tune_sqlite(dbapi_connection, _record) -> None:
@@ -66,11 +69,16 @@ def _tune_sqlite(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+def sqlite_path(settings: Settings) -> str:
+    """The file of a SQLite catalog URI, decoded as SQLAlchemy opens it."""
+    return make_url(settings.catalog_uri.reveal()).database or ""
+
+
 def load_catalog(settings: Settings | None = None) -> Catalog:
     """Open the catalog (creating its tables on first use)."""
     settings = settings or get_settings()
     if settings.catalog_uri.startswith("sqlite:"):
-        db_path = settings.catalog_uri.reveal().removeprefix("sqlite:///")
+        db_path = sqlite_path(settings)
         os.makedirs(os.path.dirname(db_path) or ".", exist_ok=True)
     if not settings.is_s3:
         os.makedirs(settings.warehouse, exist_ok=True)
