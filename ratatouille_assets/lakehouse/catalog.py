@@ -28,7 +28,10 @@ _OPEN_ATTEMPTS, _OPEN_PAUSE_S = 5, 0.2
 
 def catalog_properties(settings: Settings) -> dict[str, str]:
     """pyiceberg properties for the catalog and its FileIO (secrets included: never log these)."""
-    props = {"uri": settings.catalog_uri.reveal(), "warehouse": _warehouse_uri(settings)}
+    # A local warehouse is a plain absolute path, not a file:// URI: pyiceberg opens a file URI by
+    # its path as written, undecoded, so Path.as_uri() put "/srv/my lake" in "/srv/my%20lake"
+    # (tables created that way keep their location, and still read and write).
+    props = {"uri": settings.catalog_uri.reveal(), "warehouse": settings.warehouse}
     if settings.is_s3:
         if settings.s3_endpoint:
             props["s3.endpoint"] = settings.s3_endpoint
