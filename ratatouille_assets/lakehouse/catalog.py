@@ -44,14 +44,6 @@ def catalog_properties(settings: Settings) -> dict[str, str]:
     return props
 
 
-def _warehouse_uri(settings: Settings) -> str:
-    if settings.is_s3:
-        return settings.warehouse
-    # A plain absolute path, not a file:// URI: pyiceberg opens a file URI by its path as written,
-    # without decoding it, so Path.as_uri() put a warehouse under "/srv/my lake" in "/srv/my%20lake".
-    # (Tables created that way keep their location and still read and write.)
-    return settings.warehouse
-
 
 def _tune_sqlite(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
