@@ -44,7 +44,6 @@ def catalog_properties(settings: Settings) -> dict[str, str]:
     return props
 
 
-
 def _tune_sqlite(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
