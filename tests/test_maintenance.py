@@ -224,3 +224,35 @@ def test_rat_sweep_reports_and_deletes(settings):
     assert bad.returncode == 2 and "e.g. 30m, 6h, 2d" in bad.stderr
     done = subprocess.run([*rat, "silver.cli"], capture_output=True, text=True, env=os.environ, check=True)
     assert "deleted 1 file(s), 4 bytes in 1 table(s)" in done.stdout and not stray.exists()
+
+
+def writer(count: int, barrier, results) -> None:
+    barrier.wait()
+    for write in range(count):
+        write_one(write)
+    results.put(("writer", count))
+
+
+def test_a_sweep_beside_a_writer_judges_the_newest_metadata(settings, caplog):
+    """A writer commits (and drops old metadata files) while the sweep reads the table: the sweep
+    must not take a metadata file the writer deleted for damage, nor delete the writer's files."""
+    catalog = load_catalog(settings)
+    write_one(0)
+    with catalog.load_table(TABLE).transaction() as tx:
+        tx.set_properties({"write.metadata.previous-versions-max": "1", MAX_SNAPSHOTS_PROPERTY: "2"})
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    proc = ctx.Process(target=writer, args=(40, barrier, results))
+    proc.start()
+    barrier.wait()
+    sweeps = 0
+    with caplog.at_level("INFO", logger="ratatouille_assets.lakehouse.maintenance"):
+        while proc.is_alive() or sweeps == 0:
+            sweep(catalog, TABLE, settings=settings)  # the default margin: the writer's files are young
+            sweeps += 1
+    proc.join(timeout=300)
+    assert proc.exitcode == 0 and results.get(timeout=5) == ("writer", 40)
+    retried = sum("committed to while being swept" in r.getMessage() for r in caplog.records)
+    print(f"{sweeps} sweeps beside 40 commits, {retried} judged again")
+    day = D0 + dt.timedelta(days=39 % DAYS)
+    assert [r for r in table_rows(settings, TABLE) if r[0] == day] == [(day, 39, i) for i in range(rows_of(39).num_rows)]

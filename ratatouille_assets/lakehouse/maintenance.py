@@ -12,7 +12,8 @@ files. Only files under the table's ``data/`` and ``metadata/`` folders are cand
 those older than ``older_than``: a writer running now has written its data files but not yet
 committed them (the default, a day, is longer than any run; 0 is safe only when no writer runs).
 
-Before deleting anything the sweep checks that every referenced file was found by its listing: a
+Before deleting anything the sweep checks that every referenced data file, manifest and manifest
+list was found by its listing (metadata files are left out: a commit deletes old ones): a
 referenced file the listing did not see means the listing and the table disagree on paths (a
 moved warehouse, an encoding the sweep does not know), and deleting by that listing could delete
 live data, so the table is skipped with an error instead.
@@ -26,7 +27,7 @@ import logging
 import os
 import time
 import urllib.parse
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_OLDER_THAN = dt.timedelta(days=1)
 _SWEPT_FOLDERS = ("data", "metadata")
+_ATTEMPTS = 3
 
 
 class SweepRefusedError(LakehouseError):
@@ -47,7 +49,7 @@ class SweepRefusedError(LakehouseError):
 
 @dataclasses.dataclass(frozen=True)
 class ListedFile:
-    path: str  # as the table records paths: a file:// URI or an s3:// URI
+    path: str  # a local path or an s3:// URI
     size: int
     modified: float  # seconds since the epoch
 
@@ -95,7 +97,21 @@ def sweep(
 ) -> SweepResult:
     """Delete the files under ``identifier``'s folder that no snapshot references (see the module doc)."""
     settings = settings or get_settings()
-    table = catalog.load_table(identifier)
+    for attempt in range(1, _ATTEMPTS + 1):
+        table = catalog.load_table(identifier)
+        try:
+            return _sweep(table, identifier, older_than, dry_run, settings, now)
+        except SweepRefusedError:
+            # Another sweep may have deleted what this view's older snapshots still held: judge
+            # the new metadata. The same damage again is real.
+            if attempt == _ATTEMPTS or catalog.load_table(identifier).metadata_location == table.metadata_location:
+                raise
+            log.info("%s: committed to while being swept; judging its new metadata", identifier)
+    raise AssertionError("unreachable")
+
+
+def _sweep(table: Table, identifier: str, older_than: dt.timedelta, dry_run: bool, settings: Settings,
+           now: float | None) -> SweepResult:
     referenced = referenced_files(table)
     cutoff = (time.time() if now is None else now) - older_than.total_seconds()
     result = SweepResult(table=identifier, referenced=len(referenced))
@@ -111,7 +127,10 @@ def sweep(
             else:
                 result.orphans.append(item)
     folders = [_join(table.location(), folder) for folder in _SWEPT_FOLDERS]
-    unseen = sorted(p for p in referenced if p not in listed and any(_under(p, folder) for folder in folders))
+    # A commit deletes metadata files beyond the newest 20 (or what the table sets): one this view
+    # references may be gone for good reason. Nothing else a table references is ever deleted.
+    unseen = sorted(p for p in referenced if p not in listed and not p.endswith(".metadata.json")
+                    and any(_under(p, folder) for folder in folders))
     if unseen:
         raise SweepRefusedError(
             f"{identifier}: {len(unseen)} file(s) the table references were not found under "
@@ -128,10 +147,6 @@ def sweep(
              len(result.orphans), result.orphan_bytes, " deleted" if result.deleted else "", result.referenced,
              result.too_new)
     return result
-
-
-def sweep_all(catalog: Catalog, identifiers: Iterable[str], **kwargs) -> list[SweepResult]:
-    return [sweep(catalog, identifier, **kwargs) for identifier in identifiers]
 
 
 def _key(path: str) -> str:
