@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import time
 
 import pyarrow as pa
@@ -557,7 +558,17 @@ def test_a_catalog_locked_past_the_busy_timeout_is_retried_then_named(settings, 
         write_window(load_catalog(settings), "bronze.locked", rows(D1, [9]), window=Window("day", D1, D1),
                      run_id="r3", retry=RetryPolicy(attempts=2, base_delay_s=0.05, max_delay_s=0.1, patience_s=0.5))
     holder.join()
-    assert sorted(load_catalog(settings).load_table("bronze.locked").scan().to_arrow()["id"].to_pylist()) == [2, 3]
+    table = load_catalog(settings).load_table("bronze.locked")
+    assert sorted(table.scan().to_arrow()["id"].to_pylist()) == [2, 3]
+    # What the locked attempts wrote is gone: data files, manifests and manifest lists. (The
+    # catalog's own new metadata file of each attempt is the sweep's: the catalog does not say
+    # which it wrote.)
+    from ratatouille_assets.lakehouse.maintenance import referenced_files
+
+    on_disk = {os.path.join(d, n) for d, _, names in os.walk(table.location().removeprefix("file://")) for n in names}
+    assert sorted(os.path.basename(p) for p in on_disk - referenced_files(table)
+                  if not p.endswith(".metadata.json")) == []
+    assert referenced_files(table) <= on_disk
 
 
 def test_a_home_whose_name_has_url_characters_keeps_its_catalog_inside_it(tmp_path, monkeypatch):

@@ -581,6 +581,7 @@ def _write_window(
     for attempt in itertools.count(1):
         if on_attempt:
             on_attempt(attempt)
+        tx = None
         try:
             with table.transaction() as tx:
                 missing = {k: v for k, v in TABLE_PROPERTIES.items() if k not in table.properties}
@@ -603,6 +604,9 @@ def _write_window(
                 # Not known to have failed before the catalog took the commit (a dropped
                 # connection may come after it): the files may be referenced now, so they stay.
                 raise
+            if locked and tx is not None:
+                # pyiceberg cleans up a refused commit's manifests itself, but not a locked one's.
+                _delete_paths(table, _attempt_manifests(table, tx))
             if retry.exhausted(attempt, time.monotonic() - started):
                 _delete_files(table, files)
                 if locked:
@@ -774,6 +778,30 @@ def _evolve(catalog: Catalog, table: Table, identifier: str, schema: pa.Schema, 
             if not _needs_schema_update(table.schema(), schema):
                 return table
     return table
+
+
+def _attempt_manifests(base: Table, tx) -> list[str]:
+    """The manifest lists and manifests a transaction on ``base`` wrote for its new snapshots."""
+    known = {snapshot.snapshot_id for snapshot in base.metadata.snapshots}
+    new = [snapshot for snapshot in tx.table_metadata.snapshots if snapshot.snapshot_id not in known]
+    new_ids = {snapshot.snapshot_id for snapshot in new}
+    paths = []
+    for snapshot in new:
+        paths.append(snapshot.manifest_list)
+        try:
+            manifests = snapshot.manifests(base.io)
+        except Exception:  # noqa: BLE001 - a list that was never written: nothing of it to delete
+            continue
+        paths += [m.manifest_path for m in manifests if m.added_snapshot_id in new_ids]
+    return paths
+
+
+def _delete_paths(table: Table, paths: list[str]) -> None:
+    for path in paths:
+        try:
+            table.io.delete(path)
+        except Exception:  # noqa: BLE001 - cleanup must not hide the original error
+            log.warning("could not delete uncommitted file %s", path)
 
 
 def _delete_files(table: Table, files: list[DataFile]) -> None:
