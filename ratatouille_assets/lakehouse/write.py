@@ -806,11 +806,7 @@ def _delete_paths(table: Table, paths: list[str]) -> None:
 
 def _delete_files(table: Table, files: list[DataFile]) -> None:
     """Best effort: data files of a write that never committed are unreferenced garbage."""
-    for data_file in files:
-        try:
-            table.io.delete(data_file.file_path)
-        except Exception:  # noqa: BLE001 - cleanup must not hide the original error
-            log.warning("could not delete uncommitted data file %s", data_file.file_path)
+    _delete_paths(table, [data_file.file_path for data_file in files])
 
 
 def _cast_to_table_schema(schema: Schema, data: pa.Table) -> pa.Table:
