@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 
 import duckdb
-import pyarrow as pa
 import pytest
 
 from ratatouille_assets.ingest.readers import BadFile, list_window_files, read_file, stream_window
@@ -53,11 +52,16 @@ def _one_by_one(conn, source, landing, listing):
             rows += table.num_rows
             tables.append(table)
         days[day] = (good, rows, bad)
-    return pa.concat_tables(tables).drop_columns(["_ingested_at"]).to_pylist(), days
+    return _rows(tables), days
+
+
+def _rows(tables):
+    """Every row of ``tables`` in order, as dicts (files may differ in their extra columns)."""
+    return [row for t in tables for row in t.drop_columns(["_ingested_at"]).to_pylist()]
 
 
 def _summary(tables, reads):
-    data = pa.concat_tables(tables).drop_columns(["_ingested_at"]).to_pylist()
+    data = _rows(tables)
     days = {day: (f.files, f.rows, [(q.file, q.reason) for q in f.quarantined]) for day, f in reads.items()}
     return data, days
 
@@ -95,3 +99,65 @@ def test_with_on_bad_file_fail_the_first_bad_file_stops_the_stream(landing):
     assert [t.column("_source_file")[0].as_py() for t in seen if t.num_rows] == [
         f"meter/{DAYS[0]}/part-0.csv", f"meter/{DAYS[1]}/part-0.csv", f"meter/{DAYS[1]}/part-1.csv",
         f"meter/{DAYS[3]}/part-0.csv", f"meter/{DAYS[4]}/part-0.csv"]
+
+
+def _write(path, fmt: str, header: list[str], rows: list[list[str]]) -> None:
+    """One landing file of ``fmt`` with text values (Parquet through DuckDB, as VARCHAR columns)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "csv":
+        write_csv(path, ",".join(header), [",".join(r) for r in rows])
+    elif fmt == "jsonl":
+        import json
+        path.write_text("".join(json.dumps(dict(zip(header, r))) + "\n" for r in rows))
+    else:
+        values = " UNION ALL ".join(
+            "SELECT " + ", ".join(f"'{v}'::VARCHAR AS \"{h}\"" for h, v in zip(header, r)) for r in rows)
+        select = values or "SELECT " + ", ".join(f"NULL::VARCHAR AS \"{h}\"" for h in header) + " LIMIT 0"
+        duckdb.connect().execute(f"COPY ({select}) TO '{path}' (FORMAT parquet)")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_files_read_in_batches_equal_files_read_one_by_one(tmp_path, fmt, monkeypatch):
+    """Small batches (3 files) over a window whose files change shape: an extra column on some
+    days, a file with no rows, a bad value inside a batch, a name with glob characters, a file
+    with the scan's own file column. Each comes out as reading it alone gives; only the batch with
+    the bad file (and the file with the scan's column) is read file by file."""
+    from ratatouille_assets.ingest import readers
+
+    monkeypatch.setattr(readers, "BATCH_FILES", 3)
+    root = tmp_path / "landing"
+    ext = {"csv": "csv", "jsonl": "jsonl", "parquet": "parquet"}[fmt]
+    for i, day in enumerate(DAYS):
+        folder = root / "meter" / day
+        header = ["id", "kwh", *(["note"] if i in (3, 4) else [])]
+        for f in range(2):
+            rows = [[str(i * 100 + f * 10 + r), f"{r}.25", *(["n"] if i in (3, 4) else [])] for r in range(f + 2)]
+            _write(folder / f"part-{f}.{ext}", fmt, header, rows)
+    _write(root / "meter" / DAYS[1] / f"empty.{ext}", fmt, ["id", "kwh"], [])
+    _write(root / "meter" / DAYS[5] / f"part-[x].{ext}", fmt, ["id", "kwh"], [["777", "7.5"]])
+    _write(root / "meter" / DAYS[6] / f"lossy.{ext}", fmt, ["id", "kwh"], [["1", "0.125"]])  # decimal(8,2)
+    _write(root / "meter" / DAYS[7] / f"odd.{ext}", fmt, ["id", "kwh", "__ratatouille_file"], [["5", "1.5", "x"]])
+    source = parse_sources({"sources": {"meter": {
+        "format": fmt, "columns": {"id": "bigint", "kwh": "decimal(8,2)"}}}})["meter"]
+    conn = duckdb.connect()
+    conn.execute("SET TimeZone = 'UTC'")
+    listing = list_window_files(conn, str(root), source, DAYS)
+    expected = _one_by_one(conn, source, str(root), listing)
+
+    alone = []
+    read_one = readers._Reader._read_one
+    monkeypatch.setattr(readers._Reader, "_read_one", lambda self, c, day, path: alone.append(path) or read_one(self, c, day, path))
+    reads: dict = {}
+    tables = list(stream_window(conn, source, str(root), listing, "run", reads, quarantine_root=str(tmp_path / "q")))
+    data, days = _summary(tables, reads)
+    assert (data, days) == expected
+    empty = [(f"meter/{DAYS[1]}/empty.jsonl", "empty_file")] if fmt == "jsonl" else []  # no rows: 0 bytes
+    assert [q for _, _, qs in days.values() for q in qs] == [*empty, (f"meter/{DAYS[6]}/lossy.{ext}", "lossy_value")]
+    assert {r["_source_file"] for r in data} >= {f"meter/{DAYS[5]}/part-[x].{ext}", f"meter/{DAYS[7]}/odd.{ext}"}
+    assert len(data) == 8 * 5 + 1 + 1  # 2 + 3 rows a day, the glob-named file, the odd one
+    # Batches were read as batches: only the bad file's batch went file by file, and the odd file.
+    files = sum(len(f) for f in listing.values())
+    batch_of_the_bad_file = [p for p in alone if f"/{DAYS[6]}/" in p or f"/{DAYS[5]}/" in p]
+    assert 1 <= len(batch_of_the_bad_file) <= 3
+    assert len(alone) <= 3 + 1 < files
+    assert any(p.endswith(f"odd.{ext}") for p in alone)

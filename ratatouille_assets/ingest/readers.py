@@ -23,11 +23,12 @@ import tempfile
 import time
 import zlib
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import PurePath
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ratatouille_assets.ingest.casts import LOSSY_MARKER, Cast, column_cast
 from ratatouille_assets.ingest.landing import COMPRESSED_SUFFIX, is_hidden, listing_glob, path_regex
@@ -41,11 +42,21 @@ LINEAGE_COLUMNS = ("_landing_date", "_source_file", "_ingested_at", "_run_id")
 # A reference source has no landing day: its rows carry no _landing_date.
 REFERENCE_LINEAGE_COLUMNS = LINEAGE_COLUMNS[1:]
 PARTITION_COLUMN = "_landing_date"
-# A window's files are read ahead of the writer by this many threads, at most READ_AHEAD files in
-# flight (bounded memory). A file costs ~1-3 ms of DuckDB queries that release the GIL, so over years
-# of small daily files the reads overlap with each other and with the Iceberg writes.
+# A window's files are read ahead of the writer by this many threads, at most READ_AHEAD reads
+# (a file, or a batch of files) in flight (bounded memory). The DuckDB queries release the GIL, so
+# over years of small daily files the reads overlap with each other and with the Iceberg writes.
 READ_THREADS = 2
 READ_AHEAD = 4
+# Files are checked one by one, then read in batches: consecutive files of a window whose columns
+# and types are the same go through one DuckDB scan (a query costs ~1-2 ms whatever its size, which
+# was most of a years-long backfill of small daily files). A batch holds at most this many files
+# and this many bytes on disk; a batch that fails is read again file by file, so a bad file is
+# judged, named and set aside exactly as when read alone.
+BATCH_FILES = 256
+BATCH_BYTES = 32 << 20
+BATCHES_AHEAD = 2  # batches read ahead of the writer (each at most BATCH_BYTES on disk)
+# The column a batched scan names each row's file in (not a name a landing file may use).
+_BATCH_FILE_COLUMN = "__ratatouille_file"
 
 # An explicit dialect, not a sniffed one: a ragged row must be an error, never padded with nulls
 # or "explained" by sniffing a different delimiter or a header further down.
@@ -181,7 +192,10 @@ def stream_window(
     """The good files of each day of ``listing`` (its keys, in order, each with its full paths;
     ``{None: files}`` for a reference source), one Arrow table per file, in listing order; each
     day's :class:`PartitionRead` in ``reads``. A day with no good file yields an empty table (the
-    schema). The files are read ahead by ``READ_THREADS`` threads, at most ``READ_AHEAD`` in memory.
+    schema). The files are checked and read ahead by ``READ_THREADS`` threads: checked one by one,
+    read in batches of files of one shape (``BATCH_FILES``, ``BATCH_BYTES``; at most
+    ``BATCHES_AHEAD`` in memory), a batch that fails file by file; a worksheet, or a source with
+    ``on_bad_value: null``, file by file (at most ``READ_AHEAD`` in memory).
 
     With ``on_bad_file: fail`` the first bad file in listing order raises :class:`BadFile`; nothing
     is quarantined and the consumer (the write path) commits nothing. With ``quarantine`` each bad
@@ -203,36 +217,24 @@ def stream_window(
         cursor.execute(f"SET TimeZone = {_lit(timezone)}")
         free.append(cursor)
     cursors = list(free)
+    reader = _Reader(source, landing_root, run_id, ingested_at, max_file_bytes)
 
-    def read(day: str | None, path: str) -> tuple[pa.Table | None, BadFile | None, float]:
+    def with_cursor(task, *args):
         cursor = free.pop()
-        started = time.perf_counter()
         try:
-            table = read_file(cursor, source, path, landing_root=landing_root, day=day, run_id=run_id,
-                              ingested_at=ingested_at, max_file_bytes=max_file_bytes)
-            return table, None, time.perf_counter() - started
-        except BadFile as bad:
-            return None, bad, time.perf_counter() - started
+            return task(cursor, *args)
         finally:
             free.append(cursor)
 
-    pending: collections.deque = collections.deque()
-    remaining = iter(jobs)
     pool = ThreadPoolExecutor(threads, thread_name_prefix=f"read-{source.name}")
-
-    def top_up() -> None:
-        while len(pending) < READ_AHEAD and (job := next(remaining, None)) is not None:
-            pending.append((job, pool.submit(read, *job)))
-
     try:
-        top_up()
+        outcomes = reader.outcomes(jobs, lambda task, *args: pool.submit(with_cursor, task, *args))
         for day in listing:
             found = reads[day] = PartitionRead()
-            while pending and pending[0][0][0] == day:
-                (_, path), future = pending.popleft()
-                table, bad, seconds = future.result()
-                top_up()
-                found.read_seconds += seconds
+            while outcomes.peek() is not None and outcomes.peek().day == day:
+                outcome = next(outcomes)
+                path, table, bad = outcome.path, outcome.table, outcome.bad
+                found.read_seconds += outcome.seconds
                 if bad is None:
                     bad = _extra_type_conflict(source, table, known, relative_path(path, landing_root), day)
                 if bad is not None:
@@ -252,6 +254,208 @@ def stream_window(
         pool.shutdown(wait=True, cancel_futures=True)
         for cursor in cursors:
             cursor.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Outcome:
+    """One listed file, read: its table, or why it is bad."""
+
+    day: str | None
+    path: str
+    table: pa.Table | None
+    bad: BadFile | None
+    seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class _Checked:
+    """One listed file that passed the checks made before its data is read."""
+
+    day: str | None
+    path: str
+    file: str  # relative to the landing root: lineage and messages
+    size: int
+    present: dict[str, str]
+    extras: list[str]
+    casts: dict[str, Cast]
+
+    def batch_key(self) -> tuple:
+        """Files with one key can share a scan: same columns, same types, same compression."""
+        return (tuple(self.present.items()), self.path.endswith(COMPRESSED_SUFFIX))
+
+
+class _Peekable:
+    def __init__(self, items: Iterator) -> None:
+        self._items, self._next = items, None
+        self._done = False
+
+    def peek(self):
+        if self._next is None and not self._done:
+            self._next = next(self._items, None)
+            self._done = self._next is None
+        return self._next
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        item = self.peek()
+        if item is None:
+            raise StopIteration
+        self._next = None
+        return item
+
+
+class _Reader:
+    """Reads a window's listed files in order: checked one by one, read in batches where they can be."""
+
+    def __init__(self, source: Source, landing_root: str, run_id: str, ingested_at: dt.datetime,
+                 max_file_bytes: int | None) -> None:
+        self.source, self.landing_root, self.run_id = source, landing_root, run_id
+        self.ingested_at, self.max_file_bytes = ingested_at, max_file_bytes
+        # A worksheet, or a source whose bad values become NULL (counted per file), is read file by file.
+        self.batches = source.format in ("csv", "jsonl", "parquet") and source.on_bad_value != "null"
+        self.real_dirs: dict[str, str] = {}
+
+    def outcomes(self, jobs: list[tuple[str | None, str]], submit) -> _Peekable:
+        return _Peekable(self._outcomes(jobs, submit))
+
+    def _outcomes(self, jobs, submit) -> Iterator[_Outcome]:
+        """Each job's outcome, in job order. ``submit(task, *args)`` runs ``task(cursor, *args)`` on a
+        reader thread and returns its future; at most READ_AHEAD reads are in flight."""
+        if not self.batches:
+            reading: collections.deque = collections.deque()
+            for job in jobs:
+                reading.append(submit(self._read_one, *job))
+                if len(reading) >= READ_AHEAD:
+                    yield reading.popleft().result()
+            while reading:
+                yield reading.popleft().result()
+            return
+        checking: collections.deque = collections.deque()
+        reading = collections.deque()
+        remaining = iter(jobs)
+        batch: list[_Checked] = []
+        batch_bytes = 0
+
+        def top_up() -> None:  # checks hold no data: look further ahead than a batch
+            while len(checking) < 2 * BATCH_FILES and (job := next(remaining, None)) is not None:
+                checking.append(submit(self._check, *job))
+
+        def close() -> None:
+            nonlocal batch_bytes
+            if batch:
+                reading.append(submit(self._read_batch, list(batch)))
+                batch.clear()
+                batch_bytes = 0
+
+        top_up()
+        while checking:
+            checked = checking.popleft().result()
+            top_up()
+            if isinstance(checked, _Outcome):  # bad before its data was read, or read on its own
+                close()
+                reading.append(checked)
+            else:
+                if batch and (checked.batch_key() != batch[0].batch_key() or len(batch) >= BATCH_FILES
+                              or batch_bytes + checked.size > BATCH_BYTES):
+                    close()
+                batch.append(checked)
+                batch_bytes += checked.size
+            while len(reading) > BATCHES_AHEAD:
+                yield from _results(reading.popleft())
+        close()
+        while reading:
+            yield from _results(reading.popleft())
+
+    def _read_one(self, conn: duckdb.DuckDBPyConnection, day: str | None, path: str) -> _Outcome:
+        started = time.perf_counter()
+        try:
+            table = read_file(conn, self.source, path, landing_root=self.landing_root, day=day, run_id=self.run_id,
+                              ingested_at=self.ingested_at, max_file_bytes=self.max_file_bytes, real_dirs=self.real_dirs)
+            return _Outcome(day, path, table, None, time.perf_counter() - started)
+        except BadFile as bad:
+            return _Outcome(day, path, None, bad, time.perf_counter() - started)
+
+    def _check(self, conn: duckdb.DuckDBPyConnection, day: str | None, path: str) -> _Checked | _Outcome:
+        """The checks of :func:`read_file` that come before the data: a bad file's outcome, or the
+        file ready to be read (a file DuckDB cannot address by its own path is read on its own now)."""
+        started = time.perf_counter()
+        source, file = self.source, relative_path(path, self.landing_root)
+        if path.startswith("s3://") and "?" in path:
+            return self._read_one(conn, day, path)
+        try:
+            _check_location(path, self.landing_root, self.real_dirs)
+            size, present, extras, casts = _contract(conn, source, path, self.max_file_bytes)
+        except _Reject as reject:
+            bad = BadFile(file, source=source.name, day=day, reason=reject.reason, detail=reject.detail,
+                          action=reject.action)
+            return _Outcome(day, path, None, bad, time.perf_counter() - started)
+        if _BATCH_FILE_COLUMN in present:  # cannot be told from the scan's own column: read it alone
+            return self._read_one(conn, day, path)
+        return _Checked(day, path, file, size, present, extras, casts)
+
+    def _read_batch(self, conn: duckdb.DuckDBPyConnection, batch: list[_Checked]) -> list[_Outcome]:
+        """One scan over ``batch`` (files of one batch key), cut into one table per file; if the scan
+        fails, every file is read on its own, so the bad one is found and named as it would be alone."""
+        started = time.perf_counter()
+        source, first = self.source, batch[0]
+        paths = "[" + ", ".join(_file(c.path) for c in batch) + "]"
+        relation = _data_relation(conn, source, paths, first.present, filename=_BATCH_FILE_COLUMN, literal=True)
+        select = ", ".join([
+            *(cast.select(c) for c, cast in first.casts.items()), *map(quote_ident, first.extras),
+            f"TIMESTAMP {_lit(self.ingested_at.strftime('%Y-%m-%d %H:%M:%S.%f'))} AS _ingested_at",
+            f"{_lit(self.run_id)} AS _run_id", quote_ident(_BATCH_FILE_COLUMN),
+        ])
+        try:
+            scanned = conn.execute(f"SELECT {select} FROM {relation}").to_arrow_table()
+            tables = _split_by_file(scanned, batch, self.source)
+        except (duckdb.Error, _UnexpectedScan):
+            return [self._read_one(conn, c.day, c.path) for c in batch]
+        seconds = (time.perf_counter() - started) / len(batch)
+        return [_Outcome(c.day, c.path, table, None, seconds) for c, table in zip(batch, tables)]
+
+
+class _UnexpectedScan(Exception):
+    """A batched scan named a file it was not given, or mixed files' rows: read the files one by one."""
+
+
+def _results(item: _Outcome | Future) -> list[_Outcome]:
+    if isinstance(item, _Outcome):
+        return [item]
+    result = item.result()
+    return result if isinstance(result, list) else [result]
+
+
+def _split_by_file(scanned: pa.Table, batch: list[_Checked], source: Source) -> list[pa.Table]:
+    """The batched scan's rows as one table per file of ``batch`` (in order), each with the lineage
+    columns a file read alone gets, in the same order and types."""
+    names = scanned.column(_BATCH_FILE_COLUMN).combine_chunks()
+    scanned = scanned.drop_columns([_BATCH_FILE_COLUMN])
+    position = {c.path: i for i, c in enumerate(batch)}
+    encoded = names.dictionary_encode()
+    try:
+        order = [position[str(p)] for p in encoded.dictionary.to_pylist()]
+    except KeyError as exc:
+        raise _UnexpectedScan(f"the scan named a file it was not given: {exc}") from None
+    index = pc.take(pa.array(order, pa.int32()), encoded.indices)
+    if len(index) > 1 and pc.any(pc.less(index[1:], index[:-1])).as_py():  # DuckDB keeps file order
+        raise _UnexpectedScan("the scan's rows are not in file order")
+    counts = {row["values"]: row["counts"] for row in pc.value_counts(index).to_pylist()}
+    lineage = {
+        "_source_file": pa.array([c.file for c in batch], pa.string()),
+        "_landing_date": pa.array([dt.date.fromisoformat(c.day) if c.day else None for c in batch], pa.date32()),
+    }
+    added = {name: pc.take(values, index) for name, values in lineage.items()}
+    ordered = {name: scanned.column(name) for name in scanned.column_names}
+    ordered.update(added)
+    wanted = [*batch[0].casts, *batch[0].extras, *lineage_columns(source)]
+    table = pa.table({name: ordered[name] for name in wanted})
+    tables, offset = [], 0
+    for i in range(len(batch)):
+        tables.append(table.slice(offset, counts.get(i, 0)))
+        offset += counts.get(i, 0)
+    return tables
 
 
 def _extra_type_conflict(
@@ -301,7 +505,7 @@ def _quarantine(
 
 def read_file(
     conn: duckdb.DuckDBPyConnection, source: Source, path: str, *, landing_root: str, day: str | None, run_id: str,
-    ingested_at: dt.datetime, max_file_bytes: int | None = None,
+    ingested_at: dt.datetime, max_file_bytes: int | None = None, real_dirs: dict[str, str] | None = None,
 ) -> pa.Table:
     """One landing file -> Arrow: declared columns cast, extra columns kept, lineage columns last.
 
@@ -313,7 +517,7 @@ def read_file(
     """
     file = relative_path(path, landing_root)
     try:
-        _check_location(path, landing_root)
+        _check_location(path, landing_root, real_dirs)
         with _addressable(path, max_file_bytes) as readable:
             return _read(conn, source, readable, file, day=day, run_id=run_id, ingested_at=ingested_at,
                          max_file_bytes=max_file_bytes)
@@ -327,13 +531,7 @@ def _read(
     conn: duckdb.DuckDBPyConnection, source: Source, path: str, file: str, *, day: str | None, run_id: str,
     ingested_at: dt.datetime, max_file_bytes: int | None,
 ) -> pa.Table:
-    _check_size(conn, path, max_file_bytes)
-    if path.endswith(COMPRESSED_SUFFIX):
-        _check_gzip(path, max_file_bytes)
-    present = _columns(conn, source, path)
-    extras = _check_columns(source, present)
-    casts = {c: column_cast(c, present[c], t) for c, t in source.columns.items()}
-    _check_refused(source, casts, present)
+    _, present, extras, casts = _contract(conn, source, path, max_file_bytes)
     relation = _data_relation(conn, source, path, present)
     lineage = [
         *([f"DATE {_lit(day)} AS _landing_date"] if source.partitioned else []),
@@ -348,6 +546,21 @@ def _read(
         return conn.execute(f"SELECT {select} FROM {relation}").to_arrow_table()
     except duckdb.Error as exc:
         raise _read_failure(conn, source, path, relation, casts, present, exc) from exc
+
+
+def _contract(
+    conn: duckdb.DuckDBPyConnection, source: Source, path: str, max_file_bytes: int | None,
+) -> tuple[int, dict[str, str], list[str], dict[str, Cast]]:
+    """The checks made before a file's data is read: its size (returned), its compression, its
+    header and columns against the contract; then its columns, extra columns and casts."""
+    size = _check_size(conn, path, max_file_bytes)
+    if path.endswith(COMPRESSED_SUFFIX):
+        _check_gzip(path, max_file_bytes)
+    present = _columns(conn, source, path)
+    extras = _check_columns(source, present)
+    casts = {c: column_cast(c, present[c], t) for c, t in source.columns.items()}
+    _check_refused(source, casts, present)
+    return size, present, extras, casts
 
 
 # Schema metadata of a file's table read with ``on_bad_value: null``: how many values became NULL.
@@ -389,8 +602,11 @@ def _addressable(path: str, max_file_bytes: int | None) -> Iterator[str]:
         yield local
 
 
-def _check_location(path: str, landing_root: str) -> None:
-    """Refuse, before opening it, a file that is not inside the landing root (by name or through a link)."""
+def _check_location(path: str, landing_root: str, real_dirs: dict[str, str] | None = None) -> None:
+    """Refuse, before opening it, a file that is not inside the landing root (by name or through a link).
+
+    ``real_dirs`` caches each folder's resolved path for the files of one read (a years-long window
+    has thousands of files in each source folder, and resolving a path stats each of its parts)."""
     root_parts = PurePath(landing_root).parts
     parts = PurePath(path).parts
     if parts[: len(root_parts)] != root_parts or ".." in parts[len(root_parts):]:
@@ -401,7 +617,15 @@ def _check_location(path: str, landing_root: str) -> None:
         )
     if landing_root.startswith("s3://"):
         return
-    real, root = os.path.realpath(path), os.path.realpath(landing_root)
+    cache = real_dirs if real_dirs is not None else {}
+    folder, name = os.path.split(path)
+    if folder not in cache:
+        cache[folder] = os.path.realpath(folder)
+    if landing_root not in cache:
+        cache[landing_root] = os.path.realpath(landing_root)
+    real, root = os.path.join(cache[folder], name), cache[landing_root]
+    if os.path.islink(real):
+        real = os.path.realpath(real)
     if os.path.commonpath([real, root]) != root:
         raise _Reject(
             "unsafe_path", f"it resolves to {real!r}, outside the landing zone {root!r}; it was not read or copied",
@@ -409,7 +633,7 @@ def _check_location(path: str, landing_root: str) -> None:
         )
 
 
-def _check_size(conn: duckdb.DuckDBPyConnection, path: str, max_file_bytes: int | None) -> None:
+def _check_size(conn: duckdb.DuckDBPyConnection, path: str, max_file_bytes: int | None) -> int:
     # On S3 read_blob reads only the size, not the content; a local file's size is a stat away
     # (a DuckDB query costs ~0.4 ms, paid by every file of a years-long backfill).
     if path.startswith("s3://"):
@@ -424,6 +648,7 @@ def _check_size(conn: duckdb.DuckDBPyConnection, path: str, max_file_bytes: int 
         )
     if max_file_bytes is not None and size > max_file_bytes:
         raise _too_large(size, max_file_bytes)
+    return size
 
 
 _GZIP_CHUNK = 1 << 20
@@ -684,20 +909,28 @@ def _check_refused(source: Source, casts: dict[str, Cast], present: dict[str, st
         )
 
 
-def _data_relation(conn: duckdb.DuckDBPyConnection, source: Source, path: str, present: dict[str, str]) -> str:
-    """The scan the data is selected from: text formats as VARCHAR (cast afterwards), Parquet as stored."""
+def _data_relation(
+    conn: duckdb.DuckDBPyConnection, source: Source, path: str, present: dict[str, str], *,
+    filename: str | None = None, literal: bool = False,
+) -> str:
+    """The scan the data is selected from: text formats as VARCHAR (cast afterwards), Parquet as stored.
+
+    ``literal``: ``path`` is already the reader's SQL argument (a list of files, for a batch);
+    ``filename``: the column that names each row's file."""
+    target = path if literal else _file(path)
+    named = f", filename = {_lit(filename)}" if filename else ""
     if source.format == "csv":
-        return f"read_csv({_file(path)}, {_CSV_DIALECT})"
+        return f"read_csv({target}, {_CSV_DIALECT}{named})"
     if source.format == "jsonl":
         # A declared column that may nest as JSON (its values checked to be scalars, then taken as
         # text), else as text; an extra column always as text (a nested value as its JSON text).
         cols = ", ".join(f"{_lit(c)}: '{t if c in source.columns else 'VARCHAR'}'" for c, t in present.items())
-        return f"read_json({_file(path)}, format = 'newline_delimited', records = true, columns = {{{cols}}})"
+        return f"read_json({target}, format = 'newline_delimited', records = true, columns = {{{cols}}}{named})"
     if source.format == "xlsx":
         # A blank row of the sheet (every cell empty) is no record.
         blank = " AND ".join(f"{quote_ident(c)} IS NULL" for c in present)
         return f"(SELECT * FROM {_xlsx_relation(conn, source, path)} WHERE NOT ({blank}))"
-    return f"read_parquet({_file(path)})"
+    return f"read_parquet({target}{named})"
 
 
 def _check_columns(source: Source, present: dict[str, str]) -> list[str]:
