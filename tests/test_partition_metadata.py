@@ -11,7 +11,7 @@ import pytest
 from dagster._core.execution.context.metadata_logging import AssetMetadataHandle, OutputMetadataAccumulator
 from dagster._core.execution.context.system import StepExecutionContext
 
-from ratatouille_assets.defs.partition_metadata import add_partition_metadata
+from ratatouille_assets.defs.partition_metadata import TABLE_SCOPED, add_partition_metadata, scope_to_newest
 
 DAYS = dg.DailyPartitionsDefinition(start_date="2024-01-01", end_date="2024-04-01")
 RANGE = {"dagster/asset_partition_range_start": "2024-01-01", "dagster/asset_partition_range_end": "2024-03-31"}
@@ -72,3 +72,34 @@ def test_a_partition_outside_the_run_is_refused_as_dagster_refuses_it():
     with dg.instance_for_test() as instance:
         with pytest.raises(dg.DagsterInvariantViolationError, match="2024-02-01 that are not being targeted"):
             dg.materialize([stray], instance=instance, partition_key="2024-01-05")
+
+
+SCHEMA = dg.TableSchema(columns=[dg.TableColumn(name="id", type="long")])
+
+
+@dg.asset(partitions_def=DAYS, backfill_policy=dg.BackfillPolicy.single_run())
+def scoped(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    metadata = {"dagster/column_schema": SCHEMA, "iceberg/metadata_location": "/w/t/metadata/1.json",
+                "iceberg/snapshot_id": "42"}
+    add_partition_metadata(context, context.assets_def.key, {k: _counts(k) for k in context.partition_keys})
+    return dg.MaterializeResult(metadata=scope_to_newest(context, context.assets_def.key, metadata))
+
+
+def test_a_ranged_run_puts_the_table_level_metadata_on_its_newest_partition_only():
+    assert {"dagster/column_schema", "iceberg/metadata_location", "unique_id"} <= set(TABLE_SCOPED)
+    with dg.instance_for_test() as instance:
+        assert dg.materialize([scoped], instance=instance, tags=RANGE).success
+        got = _metadata(instance, scoped)
+        latest = instance.get_latest_materialization_event(scoped.key).asset_materialization
+        assert dg.materialize([scoped], instance=instance, partition_key="2024-01-10").success
+        single = instance.get_latest_materialization_event(scoped.key).asset_materialization
+    assert len(got) == 91
+    for day, metadata in got.items():
+        assert metadata["iceberg/snapshot_id"] == "42" and metadata["dagster/row_count"] == _counts(day)["dagster/row_count"]
+        assert ("dagster/column_schema" in metadata) == (day == "2024-03-31"), day
+        assert ("iceberg/metadata_location" in metadata) == (day == "2024-03-31"), day
+    # The event the asset page reads its columns from is the run's newest partition's.
+    assert latest.partition == "2024-03-31" and latest.metadata["dagster/column_schema"].schema == SCHEMA
+    # A run of one partition keeps everything on its one event.
+    assert single.partition == "2024-01-10" and single.metadata["dagster/column_schema"].schema == SCHEMA
+    assert single.metadata["iceberg/metadata_location"].value == "/w/t/metadata/1.json"

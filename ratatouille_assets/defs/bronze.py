@@ -13,7 +13,7 @@ import dagster as dg
 
 from ratatouille_assets.defs.checks import check_result, quarantine_check_spec, quarantine_result, soda_check_specs
 from ratatouille_assets.defs.metadata import partition_metadata, snapshot_metadata
-from ratatouille_assets.defs.partition_metadata import add_partition_metadata
+from ratatouille_assets.defs.partition_metadata import add_partition_metadata, scope_to_newest
 from ratatouille_assets.defs.resources import LakehouseResource
 from ratatouille_assets.ingest.bronze import bronze_identifier
 from ratatouille_assets.ingest.bronze import load as load_bronze
@@ -135,7 +135,7 @@ def bronze_asset(
             outcomes = []
         else:
             outcomes = audit_table(bronze_identifier(source), info.metadata_location, window=window, settings=settings)
-        yield dg.MaterializeResult(asset_key=key, metadata=metadata)
+        yield dg.MaterializeResult(asset_key=key, metadata=scope_to_newest(context, key, metadata))
         for outcome in outcomes:
             yield check_result(key, outcome)
         yield quarantine_result(key, quarantined)

@@ -30,7 +30,7 @@ from pyiceberg.catalog import Catalog
 from ratatouille_assets.defs.checks import check_result, soda_check_specs
 from ratatouille_assets.defs.dbt_inprocess import dbt_build
 from ratatouille_assets.defs.metadata import partition_metadata, snapshot_metadata
-from ratatouille_assets.defs.partition_metadata import add_partition_metadata
+from ratatouille_assets.defs.partition_metadata import add_partition_metadata, scope_to_newest
 from ratatouille_assets.defs.partitions import dbt_vars, window_days
 from ratatouille_assets.defs.resources import LakehouseResource
 from ratatouille_assets.ingest.sources import SourcesFile
@@ -197,9 +197,9 @@ def _run_dbt(
         if audit.skipped:
             context.log.info(f"{key.to_user_string()}: Soda checks skipped, {audit.skipped}")
         if event is None:
-            yield dg.Output(None, output_name=_output_name(context, key), metadata=metadata)
+            yield dg.Output(None, output_name=_output_name(context, key), metadata=scope_to_newest(context, key, metadata))
         else:
-            yield event.with_metadata({**(event.metadata or {}), **metadata})
+            yield event.with_metadata(scope_to_newest(context, key, {**(event.metadata or {}), **metadata}))
         reported.add(key)
         for outcome in audit.outcomes:
             yield check_result(key, outcome)
