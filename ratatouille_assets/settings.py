@@ -107,6 +107,7 @@ class Settings:
     schedule_enabled: bool
     freshness_hours: int
     bronze_partitions_per_run: int
+    bronze_workers: int
     max_file_bytes: int
     executor: str = "in_process"
     executor_max_concurrent: int = 4
@@ -185,6 +186,9 @@ def load_settings(environ_home: str | None = None) -> Settings:
     executor = _env("EXECUTOR", "in_process")
     if executor not in EXECUTORS:
         raise ValueError(f"{ENV_PREFIX}EXECUTOR must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    bronze_workers = int(_env("BRONZE_WORKERS", "2"))
+    if bronze_workers < 1:
+        raise ValueError(f"{ENV_PREFIX}BRONZE_WORKERS must be >= 1, got {bronze_workers}")
     executor_max_concurrent = int(_env("EXECUTOR_MAX_CONCURRENT", "4"))
     if executor_max_concurrent < 1:
         raise ValueError(f"{ENV_PREFIX}EXECUTOR_MAX_CONCURRENT must be >= 1, got {executor_max_concurrent}")
@@ -213,6 +217,7 @@ def load_settings(environ_home: str | None = None) -> Settings:
         schedule_enabled=_env("SCHEDULE_ENABLED", "false").lower() in ("1", "true", "yes"),
         freshness_hours=int(_env("FRESHNESS_HOURS", "6")),
         bronze_partitions_per_run=int(_env("BRONZE_PARTITIONS_PER_RUN", "0")),
+        bronze_workers=bronze_workers,
         max_file_bytes=int(_env("MAX_FILE_BYTES", str(2 * 1024**3))),
         executor=executor,
         executor_max_concurrent=executor_max_concurrent,

@@ -9,6 +9,7 @@ started later has read it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import glob
@@ -70,6 +71,21 @@ def listing_glob(source: Source, day: str | None = None, *, every_day: bool = Fa
     pattern = source.path.replace("{date}", "*") if every_day else source.landing_glob(day)
     return pattern + "*" if takes_compressed(source) else pattern
 
+
+def local_bytes(root: str, source: Source) -> int:
+    """The bytes under ``source``'s folder of a local landing zone (0 for S3, or no folder): how
+    much there is to load, to start the largest sources first."""
+    pattern = listing_glob(source, every_day=True)
+    cut = min((i for i in (pattern.find(c) for c in "*?[") if i >= 0), default=len(pattern))
+    folder = os.path.join(root, os.path.dirname(pattern[:cut]))
+    if root.startswith("s3://") or not os.path.isdir(folder):
+        return 0
+    total = 0
+    for parent, _, names in os.walk(folder):
+        for name in names:
+            with contextlib.suppress(OSError):
+                total += os.stat(os.path.join(parent, name)).st_size
+    return total
 
 
 @dataclasses.dataclass(frozen=True)
