@@ -149,15 +149,24 @@ def build_bronze(
     datasets: dict[str, DatasetChecks],
     partitions_per_run: int = 0,
 ) -> list:
-    """Landing specs and bronze assets. A backfill loads its whole range in one run (one commit
-    per table), or ``partitions_per_run`` days per run if that is set (> 0)."""
-    policy = (
-        dg.BackfillPolicy.multi_run(max_partitions_per_run=partitions_per_run)
-        if partitions_per_run > 0 else dg.BackfillPolicy.single_run()
-    )
+    """Landing specs and bronze assets. A backfill loads each source's whole range in a run of its
+    own (one commit per table), or ``partitions_per_run`` days per run if that is set (> 0).
+
+    Dagster's backfill daemon puts assets with equal backfill policies and the same days into one
+    run, whose steps the in-process executor runs one after another. Each source therefore gets a
+    policy of its own value: a multi-run policy of ``WHOLE_RANGE`` (or ``partitions_per_run``) days
+    plus the source's index, so the daemon makes one run per source and contiguous range (as a
+    single-run policy does), and the run queue runs sources side by side while each source's pool
+    keeps one writer per table."""
+    size = partitions_per_run if partitions_per_run > 0 else WHOLE_RANGE
     return [landing_spec(s) for s in sources.values()] + [
-        bronze_asset(s, partitions_def, datasets, policy) for s in sources.values()
+        bronze_asset(s, partitions_def, datasets, dg.BackfillPolicy.multi_run(max_partitions_per_run=size + i))
+        for i, s in enumerate(sources.values())
     ]
+
+
+# Days in a "whole range" run: more than any history, so a contiguous range is never cut.
+WHOLE_RANGE = 1_000_000
 
 
 def freshness_checks(sources: dict[str, Source]) -> list[dg.AssetChecksDefinition]:

@@ -183,6 +183,11 @@ def empty_dev(tmp_path_factory):
     get_settings.cache_clear()
 
 
+RUN_DETAIL = """
+query($id: ID!) { runOrError(runId: $id) { ... on Run { runId assetSelection { path } tags { key value } } } }
+"""
+
+
 def stop_sensor(dev: DagsterDev, name: str) -> None:
     """What the UI's toggle does: stop the sensor's instigation state."""
     sensor = dev.graphql(SENSOR_TICKS.replace("sensorState {", "id sensorState {"), {"name": name})["sensorOrError"]
@@ -211,9 +216,19 @@ def test_thirty_day_backfill_matches_independent_gold_with_one_bronze_commit_per
     dev.wait_for(lambda: sum(t["timestamp"] > ended for t in sensor_ticked(dev, "propagate_silver_gold")) >= 2,
                  timeout=120, what="two automation ticks after the backfill")
     assert runs_tagged(dev, "dagster/from_automation_condition", "true") == []
-    # Bronze in one run over the 30 days (one commit per table); silver and gold as few single-run
-    # dbt invocations as the daemon can group (it requests downstream days as upstream days complete).
-    assert len(runs) <= 6, [r["runId"] for r in runs]
+    # Bronze: one run per source over the 30 days (one commit per table), so the queue runs sources
+    # side by side; silver and gold as few single-run dbt invocations as the daemon can group (it
+    # requests downstream days as upstream days complete).
+    detail = [dev.graphql(RUN_DETAIL, {"id": r["runId"]})["runOrError"] for r in runs]
+    bronze = [d for d in detail if all(a["path"][0] == "bronze" for a in d["assetSelection"] or [])]
+    assert sorted(a["path"][1] for d in bronze for a in d["assetSelection"]) == sorted(
+        ["orders", "order_items", "customers", "products", "fx_rates"]), detail
+    assert all(len(d["assetSelection"]) == 1 for d in bronze)
+    for d in bronze:
+        tags = {t["key"]: t["value"] for t in d["tags"]}
+        assert (tags["dagster/asset_partition_range_start"], tags["dagster/asset_partition_range_end"]) == (
+            days[0].isoformat(), days[-1].isoformat())
+    assert len(runs) - len(bronze) <= 5, [r["runId"] for r in runs]
     catalog = load_catalog(settings)
     for source in ("orders", "order_items", "customers", "products", "fx_rates"):
         assert len(catalog.load_table(f"bronze.{source}").metadata.metadata_log) == 1, source
