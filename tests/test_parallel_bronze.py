@@ -93,7 +93,7 @@ def test_a_long_window_loads_its_sources_side_by_side_one_run_each(tmp_path, mon
     catalog = load_catalog(settings)
     conn = duckdb.connect()
     for source, columns in (("meter", "meter_id, kwh"), ("visits", "visit_id, page")):
-        arrow = catalog.load_table(f"bronze.{source}").scan().to_arrow()
+        conn.register("arrow", catalog.load_table(f"bronze.{source}").scan().to_arrow())
         got = conn.execute(f"SELECT _landing_date, {', '.join(c + '::VARCHAR' for c in columns.split(', '))} "
                            "FROM arrow ORDER BY ALL").fetchall()
         expected = _expected(landing, source, columns)
