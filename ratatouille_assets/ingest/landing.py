@@ -72,12 +72,16 @@ def listing_glob(source: Source, day: str | None = None, *, every_day: bool = Fa
     return pattern + "*" if takes_compressed(source) else pattern
 
 
+def static_dir(pattern: str) -> str:
+    """The folder of ``pattern`` above its first wildcard: where listing starts."""
+    cut = min((i for i in (pattern.find(c) for c in "*?[") if i >= 0), default=len(pattern))
+    return os.path.dirname(pattern[:cut])
+
+
 def local_bytes(root: str, source: Source) -> int:
     """The bytes under ``source``'s folder of a local landing zone (0 for S3, or no folder): how
     much there is to load, to start the largest sources first."""
-    pattern = listing_glob(source, every_day=True)
-    cut = min((i for i in (pattern.find(c) for c in "*?[") if i >= 0), default=len(pattern))
-    folder = os.path.join(root, os.path.dirname(pattern[:cut]))
+    folder = os.path.join(root, static_dir(listing_glob(source, every_day=True)))
     if root.startswith("s3://") or not os.path.isdir(folder):
         return 0
     total = 0

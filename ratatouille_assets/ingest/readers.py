@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ratatouille_assets.ingest.casts import LOSSY_MARKER, Cast, column_cast
-from ratatouille_assets.ingest.landing import COMPRESSED_SUFFIX, is_hidden, listing_glob, path_regex
+from ratatouille_assets.ingest.landing import COMPRESSED_SUFFIX, is_hidden, listing_glob, path_regex, static_dir
 from ratatouille_assets.ingest.quarantine import QuarantinedFile, bad_file_message, quarantine_file
 from ratatouille_assets.ingest.sources import Source
 from ratatouille_assets.lakehouse import s3
@@ -117,12 +117,6 @@ def relative_path(path: str, landing_root: str) -> str:
     return os.path.relpath(path, landing_root)
 
 
-def _static_dir(pattern: str) -> str:
-    """The folder of ``pattern`` above its first wildcard: where listing starts."""
-    cut = min((i for i in (pattern.find(c) for c in "*?[") if i >= 0), default=len(pattern))
-    return os.path.dirname(pattern[:cut])
-
-
 def list_files(conn: duckdb.DuckDBPyConnection, landing_root: str, source: Source, day: str | None = None) -> list[str]:
     """The files of ``source`` (of ``day``, for a partitioned source), sorted by name: the order
     they are read and deduplicated in."""
@@ -132,7 +126,7 @@ def list_files(conn: duckdb.DuckDBPyConnection, landing_root: str, source: Sourc
 def _listed(conn: duckdb.DuckDBPyConnection, landing_root: str, source: Source, relative: str) -> list[tuple[str, re.Match]]:
     """The files under ``landing_root`` that match the glob ``relative`` and are ``source``'s, sorted,
     each with its match of the source's path (its day)."""
-    if not landing_root.startswith("s3://") and not os.path.isdir(join_landing(landing_root, _static_dir(relative))):
+    if not landing_root.startswith("s3://") and not os.path.isdir(join_landing(landing_root, static_dir(relative))):
         return []
     # The root is a literal name; only the source's own path pattern globs.
     pattern = join_landing(glob_escape(landing_root), relative)
@@ -382,15 +376,13 @@ class _Reader:
         file ready to be read (a file DuckDB cannot address by its own path is read on its own now)."""
         started = time.perf_counter()
         source, file = self.source, relative_path(path, self.landing_root)
-        if path.startswith("s3://") and "?" in path:
+        if _needs_local_copy(path):  # read_file makes the copy and reads it
             return self._read_one(conn, day, path)
         try:
             _check_location(path, self.landing_root, self.real_dirs)
             size, present, extras, casts = _contract(conn, source, path, self.max_file_bytes)
         except _Reject as reject:
-            bad = BadFile(file, source=source.name, day=day, reason=reject.reason, detail=reject.detail,
-                          action=reject.action)
-            return _Outcome(day, path, None, bad, time.perf_counter() - started)
+            return _Outcome(day, path, None, _bad_file(reject, file, source, day), time.perf_counter() - started)
         if _BATCH_FILE_COLUMN in present:  # cannot be told from the scan's own column: read it alone
             return self._read_one(conn, day, path)
         return _Checked(day, path, file, size, present, extras, casts)
@@ -421,10 +413,8 @@ class _UnexpectedScan(Exception):
 
 
 def _results(item: _Outcome | Future) -> list[_Outcome]:
-    if isinstance(item, _Outcome):
-        return [item]
-    result = item.result()
-    return result if isinstance(result, list) else [result]
+    """An outcome known at check time, or a batch's outcomes once its read is done."""
+    return [item] if isinstance(item, _Outcome) else item.result()
 
 
 def _split_by_file(scanned: pa.Table, batch: list[_Checked], source: Source) -> list[pa.Table]:
@@ -522,9 +512,11 @@ def read_file(
             return _read(conn, source, readable, file, day=day, run_id=run_id, ingested_at=ingested_at,
                          max_file_bytes=max_file_bytes)
     except _Reject as reject:
-        raise BadFile(
-            file, source=source.name, day=day, reason=reject.reason, detail=reject.detail, action=reject.action
-        ) from reject
+        raise _bad_file(reject, file, source, day) from reject
+
+
+def _bad_file(reject: _Reject, file: str, source: Source, day: str | None) -> BadFile:
+    return BadFile(file, source=source.name, day=day, reason=reject.reason, detail=reject.detail, action=reject.action)
 
 
 def _read(
@@ -587,8 +579,7 @@ def _read_nulling(
 def _addressable(path: str, max_file_bytes: int | None) -> Iterator[str]:
     """A path DuckDB reads ``path`` by: the path itself, or, for an S3 key with a '?' (which
     DuckDB's S3 reader takes for the start of URL parameters) or an xlsx, a local copy of the object."""
-    # An xlsx on S3 is read from a local copy too: its width check opens the workbook as a zip.
-    if not (path.startswith("s3://") and ("?" in path or path.endswith(".xlsx"))):
+    if not _needs_local_copy(path):
         yield path
         return
     client = s3.client()
@@ -600,6 +591,11 @@ def _addressable(path: str, max_file_bytes: int | None) -> Iterator[str]:
         local = os.path.join(folder, "file" + "".join(PurePath(path.replace("?", "_")).suffixes))
         s3.copy(client, path, local)
         yield local
+
+
+def _needs_local_copy(path: str) -> bool:
+    # An xlsx on S3 is read from a local copy too: its width check opens the workbook as a zip.
+    return path.startswith("s3://") and ("?" in path or path.endswith(".xlsx"))
 
 
 def _check_location(path: str, landing_root: str, real_dirs: dict[str, str] | None = None) -> None:
