@@ -37,9 +37,22 @@ def _query(argv: list[str]) -> int:
     parser.add_argument("sql", help='e.g. "SELECT * FROM gold.kpi_daily_sales LIMIT 10"')
     parser.add_argument("--csv", action="store_true", help="print CSV (header + rows) instead of a table")
     parser.add_argument("--max-rows", type=int, default=100, help="rows shown as a table (default 100)")
+    parser.add_argument(
+        "--as-of", action="append", default=[], metavar="POINT",
+        help="read the tables as they were: a timestamp (2026-12-01T14:30:00, UTC unless it has an offset) reads "
+             "every table then; a snapshot id the table that has it; a branch or tag the tables that have it; "
+             "TABLE=POINT one table (repeatable)",
+    )
     args = parser.parse_args(argv)
+    from ratatouille_assets.lakehouse.errors import LakehouseError
+    from ratatouille_assets.lakehouse.timetravel import register_views
+
     conn = duck.connect()
-    duck.register_iceberg_views(conn, load_catalog())
+    try:
+        register_views(conn, load_catalog(), _as_of(args.as_of))
+    except (LakehouseError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         relation = conn.sql(args.sql)
         if relation is None:
@@ -55,6 +68,160 @@ def _query(argv: list[str]) -> int:
     except duckdb.Error as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _as_of(points: list[str]) -> str | dict[str, str] | None:
+    """``--as-of`` values: one point for every table, or TABLE=POINT pairs."""
+    if not points:
+        return None
+    pairs = [p for p in points if "=" in p]
+    if not pairs:
+        if len(points) > 1:
+            raise SystemExit("rat: give one --as-of for every table, or TABLE=POINT pairs")
+        return points[0]
+    if len(pairs) != len(points):
+        raise SystemExit("rat: mix of --as-of POINT and --as-of TABLE=POINT: give one or the other")
+    return dict(p.split("=", 1) for p in pairs)
+
+
+def _history(argv: list[str]) -> int:
+    """A table's commits (newest first) and its branches and tags: time, operation, run, window, rows, files."""
+    import argparse
+    import datetime as dt
+
+    from ratatouille_assets.lakehouse.catalog import load_catalog
+    from ratatouille_assets.lakehouse.timetravel import history, refs
+
+    parser = argparse.ArgumentParser(prog="rat history", description=_history.__doc__)
+    parser.add_argument("table", help="e.g. silver.orders")
+    parser.add_argument("--day", type=dt.date.fromisoformat, help="only commits that wrote this day (YYYY-MM-DD)")
+    parser.add_argument("--run-id", help="only commits of this Dagster run")
+    parser.add_argument("--main", action="store_true", help="only main's commits (not those of branches)")
+    parser.add_argument("--limit", type=int, default=50, help="newest N commits (default 50; 0: all)")
+    args = parser.parse_args(argv)
+    catalog = load_catalog()
+    if not catalog.table_exists(args.table):
+        print(f"error: {args.table}: no such table (rat tables lists them)", file=sys.stderr)
+        return 2
+    table = catalog.load_table(args.table)
+    for ref in refs(table):
+        print(f"{ref.kind:<7} {ref.name:<24} {ref.snapshot_id:>20}  {ref.committed_at:%Y-%m-%d %H:%M:%S}")
+    entries = history(table, day=args.day, run_id=args.run_id, branches=not args.main)
+    shown = entries[: args.limit] if args.limit else entries
+    print(f"\n{'committed (UTC)':<19} {'snapshot':>20} {'operation':<9} {'window':<24} {'+rows':>9} {'-rows':>9} "
+          f"{'+files':>6} {'-files':>6} {'total':>10}  run / note")
+    for e in shown:
+        window = e.window.partition(":")[2] if e.window else (e.partition or "whole table")
+        where = "" if e.on_main else " [not on main]"
+        marks = f" ({', '.join(e.refs)})" if e.refs else ""
+        print(f"{e.committed_at:%Y-%m-%d %H:%M:%S} {e.snapshot_id:>20} {e.operation:<9} {window:<24} {e.added_rows:>9,} "
+              f"{e.removed_rows:>9,} {e.added_files:>6} {e.removed_files:>6} {e.total_rows:>10,}  "
+              f"{e.run_id or '-'}{' ' + e.note if e.note else ''}{marks}{where}")
+    if len(shown) < len(entries):
+        print(f"... {len(entries) - len(shown)} older commit(s): --limit 0 shows all")
+    return 0
+
+
+def _rollback(argv: list[str]) -> int:
+    """Roll a table, or some of its days, back to a snapshot, tag or point in time: a new commit,
+    recorded in Dagster as a materialization of each day it changed (the `rollback` job)."""
+    import argparse
+    import datetime as dt
+
+    import dagster as dg
+
+    from ratatouille_assets.defs.rollback import JOB_NAME
+
+    parser = argparse.ArgumentParser(prog="rat rollback", description=_rollback.__doc__)
+    parser.add_argument("table", help="e.g. silver.orders")
+    parser.add_argument("--to", required=True, metavar="POINT",
+                        help="a snapshot id (rat history), a tag, or a timestamp (UTC unless it has an offset)")
+    parser.add_argument("--day", type=dt.date.fromisoformat, help="roll back only this day (YYYY-MM-DD)")
+    parser.add_argument("--start", type=dt.date.fromisoformat, help="roll back only the days from this one ...")
+    parser.add_argument("--end", type=dt.date.fromisoformat, help="... to this one (inclusive)")
+    args = parser.parse_args(argv)
+    if args.day and (args.start or args.end):
+        parser.error("give --day, or --start and --end")
+    start = args.day or args.start
+    end = args.day or args.end or start
+    if args.end and not start:
+        parser.error("--end needs --start")
+    from ratatouille_assets.definitions import build_definitions
+    from ratatouille_assets.demo import ensure_dagster_home
+    from ratatouille_assets.settings import get_settings
+
+    ensure_dagster_home(get_settings())
+    config = {"table": args.table, "to": args.to, "start": start.isoformat() if start else "",
+              "end": end.isoformat() if end else ""}
+    with dg.DagsterInstance.get() as instance:
+        result = build_definitions().get_job_def(JOB_NAME).execute_in_process(
+            run_config={"ops": {"rollback_table": {"config": config}}}, instance=instance, raise_on_error=False,
+        )
+    if not result.success:
+        for event in result.all_events:
+            if event.is_step_failure:
+                print(f"error: {event.step_failure_data.error.message.strip()}", file=sys.stderr)
+        return 1
+    for event in result.get_asset_materialization_events():
+        mat = event.step_materialization_data.materialization
+        print(f"{mat.asset_key.to_user_string():<28} {mat.partition or 'whole table':<12} "
+                  f"{mat.metadata['rollback/rows_before'].value:>9,} -> {mat.metadata['dagster/row_count'].value:,} rows")
+    print(result.output_for_node("rollback_table"))
+    return 0
+
+
+def _branch(argv: list[str]) -> int:
+    """Data branches over every table: list, diff NAME (per table and partition), publish NAME (main
+    fast-forwarded to the branch, refused where main moved), drop NAME."""
+    import argparse
+
+    from ratatouille_assets.lakehouse import branches
+    from ratatouille_assets.lakehouse.catalog import load_catalog
+
+    parser = argparse.ArgumentParser(prog="rat branch", description=_branch.__doc__)
+    parser.add_argument("action", choices=("list", "diff", "publish", "drop"))
+    parser.add_argument("name", nargs="?", help="the branch (diff, publish, drop)")
+    args = parser.parse_args(argv)
+    catalog = load_catalog()
+    if args.action == "list":
+        found = branches.list_branches(catalog)
+        for info in found:
+            print(f"{info.name:<28} {len(info.tables):>3} table(s), newest commit {info.newest:%Y-%m-%d %H:%M:%S} UTC"
+                  f"  {', '.join(info.tables)}")
+        if not found:
+            print("no branches: every table has main only")
+        return 0
+    if not args.name:
+        parser.error(f"{args.action} needs the branch's name")
+    try:
+        branches.check_name(args.name)
+    except branches.BranchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not branches.tables_with(catalog, args.name):
+        print(f"error: no table has a branch {args.name!r} (rat branch list shows the branches)", file=sys.stderr)
+        return 2
+    if args.action == "diff":
+        differences = branches.diff(catalog, args.name)
+        for d in differences:
+            moved = "  (main moved since the branch was made: publish will refuse it)" if d.main_moved else ""
+            print(f"{d.table}: main {d.main_snapshot} -> {args.name} {d.branch_snapshot}{moved}")
+            for p in d.partitions:
+                print(f"    {p.partition or 'whole table':<12} rows {p.main_rows:>10,} -> {p.branch_rows:,}")
+        if not differences:
+            print(f"branch {args.name!r} holds what main holds in every table")
+        return 0
+    if args.action == "publish":
+        published = branches.publish(catalog, args.name)
+        for p in published:
+            if p.refused:
+                print(f"refused: {p.refused}", file=sys.stderr)
+            else:
+                print(f"{p.table:<32} main -> {p.snapshot_id}")
+        return 1 if any(p.refused for p in published) else 0
+    for name in branches.drop(catalog, args.name):
+        print(f"{name:<32} branch {args.name!r} dropped")
     return 0
 
 
@@ -123,6 +290,9 @@ COMMANDS = {
     "materialize": ("days through bronze -> silver -> gold in this process (no server needed)", "ratatouille_assets.materialize"),
     "backfill": ("backfill days through every layer on the running webserver (like the UI)", "ratatouille_assets.client"),
     "query": ("run SQL over the tables (bronze.x, silver.y, gold.z) in DuckDB", _query),
+    "branch": ("data branches: list | diff NAME | publish NAME (fast-forward main) | drop NAME", _branch),
+    "history": ("a table's commits, branches and tags: time, operation, run, window, rows, files", _history),
+    "rollback": ("roll a table, or some of its days, back to a snapshot or point in time (a new commit)", _rollback),
     "tables": ("list Iceberg tables with row counts and metadata locations (for iceberg_scan)", _tables),
     "sweep": ("delete files no snapshot references (killed writes, expired snapshots); --dry-run", _sweep),
     "validate": ("check that the definitions load: sources, dbt models, Soda files", _validate),

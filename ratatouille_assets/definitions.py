@@ -24,6 +24,7 @@ from ratatouille_assets.defs.checks import unknown_datasets
 from ratatouille_assets.defs.dbt import build_dbt_assets, dbt_project
 from ratatouille_assets.defs.partitions import daily_partitions
 from ratatouille_assets.defs.resources import LakehouseResource
+from ratatouille_assets.defs.rollback import build_rollback_job
 from ratatouille_assets.ingest.landing import check_landing_root
 from ratatouille_assets.ingest.sources import load_sources_file
 from ratatouille_assets.layers import LAYERS
@@ -81,7 +82,7 @@ def build_definitions() -> dg.Definitions:
     return dg.Definitions(
         assets=assets,
         asset_checks=[*gold_checks, *freshness_checks(sources), *landing_checks(sources, sources_file.start, settings)],
-        jobs=[everything],
+        jobs=[everything, build_rollback_job({k: a.partitions_def for a in materializable for k in a.keys})],
         # A project with no daily asset yet (only reference sources, or none) has no day to schedule.
         schedules=[daily_schedule(everything, settings)] if any(a.partitions_def for a in materializable) else [],
         sensors=sensors,

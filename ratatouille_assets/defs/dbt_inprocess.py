@@ -152,7 +152,7 @@ def dbt_build(context: dg.AssetExecutionContext, extra_args: Sequence[str] = ())
     )
     project_dir = str(params.dbt_project.project_dir if params.dbt_project else project.project_dir)
     run = context.run.run_id
-    target_path = Path(project.project_dir) / "target" / f"{context.op.name}-{run[:7]}-{uuid.uuid4().hex[:7]}"
+    target_path = Path(project.project_dir) / "target" / f"{context.op_execution_context.op.name}-{run[:7]}-{uuid.uuid4().hex[:7]}"
     args = ["build", *params.selection_args, *extra_args]
     if params.indirect_selection and "--indirect-selection" not in extra_args:
         args += ["--indirect-selection", params.indirect_selection]

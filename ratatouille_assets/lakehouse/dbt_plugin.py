@@ -29,18 +29,24 @@ from duckdb import DuckDBPyConnection
 from ratatouille_assets.lakehouse import duck, trace
 from ratatouille_assets.lakehouse.catalog import load_catalog
 from ratatouille_assets.lakehouse.errors import IncompatibleSchemaError, LakehouseError, PartitionTypeError
-from ratatouille_assets.lakehouse.write import CHUNK_ROWS, RetryPolicy, Window, rebuild_table, write_window
+from ratatouille_assets.lakehouse.write import (  # noqa: F401 - REJECTED_SUFFIX, LANDING_DAY_COLUMN: imported from here too
+    CHUNK_ROWS,
+    LANDING_DAY_COLUMN,
+    REJECTED_SUFFIX,
+    RetryPolicy,
+    Window,
+    rebuild_table,
+    write_window,
+)
 from ratatouille_assets.settings import get_settings
 
 REJECT_COLUMN = "_reject_reason"
-REJECTED_SUFFIX = "__rejected"
 REJECTED_ROWS_PROPERTY = "ratatouille.rejected-rows"
 REJECTED_REASON_PREFIX = "ratatouille.rejected."
 AUDIT_DIR_NAME = "ratatouille_audits"
 # A row of a partitioned model whose partition value is NULL belongs to no day: it is rejected with
 # this reason and filed under its landing day (LANDING_DAY_COLUMN), never dropped.
 NULL_PARTITION_REASON = "missing_partition_value"
-LANDING_DAY_COLUMN = "_landing_date"
 # dbt's on_schema_change -> the write path's schema_change ("ignore" is refused when definitions load).
 ON_SCHEMA_CHANGE = {"append_new_columns": "append", "sync_all_columns": "sync", "fail": "fail"}
 
@@ -58,6 +64,21 @@ def audit_dir() -> Path:
     except ImportError:
         target = None
     return Path(target or os.environ.get("DBT_TARGET_PATH") or "target") / AUDIT_DIR_NAME
+
+
+# dbt var: read every table as of a point in the past (a timestamp, a snapshot id, a branch or tag;
+# or a mapping {<layer>.<table>: point}), for `dbt show` / `dbt compile` while debugging a model.
+AS_OF_VAR = "ratatouille_as_of"
+
+
+def as_of_var():
+    """The invocation's ``ratatouille_as_of`` var (None when not given)."""
+    try:
+        from dbt.flags import get_flags
+
+        return (getattr(get_flags(), "VARS", None) or {}).get(AS_OF_VAR)
+    except ImportError:
+        return None
 
 
 def _load_hook(spec: str | None):
@@ -83,7 +104,13 @@ class Plugin(BasePlugin):
     def configure_connection(self, conn: DuckDBPyConnection) -> None:
         with trace.span("dbt.connect"):
             duck.configure(conn)
-            duck.register_iceberg_views(conn, self.catalog)
+            as_of = as_of_var()
+            if as_of:
+                from ratatouille_assets.lakehouse.timetravel import register_views
+
+                register_views(conn, self.catalog, as_of)
+            else:
+                duck.register_iceberg_views(conn, self.catalog)
         self._conn = conn
 
     def store(self, target_config: TargetConfig) -> None:
@@ -91,6 +118,12 @@ class Plugin(BasePlugin):
         if self._conn is None:
             raise RuntimeError("the ratatouille plugin has no DuckDB connection: configure_connection never ran")
         model = options.get("model_path") or f"{options['namespace']}.{options['table']}"
+        if as_of_var():
+            raise ModelWriteError(
+                f"{model}: the invocation reads the lakehouse as of {as_of_var()!r} ({AS_OF_VAR}); a model "
+                f"built from those inputs is not written over today's table. See its rows with "
+                f"`dbt show --select <model> --vars '{{{AS_OF_VAR}: ...}}'`, or query the past with `rat query --as-of`."
+            )
         cursor = self._conn.cursor()
         try:
             self._store(cursor, options)

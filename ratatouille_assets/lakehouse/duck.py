@@ -124,11 +124,18 @@ def register_iceberg_views(conn: duckdb.DuckDBPyConnection, catalog: Catalog) ->
     return created
 
 
-def point_view(conn: duckdb.DuckDBPyConnection, namespace: str, name: str, metadata_location: str) -> None:
-    """(Re)point ``namespace.name`` at one Iceberg metadata file."""
+def point_view(
+    conn: duckdb.DuckDBPyConnection, namespace: str, name: str, metadata_location: str, snapshot_id: int | None = None
+) -> None:
+    """(Re)point ``namespace.name`` at one Iceberg metadata file: its current snapshot, or
+    ``snapshot_id`` (a branch head, a tag, a point in the table's past)."""
     conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(namespace)}")
+    conn.execute(f"CREATE OR REPLACE VIEW {quote_ident(namespace)}.{quote_ident(name)} AS SELECT * FROM "
+                 + scan_sql(metadata_location, snapshot_id))
+
+
+def scan_sql(metadata_location: str, snapshot_id: int | None = None) -> str:
+    """``iceberg_scan(...)`` of a table's current snapshot, or of ``snapshot_id``."""
     location = metadata_location.replace("'", "''")
-    conn.execute(
-        f"CREATE OR REPLACE VIEW {quote_ident(namespace)}.{quote_ident(name)} AS "
-        f"SELECT * FROM iceberg_scan('{location}')"
-    )
+    at = f", snapshot_from_id = {int(snapshot_id)}" if snapshot_id is not None else ""
+    return f"iceberg_scan('{location}'{at})"

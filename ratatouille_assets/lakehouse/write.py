@@ -68,6 +68,11 @@ PARTITION_PROPERTY = "ratatouille.partition"
 WINDOW_PROPERTY = "ratatouille.window"
 ROWS_PROPERTY = "ratatouille.rows"
 
+# A model's rejected rows live in a table of their own beside it, ``<model>__rejected``, written in
+# the same run and window; a row with no partition value is filed there by its landing day.
+REJECTED_SUFFIX = "__rejected"
+LANDING_DAY_COLUMN = "_landing_date"
+
 
 # pyiceberg retries a conflicting commit by itself (commit.retry.*), but only the snapshot part of
 # a transaction. We retry the whole write (reload, re-evolve the schema, rebuild, recommit) in
@@ -545,6 +550,8 @@ def _write_window(
         table = _repartition(catalog, table, identifier, window.column, granularity, retry)
     if not created and schema_change != "append":
         table = _apply_schema_policy(catalog, table, identifier, first.schema, schema_change, retry)
+    if branch != MAIN_BRANCH:
+        table = ensure_branch(catalog, table, identifier, branch, retry)
 
     # 1. Data files, chunk by chunk (nothing is visible to readers yet).
     files: list[DataFile] = []
@@ -628,7 +635,7 @@ def _write_window(
             table = _reload(catalog, identifier, retry, started)
 
     table = catalog.load_table(identifier)
-    snapshot = table.current_snapshot() if branch == "main" else table.snapshot_by_name(branch)
+    snapshot = table.current_snapshot() if branch == MAIN_BRANCH else table.snapshot_by_name(branch)
     summary = dict(snapshot.summary.additional_properties) if snapshot and snapshot.summary else {}
     if snapshot and snapshot.summary:
         summary["operation"] = snapshot.summary.operation.value
@@ -642,6 +649,37 @@ def _write_window(
         schema=table.schema(),
         summary=summary,
     )
+
+
+MAIN_BRANCH = "main"
+
+
+def ensure_branch(catalog: Catalog, table: Table, identifier: str, branch: str, retry: RetryPolicy | None = None) -> Table:
+    """``table`` with a branch ``branch``, made at main's head if it has none (its own commit).
+
+    A write to a branch that does not exist yet would start it from nothing (a branch of only the
+    written window); made at main's head, it holds every other day as main does. A table with no
+    snapshot yet gets the branch from the write itself."""
+    retry = retry or RetryPolicy()
+    for attempt in itertools.count(1):
+        ref = table.metadata.refs.get(branch)
+        if ref is not None:
+            if ref.snapshot_ref_type.value != "branch":
+                raise ValueError(f"{identifier}: {branch!r} is a tag, not a branch: a write cannot go to it")
+            return table
+        head = table.current_snapshot()
+        if head is None:
+            return table
+        try:
+            with table.manage_snapshots() as snapshots:
+                snapshots.create_branch(head.snapshot_id, branch)
+            return catalog.load_table(identifier)
+        except CommitFailedException:
+            if attempt >= retry.attempts:
+                raise
+            time.sleep(retry.delay(attempt))
+            table = catalog.load_table(identifier)
+    return table
 
 
 def _by_partition(table: Table, data: pa.Table) -> Iterator[pa.Table]:
@@ -848,3 +886,73 @@ def _repartition(
             time.sleep(retry.delay(attempt))
             table = catalog.load_table(identifier)
     return table
+
+
+# What a restore of a whole table writes into its snapshot summary, beside the run id.
+RESTORED_FROM_PROPERTY = "ratatouille.restored-from"
+
+
+def restore_snapshot(
+    catalog: Catalog,
+    identifier: str,
+    snapshot_id: int,
+    *,
+    run_id: str,
+    extra_properties: dict[str, str] | None = None,
+    retry: RetryPolicy | None = None,
+) -> WriteResult | None:
+    """Make main hold exactly the data files of ``snapshot_id`` again, as one new commit.
+
+    History is never rewritten: the snapshots after ``snapshot_id`` stay (and can be restored in
+    turn); the new snapshot removes the files they added and adds back the files they removed,
+    which are the same files (no data is copied). The table keeps its current schema, so columns
+    added since read NULL in the restored rows. Returns None when main already holds exactly those
+    files. Raises ``ValueError`` when a file of the snapshot was written under another partition
+    spec (the caller rewrites the rows instead).
+    """
+    retry = retry or RetryPolicy()
+    properties = {RUN_ID_PROPERTY: run_id, RESTORED_FROM_PROPERTY: str(snapshot_id), **(extra_properties or {})}
+    started = time.monotonic()
+    table = catalog.load_table(identifier)
+    target = _live_files(table, snapshot_id)
+    if any(f.spec_id != table.spec().spec_id for f in target.values()):
+        raise ValueError(f"{identifier}: snapshot {snapshot_id} has files of an older partition spec")
+    for attempt in itertools.count(1):
+        current = _live_files(table, table.current_snapshot().snapshot_id) if table.current_snapshot() else {}
+        removed = [f for path, f in current.items() if path not in target]
+        added = [f for path, f in target.items() if path not in current]
+        if not removed and not added:
+            return None
+        try:
+            with table.transaction() as tx:
+                with tx.update_snapshot(snapshot_properties=properties).overwrite() as overwrite:
+                    for data_file in removed:
+                        overwrite.delete_data_file(data_file)
+                    for data_file in added:
+                        overwrite.append_data_file(data_file)
+            break
+        except (CommitFailedException, OperationalError) as exc:
+            if isinstance(exc, OperationalError) and not _catalog_locked(exc):
+                raise
+            if retry.exhausted(attempt, time.monotonic() - started):
+                raise CommitConflictError(f"{identifier}: restore still conflicted after {attempt} attempts: {exc}") from exc
+            time.sleep(retry.delay(attempt))
+            table = _reload(catalog, identifier, retry, started)
+    table = catalog.load_table(identifier)
+    snapshot = table.current_snapshot()
+    summary = dict(snapshot.summary.additional_properties) if snapshot.summary else {}
+    return WriteResult(
+        table=identifier,
+        snapshot_id=snapshot.snapshot_id,
+        metadata_location=table.metadata_location,
+        rows_written=sum(f.record_count for f in added),
+        total_rows=int(summary.get("total-records", 0)),
+        attempts=attempt,
+        schema=table.schema(),
+        summary=summary,
+    )
+
+
+def _live_files(table: Table, snapshot_id: int) -> dict[str, DataFile]:
+    """The data files ``snapshot_id`` reads, by path."""
+    return {task.file.file_path: task.file for task in table.scan(snapshot_id=snapshot_id).plan_files()}
