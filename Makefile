@@ -47,8 +47,12 @@ demo: manifest ## sample data -> bronze -> silver -> gold for 7 days, then a sum
 	$(BIN)/rat demo
 
 # Through the wrapper: it re-arms SIGINT, so Ctrl-C and `kill -INT` stop webserver, daemon and code server.
-dev: manifest ## the Dagster UI (webserver + daemon) on the demo data, http://127.0.0.1:3000
-	$(BIN)/python -m ratatouille_assets.devserver --host $(DEV_HOST) --port $(DEV_PORT)
+# make dev BRANCH=<name>: dev mode, every write to data branch <name> (BRANCH=git: the current git branch).
+BRANCH ?=
+DEV_BRANCH = $(if $(filter git,$(BRANCH)),$(shell git rev-parse --abbrev-ref HEAD),$(BRANCH))
+
+dev: manifest ## the Dagster UI (webserver + daemon) on the demo data, http://127.0.0.1:3000; BRANCH=<name>|git: dev mode
+	$(if $(DEV_BRANCH),RATATOUILLE_BRANCH=$(DEV_BRANCH) )$(BIN)/python -m ratatouille_assets.devserver --host $(DEV_HOST) --port $(DEV_PORT)
 
 validate: manifest ## check that the definitions load: sources, dbt model contract, Soda files
 	$(BIN)/rat validate

@@ -49,7 +49,9 @@ def _query(argv: list[str]) -> int:
 
     conn = duck.connect()
     try:
-        register_views(conn, load_catalog(), _as_of(args.as_of))
+        from ratatouille_assets.settings import get_settings
+
+        register_views(conn, load_catalog(), _as_of(args.as_of), branch=get_settings().branch)
     except (LakehouseError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -156,7 +158,9 @@ def _rollback(argv: list[str]) -> int:
               "end": end.isoformat() if end else ""}
     with dg.DagsterInstance.get() as instance:
         result = build_definitions().get_job_def(JOB_NAME).execute_in_process(
-            run_config={"ops": {"rollback_table": {"config": config}}}, instance=instance, raise_on_error=False,
+            run_config={"ops": {"rollback_table": {"config": config}},
+                        "loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+            instance=instance, raise_on_error=False,
         )
     if not result.success:
         for event in result.all_events:

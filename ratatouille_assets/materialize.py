@@ -82,6 +82,15 @@ def day_range(start: str, end: str) -> list[str]:
     return [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
 
 
+BRANCH_TAG = "ratatouille/branch"
+
+
+def with_branch_tag(tags: dict[str, str] | None) -> dict[str, str] | None:
+    """A run's tags plus the data branch it writes, in dev mode (the UI's runs list shows it)."""
+    branch = get_settings().branch
+    return {**(tags or {}), BRANCH_TAG: branch} if branch != "main" else tags
+
+
 def run_pipeline(
     days: list[str],
     instance: dg.DagsterInstance | None = None,
@@ -109,8 +118,8 @@ def run_pipeline(
             return
         t0 = time.perf_counter()
         result = dg.materialize(
-            assets, selection=keys, instance=instance, resources=resources, tags=tags, run_config=run_config,
-            raise_on_error=raise_on_error,
+            assets, selection=keys, instance=instance, resources=resources, tags=with_branch_tag(tags),
+            run_config=run_config, raise_on_error=raise_on_error,
         )
         seconds[label] = seconds.get(label, 0.0) + time.perf_counter() - t0
         success = success and result.success
@@ -293,7 +302,8 @@ def worker(stdin=sys.stdin, stdout=sys.stdout) -> int:
         request = json.loads(line)
         t0 = time.perf_counter()
         result = dg.materialize(assets, selection=[dg.AssetKey.from_user_string(request["key"])], instance=instance,
-                                resources=resources, tags=request["tags"], run_config=run_config, raise_on_error=False)
+                                resources=resources, tags=with_branch_tag(request["tags"]), run_config=run_config,
+                                raise_on_error=False)
         passed, failed, warned = _check_counts(result.get_asset_check_evaluations())
         errors = [_cause(e.event_specific_data.error) for e in result.get_step_failure_events()
                   if e.event_specific_data and e.event_specific_data.error]

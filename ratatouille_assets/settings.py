@@ -110,6 +110,9 @@ class Settings:
     bronze_workers: int
     max_file_bytes: int
     executor: str = "in_process"
+    # Dev mode: every write goes to this Iceberg branch of each table, every read sees it where it
+    # exists and main otherwise; main is never written. "main": the normal mode.
+    branch: str = "main"
     executor_max_concurrent: int = 4
     s3_endpoint: str | None = None
     s3_region: str | None = None
@@ -133,6 +136,21 @@ class Settings:
             value = getattr(self, f.name)
             out[f.name] = str(value) if value is not None else ""
         return out
+
+
+# Branch names the platform keeps for itself: write-audit-publish's per-run audit branches.
+RESERVED_BRANCH_PREFIX = "audit-"
+
+
+def _branch(name: str) -> str:
+    name = name.strip()
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,99}", name):
+        raise ValueError(f"{ENV_PREFIX}BRANCH={name!r}: a branch name is letters, digits, '.', '_', '-' and '/' "
+                         "(at most 100, starting with a letter or digit)")
+    if name.startswith(RESERVED_BRANCH_PREFIX):
+        raise ValueError(f"{ENV_PREFIX}BRANCH={name!r}: names starting with {RESERVED_BRANCH_PREFIX!r} are the "
+                         "platform's audit branches; pick another name")
+    return name
 
 
 def _env(name: str, default: str) -> str:
@@ -221,6 +239,7 @@ def load_settings(environ_home: str | None = None) -> Settings:
         max_file_bytes=int(_env("MAX_FILE_BYTES", str(2 * 1024**3))),
         executor=executor,
         executor_max_concurrent=executor_max_concurrent,
+        branch=_branch(_env("BRANCH", "main")),
         s3_endpoint=_endpoint(_env("S3_ENDPOINT", "")),
         s3_region=_env("S3_REGION", "") or None,
         s3_access_key_id=Secret(_env("S3_ACCESS_KEY_ID", "")),

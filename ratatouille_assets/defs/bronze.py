@@ -94,7 +94,7 @@ def bronze_asset(
             load = load_bronze(
                 conn, catalog, source, settings.landing, days, context.run.run_id,
                 quarantine_root=settings.quarantine, max_file_bytes=settings.max_file_bytes,
-                retry=RetryPolicy(attempts=settings.commit_retries),
+                retry=RetryPolicy(attempts=settings.commit_retries), branch=settings.branch,
             )
         finally:
             conn.close()
@@ -134,7 +134,8 @@ def bronze_asset(
             context.log.info(f"{key.to_user_string()}: Soda checks skipped, {skipped}")
             outcomes = []
         else:
-            outcomes = audit_table(bronze_identifier(source), info.metadata_location, window=window, settings=settings)
+            outcomes = audit_table(bronze_identifier(source), info.metadata_location, window=window, settings=settings,
+                                   snapshot_id=info.snapshot_id)
         yield dg.MaterializeResult(asset_key=key, metadata=scope_to_newest(context, key, metadata))
         for outcome in outcomes:
             yield check_result(key, outcome)

@@ -7,6 +7,7 @@ from pyiceberg.schema import Schema
 
 from ratatouille_assets.lakehouse.dbt_plugin import REJECTED_REASON_PREFIX, REJECTED_ROWS_PROPERTY
 from ratatouille_assets.lakehouse.tables import SnapshotInfo
+from ratatouille_assets.lakehouse.write import BRANCH_PROPERTY
 
 
 def column_schema(schema: Schema) -> dg.TableSchema:
@@ -26,6 +27,8 @@ def snapshot_metadata(info: SnapshotInfo) -> dict[str, dg.MetadataValue | dg.Tab
     }
     if info.window:
         metadata["iceberg/window"] = dg.MetadataValue.text(info.window)
+    if BRANCH_PROPERTY in info.properties:  # dev mode: the branch the run wrote, not main
+        metadata["iceberg/branch"] = dg.MetadataValue.text(info.properties[BRANCH_PROPERTY])
     for key, value in info.properties.items():
         if key.startswith(REJECTED_REASON_PREFIX):
             metadata["rejected/" + key.removeprefix(REJECTED_REASON_PREFIX)] = dg.MetadataValue.int(int(value))

@@ -20,6 +20,8 @@ from ratatouille_assets.ingest.readers import (
 from ratatouille_assets.ingest.sources import Source
 from ratatouille_assets.layers import BRONZE
 from ratatouille_assets.lakehouse import trace
+from ratatouille_assets.lakehouse.branches import branch_head
+from ratatouille_assets.lakehouse.duck import scan_sql
 from ratatouille_assets.lakehouse.write import RetryPolicy, Window, WriteResult, table_types, write_window
 
 # Snapshot-summary keys of a bronze load (beside the write path's run id, window and rows).
@@ -80,6 +82,7 @@ def load(
     quarantine_root: str | None = None,
     max_file_bytes: int | None = None,
     retry: RetryPolicy | None = None,
+    branch: str = "main",
 ) -> BronzeLoad:
     """Replace bronze days ``days`` (sorted, contiguous or not: the window is first..last) of
     ``source`` with those days' good landing files, in one commit (idempotent); for a reference
@@ -92,6 +95,7 @@ def load(
 
     Bad files are quarantined under ``quarantine_root`` (or raise, per the source's ``on_bad_file``);
     the counts are recorded on the snapshot so a window with set-aside files can be found later.
+    ``branch`` is the Iceberg branch written (dev mode), and read for the rows bronze holds.
     Files are read and written one at a time (coalesced into large data files), so a window larger
     than memory still loads.
     """
@@ -110,7 +114,7 @@ def load(
     listing = {day: listing.get(day, []) for day in (days if days is not None else [None])}
     missing = [day for day, files in listing.items() if not files]
     if missing and source.on_missing_files == "fail":
-        held = _rows_held(conn, catalog, source, missing)
+        held = _rows_held(conn, catalog, source, missing, branch)
         if losing := [day for day in missing if held.get(day, 0) > 0]:
             raise MissingFilesError(_missing_message(source, landing, losing, held))
     result = write_window(
@@ -124,6 +128,7 @@ def load(
         partition_key=None if days is None else (days[0] if len(days) == 1 else f"{days[0]}..{days[-1]}"),
         extra_properties=lambda: _properties(reads),
         granularity=source.partition_granularity,
+        branch=branch,
     )
     loads = tuple(
         DayLoad(day=day, rows=found.rows, files=tuple(found.files), quarantined=tuple(found.quarantined),
@@ -172,19 +177,21 @@ def _missing_message(source: Source, landing: str, missing: list[str | None], he
     )
 
 
-def _rows_held(conn: duckdb.DuckDBPyConnection, catalog: Catalog, source: Source, days: list[str | None]) -> dict:
-    """Bronze's current rows per day of ``days`` that holds any (None: the whole table)."""
+def _rows_held(
+    conn: duckdb.DuckDBPyConnection, catalog: Catalog, source: Source, days: list[str | None], branch: str = "main"
+) -> dict:
+    """Bronze's current rows (on ``branch`` where it has it) per day of ``days`` that holds any (None: the whole table)."""
     try:
         table = catalog.load_table(bronze_identifier(source))
     except NoSuchTableError:
         return {}
-    location = table.metadata_location.replace("'", "''")
+    scan = scan_sql(*branch_head(table, branch))
     if days == [None]:
-        (rows,) = conn.execute(f"SELECT count(*) FROM iceberg_scan('{location}')").fetchone()
+        (rows,) = conn.execute(f"SELECT count(*) FROM {scan}").fetchone()
         return {None: rows}
     wanted = set(days)
     counted = conn.execute(
-        f"SELECT {PARTITION_COLUMN}, count(*) FROM iceberg_scan('{location}') "
+        f"SELECT {PARTITION_COLUMN}, count(*) FROM {scan} "
         f"WHERE {PARTITION_COLUMN} BETWEEN DATE '{min(days)}' AND DATE '{max(days)}' GROUP BY 1").fetchall()
     return {d.isoformat(): n for d, n in counted if d.isoformat() in wanted}
 

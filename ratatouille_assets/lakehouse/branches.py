@@ -42,6 +42,20 @@ def _layer_order(name: str) -> tuple[int, str]:
     return (LAYERS.index(layer) if layer in LAYERS else len(LAYERS), name)
 
 
+def branch_head(table: Table, branch: str) -> tuple[str, int | None]:
+    """Where a reader on ``branch`` reads ``table``: (metadata location, the branch's head), or
+    (location, None: main's current snapshot) when the table has no such branch."""
+    ref = table.metadata.refs.get(branch) if branch != MAIN_BRANCH else None
+    if ref is None or ref.snapshot_ref_type.value != "branch":
+        return table.metadata_location, None
+    return table.metadata_location, ref.snapshot_id
+
+
+def branch_views(catalog: Catalog, branch: str) -> dict[str, tuple[str, int | None]]:
+    """``<namespace>.<table>`` -> where a reader on ``branch`` reads it (see :func:`branch_head`)."""
+    return {name: branch_head(catalog.load_table(name), branch) for name in list_tables(catalog)}
+
+
 def tables_with(catalog: Catalog, branch: str) -> list[str]:
     """The tables that have branch ``branch``, in layer order (bronze, silver, gold, others)."""
     out = []

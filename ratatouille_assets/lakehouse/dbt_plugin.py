@@ -104,13 +104,13 @@ class Plugin(BasePlugin):
     def configure_connection(self, conn: DuckDBPyConnection) -> None:
         with trace.span("dbt.connect"):
             duck.configure(conn)
-            as_of = as_of_var()
+            as_of, branch = as_of_var(), get_settings().branch
             if as_of:
                 from ratatouille_assets.lakehouse.timetravel import register_views
 
-                register_views(conn, self.catalog, as_of)
+                register_views(conn, self.catalog, as_of, branch=branch)
             else:
-                duck.register_iceberg_views(conn, self.catalog)
+                duck.register_iceberg_views(conn, self.catalog, branch=branch)
         self._conn = conn
 
     def store(self, target_config: TargetConfig) -> None:
@@ -146,6 +146,7 @@ class Plugin(BasePlugin):
             partition_key=options.get("partition_key") or None,
             retry=RetryPolicy(attempts=get_settings().commit_retries),
             schema_change=ON_SCHEMA_CHANGE[options.get("on_schema_change") or "append_new_columns"],
+            branch=get_settings().branch,
         )
         if partition_by:
             common["granularity"] = options.get("partition_granularity") or "day"
@@ -164,11 +165,12 @@ class Plugin(BasePlugin):
         if stream.has_rejects or stream.rejected_rows or self.catalog.table_exists(rejected_id):
             with self._lock:
                 rejected = write(self.catalog, rejected_id, stream.rejected(), window=rejected_window, **common)
-            duck.point_view(cursor, namespace, table + REJECTED_SUFFIX, rejected.metadata_location)
-        duck.point_view(cursor, namespace, table, result.metadata_location)
+            duck.point_view(cursor, namespace, table + REJECTED_SUFFIX, rejected.metadata_location, rejected.snapshot_id)
+        # Later models of this invocation, and the checks, read exactly the snapshot just written.
+        duck.point_view(cursor, namespace, table, result.metadata_location, result.snapshot_id)
         if self._audit is not None:
             self._audit(identifier, result.metadata_location, window, audit_dir(),
-                        rows=stream.rows, rejected=stream.rejected_rows)
+                        rows=stream.rows, rejected=stream.rejected_rows, snapshot_id=result.snapshot_id)
 
 
 def _fix_for(exc: Exception, options: dict[str, Any]) -> str:

@@ -115,9 +115,18 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def register_iceberg_views(conn: duckdb.DuckDBPyConnection, catalog: Catalog) -> list[str]:
-    """Create ``<namespace>.<table>`` views over every Iceberg table in the catalog."""
+def register_iceberg_views(conn: duckdb.DuckDBPyConnection, catalog: Catalog, branch: str = "main") -> list[str]:
+    """Create ``<namespace>.<table>`` views over every Iceberg table in the catalog: main's current
+    snapshots, or each table's ``branch`` where it has one (dev mode: main where it has none)."""
     created = []
+    if branch != "main":
+        from ratatouille_assets.lakehouse.branches import branch_views
+
+        for name, (location, snapshot_id) in sorted(branch_views(catalog, branch).items()):
+            namespace, _, table = name.partition(".")
+            point_view(conn, namespace, table, location, snapshot_id)
+            created.append(name)
+        return created
     for (namespace, name), location in sorted(table_locations(catalog).items()):
         point_view(conn, namespace, name, location)
         created.append(f"{namespace}.{name}")

@@ -264,7 +264,9 @@ def refs(table: Table) -> list[RefInfo]:
 # --- reading the past -----------------------------------------------------------------------------
 
 
-def views_as_of(catalog: Catalog, as_of: str | dict[str, str] | None) -> dict[str, tuple[str, int | None]]:
+def views_as_of(
+    catalog: Catalog, as_of: str | dict[str, str] | None, branch: str = "main"
+) -> dict[str, tuple[str, int | None]]:
     """``<namespace>.<table>`` -> (metadata location, snapshot id or None for current), for reads
     of the lakehouse as of ``as_of``.
 
@@ -272,9 +274,14 @@ def views_as_of(catalog: Catalog, as_of: str | dict[str, str] | None) -> dict[st
     had no snapshot yet is left out); a branch or tag reads the tables that have it there and the
     others on main; a snapshot id reads the one table that has it (the others current). A mapping
     ``{table: as_of}`` reads each named table at its own point and the others current.
+    Current is main's head, or ``branch``'s where a table has it (dev mode).
     """
     locations = {f"{ns}.{name}": loc for (ns, name), loc in table_locations(catalog).items()}
     out: dict[str, tuple[str, int | None]] = {name: (loc, None) for name, loc in locations.items()}
+    if branch != "main" and not isinstance(as_of, str):
+        from ratatouille_assets.lakehouse.branches import branch_views
+
+        out = branch_views(catalog, branch)
     if not as_of:
         return out
     if isinstance(as_of, dict):
@@ -306,9 +313,11 @@ def views_as_of(catalog: Catalog, as_of: str | dict[str, str] | None) -> dict[st
     return out
 
 
-def register_views(conn: duckdb.DuckDBPyConnection, catalog: Catalog, as_of: str | dict[str, str] | None = None) -> list[str]:
+def register_views(
+    conn: duckdb.DuckDBPyConnection, catalog: Catalog, as_of: str | dict[str, str] | None = None, branch: str = "main"
+) -> list[str]:
     """Create a ``<namespace>.<table>`` view per table, each as of ``as_of`` (see :func:`views_as_of`)."""
-    views = views_as_of(catalog, as_of)
+    views = views_as_of(catalog, as_of, branch)
     for name, (location, snapshot_id) in sorted(views.items()):
         namespace, _, table = name.partition(".")
         duck.point_view(conn, namespace, table, location, snapshot_id)

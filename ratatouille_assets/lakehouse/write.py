@@ -67,6 +67,8 @@ RUN_ID_PROPERTY = "ratatouille.run-id"
 PARTITION_PROPERTY = "ratatouille.partition"
 WINDOW_PROPERTY = "ratatouille.window"
 ROWS_PROPERTY = "ratatouille.rows"
+MAIN_BRANCH = "main"
+BRANCH_PROPERTY = "ratatouille.branch"  # on a snapshot written to a branch other than main
 
 # A model's rejected rows live in a table of their own beside it, ``<model>__rejected``, written in
 # the same run and window; a row with no partition value is filed there by its landing day.
@@ -454,6 +456,13 @@ def rebuild_table(catalog: Catalog, identifier: str, data: Chunks, *, window: Wi
     name first, then takes the old one's place in the catalog (drop, rename: the table is missing
     for that instant only, and a failed build leaves the old table untouched).
     """
+    branch = options.get("branch", MAIN_BRANCH)
+    if branch != MAIN_BRANCH:
+        raise SchemaChangeRefusedError(
+            f"{identifier}: a full refresh replaces the whole table in the catalog, main included, and branch "
+            f"{branch!r} may not write main. Rebuild it without RATATOUILLE_BRANCH, or change the model so its "
+            "schema evolves in place (new columns, widened types)."
+        )
     staging = identifier + REBUILD_SUFFIX
     try:
         catalog.drop_table(staging)  # left by a build that died before its swap
@@ -547,8 +556,11 @@ def _write_window(
         table = load_or_create(catalog, identifier, first.schema, window.column if window else None, granularity)
         created = True
     if window is not None and granularity_of(table, window.column) != granularity:
+        _main_only(identifier, branch, f"changing its partitioning to {granularity}")
         table = _repartition(catalog, table, identifier, window.column, granularity, retry)
     if not created and schema_change != "append":
+        if branch != MAIN_BRANCH and any(n not in first.schema.names for n in table.schema().column_names):
+            _main_only(identifier, branch, "dropping columns the data lacks (on_schema_change: sync_all_columns)")
         table = _apply_schema_policy(catalog, table, identifier, first.schema, schema_change, retry)
     if branch != MAIN_BRANCH:
         table = ensure_branch(catalog, table, identifier, branch, retry)
@@ -581,6 +593,7 @@ def _write_window(
         ROWS_PROPERTY: str(rows),
         **({PARTITION_PROPERTY: partition_key} if partition_key else {}),
         **({WINDOW_PROPERTY: str(window)} if window else {}),
+        **({BRANCH_PROPERTY: branch} if branch != MAIN_BRANCH else {}),
         **extra,
     }
     row_filter = window.to_filter(table.schema()) if window else AlwaysTrue()
@@ -651,7 +664,14 @@ def _write_window(
     )
 
 
-MAIN_BRANCH = "main"
+def _main_only(identifier: str, branch: str, change: str) -> None:
+    """Refuse, on a branch, a change Iceberg makes to the whole table (main's readers included)."""
+    if branch != MAIN_BRANCH:
+        raise SchemaChangeRefusedError(
+            f"{identifier}: {change} changes the table for main too (Iceberg keeps one schema and partition "
+            f"spec per table), and branch {branch!r} may not change main. Make that change without "
+            "RATATOUILLE_BRANCH, or keep the columns (new columns and widened types are fine on a branch)."
+        )
 
 
 def ensure_branch(catalog: Catalog, table: Table, identifier: str, branch: str, retry: RetryPolicy | None = None) -> Table:

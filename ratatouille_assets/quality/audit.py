@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from ratatouille_assets.lakehouse.branches import branch_head
 from ratatouille_assets.lakehouse.catalog import load_catalog
 from ratatouille_assets.lakehouse.duck import quote_ident
 from ratatouille_assets.lakehouse.write import Window
@@ -55,9 +56,12 @@ def audit_table(
     *,
     window: Window | None,
     settings: Settings | None = None,
-    resolve: Callable[[str], str] | None = None,
+    resolve: Callable[[str], str | tuple[str, int | None]] | None = None,
+    snapshot_id: int | None = None,
 ) -> list[CheckOutcome]:
-    """Run the Soda checks of ``identifier`` (``layer.table``) over ``window`` of the snapshot just written."""
+    """Run the Soda checks of ``identifier`` (``layer.table``) over ``window`` of the snapshot just
+    written (``snapshot_id``; default: the table's current one). Tables a reference check reads are
+    read on the settings' branch where they have it, on main otherwise."""
     settings = settings or get_settings()
     dataset = _checks(settings.soda_dir).get(identifier)
     if dataset is None:
@@ -65,10 +69,10 @@ def audit_table(
     if resolve is None:
         catalog = load_catalog(settings)
         layer = identifier.split(".")[0]
-        resolve = lambda name: catalog.load_table(f"{layer}.{name}").metadata_location  # noqa: E731
+        resolve = lambda name: branch_head(catalog.load_table(f"{layer}.{name}"), settings.branch)  # noqa: E731
     return run_checks(
         dataset, metadata_location, settings=settings, row_filter=window_filter(window), now=window_now(window),
-        resolve=resolve,
+        resolve=resolve, snapshot_id=snapshot_id,
     )
 
 
@@ -115,7 +119,8 @@ def nothing_to_check(rows: int, rejected: int, window: Window | None) -> str | N
 
 
 def dbt_audit_hook(
-    identifier: str, metadata_location: str, window: Window | None, audit_dir: Path, *, rows: int, rejected: int
+    identifier: str, metadata_location: str, window: Window | None, audit_dir: Path, *, rows: int, rejected: int,
+    snapshot_id: int | None = None,
 ) -> None:
     """The dbt plugin's ``audit`` hook: record outcomes for Dagster, raise if a blocking check failed."""
     dataset = _checks(get_settings().soda_dir).get(identifier)
@@ -126,7 +131,7 @@ def dbt_audit_hook(
     if skipped:
         (audit_dir / f"{identifier}.json").write_text(to_json([], skipped))
         return
-    outcomes = audit_table(identifier, metadata_location, window=window)
+    outcomes = audit_table(identifier, metadata_location, window=window, snapshot_id=snapshot_id)
     (audit_dir / f"{identifier}.json").write_text(to_json(outcomes))
     message = blocked_message(identifier, outcomes)
     if message:

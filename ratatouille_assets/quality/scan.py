@@ -86,25 +86,29 @@ def run_checks(
     settings: Settings,
     row_filter: str | None = None,
     now: dt.datetime | None = None,
-    resolve: Callable[[str], str] | None = None,
+    resolve: Callable[[str], str | tuple[str, int | None]] | None = None,
+    snapshot_id: int | None = None,
 ) -> list[CheckOutcome]:
     """Scan ``dataset``'s checks over the rows of its table that match ``row_filter``.
 
     ``now`` is Soda's ``NOW`` (freshness checks): the end of the window for a partition, so a
     partition's freshness means "its newest event is close to the end of its day".
     ``resolve`` maps another dataset of the same layer to its metadata location, for reference
-    checks (``values in (x) must exist in <dataset> (y)``); those are read whole.
+    checks (``values in (x) must exist in <dataset> (y)``); those are read whole. It may return
+    ``(location, snapshot id)`` to read another snapshot than the current one (a branch's head).
+    ``snapshot_id`` is the snapshot of the table to check (default: its current one).
     """
     if not dataset.checks:
         return []
     with trace.span("soda.scan", table=dataset.identifier, checks=len(dataset.checks)):
-        return _run_checks(dataset, metadata_location, settings=settings, row_filter=row_filter, now=now, resolve=resolve)
+        return _run_checks(dataset, metadata_location, settings=settings, row_filter=row_filter, now=now,
+                           resolve=resolve, snapshot_id=snapshot_id)
 
 
-def _temp_view(conn, name: str, metadata_location: str, row_filter: str | None) -> None:
-    location = metadata_location.replace("'", "''")
+def _temp_view(conn, name: str, metadata_location: str, row_filter: str | None, snapshot_id: int | None = None) -> None:
     where = f" WHERE {row_filter}" if row_filter else ""
-    conn.execute(f"CREATE TEMP VIEW {duck.quote_ident(name)} AS SELECT * FROM iceberg_scan('{location}'){where}")
+    conn.execute(f"CREATE TEMP VIEW {duck.quote_ident(name)} AS SELECT * FROM "
+                 f"{duck.scan_sql(metadata_location, snapshot_id)}{where}")
 
 
 def dataset_sodacl(dataset: DatasetChecks, checks: list) -> str:
@@ -122,18 +126,21 @@ def _run_checks(
     settings: Settings,
     row_filter: str | None,
     now: dt.datetime | None,
-    resolve: Callable[[str], str] | None,
+    resolve: Callable[[str], str | tuple[str, int | None]] | None,
+    snapshot_id: int | None = None,
 ) -> list[CheckOutcome]:
     missing: set[str] = set()
     # Views are TEMP: private to this connection of the shared database, so Soda sees only them.
     conn = duck.session(settings)
     try:
-        _temp_view(conn, dataset.table, metadata_location, row_filter)
+        _temp_view(conn, dataset.table, metadata_location, row_filter, snapshot_id)
         for other in sorted({m for c in dataset.checks for m in _references(c.text)} - {dataset.table}):
             if resolve is None:
                 raise ValueError(f"{dataset.path}: reference checks need a resolver for dataset '{other}'")
             try:
-                _temp_view(conn, other, resolve(other), None)
+                target = resolve(other)
+                location, at = target if isinstance(target, tuple) else (target, None)
+                _temp_view(conn, other, location, None, at)
             except NoSuchTableError:
                 missing.add(other)
         runnable = [c for c in dataset.checks if not (_references(c.text) & missing)]
