@@ -181,6 +181,14 @@ def test_a_models_rejected_rows_roll_back_with_it(settings):
     assert len(plain(catalog, rejected)) == 1
 
 
+def test_dev_mode_never_rolls_main_back(lake):
+    catalog, first, _, _ = lake
+    rows = plain(catalog, "silver.readings")
+    with pytest.raises(RollbackError, match="dev mode \\(branch 'feature'\\) never writes main"):
+        rollback(catalog, "silver.readings", str(first.snapshot_id), run_id="rb", branch="feature")
+    assert plain(catalog, "silver.readings") == rows
+
+
 def test_a_window_of_an_unpartitioned_table_is_refused(settings):
     catalog = load_catalog(settings)
     write_window(catalog, "silver.sites", pa.table({"site": ["a"]}), window=None, run_id="r1")

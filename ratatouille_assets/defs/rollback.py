@@ -48,7 +48,7 @@ def build_rollback_job(assets: dict[dg.AssetKey, dg.PartitionsDefinition | None]
             start = dt.date.fromisoformat(config.start)
             days = (start, dt.date.fromisoformat(config.end) if config.end else start)
         result = rollback(lakehouse.catalog(), identifier, config.to, run_id=context.run_id, days=days,
-                          settings=lakehouse.settings())
+                          settings=lakehouse.settings(), branch=lakehouse.settings().branch)
         for event in materializations(key, assets[key], result):
             context.log_event(event)
         context.log.info(describe(result))

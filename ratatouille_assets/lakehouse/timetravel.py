@@ -361,10 +361,17 @@ def rollback(
     days: tuple[dt.date, dt.date] | None = None,
     settings: Settings | None = None,
     to_snapshot: int | None = None,
+    branch: str = "main",
 ) -> RollbackResult:
     """Make main hold ``identifier`` as of ``to``: the whole table, or only the days ``days``
     (inclusive; the other days stay as they are). ``<identifier>__rejected``, when it exists, is
-    rolled back with it, to the snapshot its own run wrote (``to`` as a point in time otherwise)."""
+    rolled back with it, to the snapshot its own run wrote (``to`` as a point in time otherwise).
+    A rollback commits to main, so it is refused in dev mode (``branch`` other than main)."""
+    if branch != "main":
+        raise RollbackError(
+            f"{identifier}: a rollback commits to main, and dev mode (branch {branch!r}) never writes main: "
+            "run it without RATATOUILLE_BRANCH, or drop and remake the branch (rat branch drop)"
+        )
     try:
         table = catalog.load_table(identifier)
     except NoSuchTableError:
