@@ -113,6 +113,13 @@ class Settings:
     # Dev mode: every write goes to this Iceberg branch of each table, every read sees it where it
     # exists and main otherwise; main is never written. "main": the normal mode.
     branch: str = "main"
+    # Write-audit-publish: each run writes every table to its own audit branch, and main (or the
+    # dev branch) moves to it only when the table's blocking checks passed. Off: writes go straight
+    # to main and a failed check is seen after the fact.
+    wap: bool = True
+    # Audit branches of runs whose checks failed are kept this many days for inspection, then
+    # removed by maintenance (`rat sweep`).
+    audit_retention_days: int = 7
     executor_max_concurrent: int = 4
     s3_endpoint: str | None = None
     s3_region: str | None = None
@@ -151,6 +158,22 @@ def _branch(name: str) -> str:
         raise ValueError(f"{ENV_PREFIX}BRANCH={name!r}: names starting with {RESERVED_BRANCH_PREFIX!r} are the "
                          "platform's audit branches; pick another name")
     return name
+
+
+def _switch(name: str, default: str) -> bool:
+    value = _env(name, default).strip().lower()
+    if value in ("1", "on", "true", "yes"):
+        return True
+    if value in ("0", "off", "false", "no"):
+        return False
+    raise ValueError(f"{ENV_PREFIX}{name} must be on or off, got {value!r}")
+
+
+def _at_least(name: str, default: str, low: int) -> int:
+    value = int(_env(name, default))
+    if value < low:
+        raise ValueError(f"{ENV_PREFIX}{name} must be >= {low}, got {value}")
+    return value
 
 
 def _env(name: str, default: str) -> str:
@@ -240,6 +263,8 @@ def load_settings(environ_home: str | None = None) -> Settings:
         executor=executor,
         executor_max_concurrent=executor_max_concurrent,
         branch=_branch(_env("BRANCH", "main")),
+        wap=_switch("WAP", "on"),
+        audit_retention_days=_at_least("AUDIT_RETENTION_DAYS", "7", 0),
         s3_endpoint=_endpoint(_env("S3_ENDPOINT", "")),
         s3_region=_env("S3_REGION", "") or None,
         s3_access_key_id=Secret(_env("S3_ACCESS_KEY_ID", "")),

@@ -44,7 +44,7 @@ from pyiceberg.io.pyarrow import _dataframe_to_data_files, schema_to_pyarrow
 from pyiceberg.manifest import DataFile
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
-from pyiceberg.table.update.snapshot import ExpireSnapshots
+from pyiceberg.table.update.snapshot import ExpireSnapshots, ManageSnapshots
 from pyiceberg.transforms import DayTransform, IdentityTransform, MonthTransform, Transform, YearTransform
 from pyiceberg.types import DateType, TimestampType, TimestamptzType
 from sqlalchemy.exc import OperationalError
@@ -59,6 +59,7 @@ from ratatouille_assets.lakehouse.errors import (
     SchemaChangeRefusedError,
     SchemaEvolutionError,
 )
+from ratatouille_assets.settings import RESERVED_BRANCH_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ WINDOW_PROPERTY = "ratatouille.window"
 ROWS_PROPERTY = "ratatouille.rows"
 MAIN_BRANCH = "main"
 BRANCH_PROPERTY = "ratatouille.branch"  # on a snapshot written to a branch other than main
+AUDIT_BRANCH_PROPERTY = "ratatouille.audit-branch"  # on a snapshot written to a run's audit branch
 
 # A model's rejected rows live in a table of their own beside it, ``<model>__rejected``, written in
 # the same run and window; a row with no partition value is filed there by its landing day.
@@ -403,6 +405,7 @@ def write_window(
     run_id: str,
     partition_key: str | None = None,
     branch: str = "main",
+    fork_from: str = "main",
     extra_properties: dict[str, str] | Callable[[], dict[str, str]] | None = None,
     retry: RetryPolicy | None = None,
     on_attempt: Callable[[int], None] | None = None,
@@ -422,6 +425,10 @@ def write_window(
     ``granularity`` (day, month, year) is how coarse the Iceberg partitions on ``window.column``
     are; a table partitioned otherwise has its spec evolved (its own commit; older files keep
     theirs). The window replaced is the same days whatever the granularity.
+    ``branch`` other than main: the commit goes to that Iceberg branch of the table; a branch the
+    table does not have yet is made, in the same commit, at the head of ``fork_from`` (that
+    branch's, or main's where the table has no ``fork_from`` branch), so it holds every other day
+    as its origin does.
     Then one commit replaces the window with every
     data file written; on a conflict the table is reloaded and the same files are committed
     again, with bounded, jittered backoff. ``extra_properties`` may be a callable, evaluated once
@@ -440,7 +447,7 @@ def write_window(
     with trace.span("iceberg.write", table=identifier) as span:
         return _write_window(
             catalog, identifier, data, window=window, run_id=run_id, partition_key=partition_key, branch=branch,
-            extra_properties=extra_properties, retry=retry or RetryPolicy(), on_attempt=on_attempt, span=span,
+            fork_from=fork_from, extra_properties=extra_properties, retry=retry or RetryPolicy(), on_attempt=on_attempt, span=span,
             schema_change=schema_change, granularity=granularity,
         )
 
@@ -538,6 +545,7 @@ def _write_window(
     run_id: str,
     partition_key: str | None,
     branch: str,
+    fork_from: str,
     extra_properties: dict[str, str] | Callable[[], dict[str, str]] | None,
     retry: RetryPolicy,
     on_attempt: Callable[[int], None] | None,
@@ -559,11 +567,10 @@ def _write_window(
         _main_only(identifier, branch, f"changing its partitioning to {granularity}")
         table = _repartition(catalog, table, identifier, window.column, granularity, retry)
     if not created and schema_change != "append":
-        if branch != MAIN_BRANCH and any(n not in first.schema.names for n in table.schema().column_names):
+        if any(n not in first.schema.names for n in table.schema().column_names):
             _main_only(identifier, branch, "dropping columns the data lacks (on_schema_change: sync_all_columns)")
         table = _apply_schema_policy(catalog, table, identifier, first.schema, schema_change, retry)
-    if branch != MAIN_BRANCH:
-        table = ensure_branch(catalog, table, identifier, branch, retry)
+    _check_branch(table, identifier, branch)
 
     # 1. Data files, chunk by chunk (nothing is visible to readers yet).
     files: list[DataFile] = []
@@ -593,7 +600,10 @@ def _write_window(
         ROWS_PROPERTY: str(rows),
         **({PARTITION_PROPERTY: partition_key} if partition_key else {}),
         **({WINDOW_PROPERTY: str(window)} if window else {}),
-        **({BRANCH_PROPERTY: branch} if branch != MAIN_BRANCH else {}),
+        # The branch readers see the rows on: for an audit branch, the one it publishes to.
+        **({AUDIT_BRANCH_PROPERTY: branch} if branch.startswith(RESERVED_BRANCH_PREFIX) else {}),
+        **({BRANCH_PROPERTY: reader_branch} if (reader_branch := (
+            fork_from if branch.startswith(RESERVED_BRANCH_PREFIX) else branch)) != MAIN_BRANCH else {}),
         **extra,
     }
     row_filter = window.to_filter(table.schema()) if window else AlwaysTrue()
@@ -607,6 +617,17 @@ def _write_window(
                 missing = {k: v for k, v in TABLE_PROPERTIES.items() if k not in table.properties}
                 if missing:  # tables created before a property was introduced get it (values set on a table stay)
                     tx.set_properties(missing)
+                if branch != MAIN_BRANCH and branch not in tx.table_metadata.refs:
+                    # Made in this commit, at its origin's head; the commit then asserts that no
+                    # one made it meanwhile (a transaction keeps the first ref assertion it gets).
+                    fork = fork_point(tx.table_metadata, fork_from)
+                    if fork is None:
+                        # Iceberg refuses a branch on a table with no snapshot: main first gets an
+                        # empty one (its readers see the same empty table as before), in this commit.
+                        with tx.update_snapshot(snapshot_properties={RUN_ID_PROPERTY: run_id}).fast_append():
+                            pass
+                        fork = tx.table_metadata.current_snapshot_id
+                    ManageSnapshots(tx).create_branch(fork, branch).commit()
                 with warnings.catch_warnings():
                     # The first write of a window deletes nothing; that is expected, not a problem.
                     warnings.filterwarnings("ignore", message="Delete operation did not match any records")
@@ -618,14 +639,16 @@ def _write_window(
                 if expired:
                     ExpireSnapshots(tx).by_ids(expired).commit()
             break
-        except (CommitFailedException, OperationalError) as exc:
+        except (CommitFailedException, OperationalError, ValueError) as exc:
+            if isinstance(exc, ValueError) and not stale_sequence(exc):
+                raise
             locked = isinstance(exc, OperationalError)
             if locked and not _catalog_locked(exc):
                 # Not known to have failed before the catalog took the commit (a dropped
                 # connection may come after it): the files may be referenced now, so they stay.
                 raise
-            if locked and tx is not None:
-                # pyiceberg cleans up a refused commit's manifests itself, but not a locked one's.
+            if not isinstance(exc, CommitFailedException) and tx is not None:
+                # pyiceberg cleans up a refused commit's manifests itself, but not a locked or stale one's.
                 _delete_paths(table, _attempt_manifests(table, tx))
             if retry.exhausted(attempt, time.monotonic() - started):
                 _delete_files(table, files)
@@ -665,8 +688,11 @@ def _write_window(
 
 
 def _main_only(identifier: str, branch: str, change: str) -> None:
-    """Refuse, on a branch, a change Iceberg makes to the whole table (main's readers included)."""
-    if branch != MAIN_BRANCH:
+    """Refuse, on a data branch, a change Iceberg makes to the whole table (main's readers included).
+
+    An audit branch takes it: the change is the project's own declaration (a new granularity,
+    sync_all_columns), made on the table as the write begins; only the rows wait for the checks."""
+    if branch != MAIN_BRANCH and not branch.startswith(RESERVED_BRANCH_PREFIX):
         raise SchemaChangeRefusedError(
             f"{identifier}: {change} changes the table for main too (Iceberg keeps one schema and partition "
             f"spec per table), and branch {branch!r} may not change main. Make that change without "
@@ -674,32 +700,20 @@ def _main_only(identifier: str, branch: str, change: str) -> None:
         )
 
 
-def ensure_branch(catalog: Catalog, table: Table, identifier: str, branch: str, retry: RetryPolicy | None = None) -> Table:
-    """``table`` with a branch ``branch``, made at main's head if it has none (its own commit).
+def _check_branch(table: Table, identifier: str, branch: str) -> None:
+    ref = table.metadata.refs.get(branch) if branch != MAIN_BRANCH else None
+    if ref is not None and ref.snapshot_ref_type.value != "branch":
+        raise ValueError(f"{identifier}: {branch!r} is a tag, not a branch: a write cannot go to it")
 
-    A write to a branch that does not exist yet would start it from nothing (a branch of only the
-    written window); made at main's head, it holds every other day as main does. A table with no
-    snapshot yet gets the branch from the write itself."""
-    retry = retry or RetryPolicy()
-    for attempt in itertools.count(1):
-        ref = table.metadata.refs.get(branch)
-        if ref is not None:
-            if ref.snapshot_ref_type.value != "branch":
-                raise ValueError(f"{identifier}: {branch!r} is a tag, not a branch: a write cannot go to it")
-            return table
-        head = table.current_snapshot()
-        if head is None:
-            return table
-        try:
-            with table.manage_snapshots() as snapshots:
-                snapshots.create_branch(head.snapshot_id, branch)
-            return catalog.load_table(identifier)
-        except CommitFailedException:
-            if attempt >= retry.attempts:
-                raise
-            time.sleep(retry.delay(attempt))
-            table = catalog.load_table(identifier)
-    return table
+
+def fork_point(metadata, origin: str) -> int | None:
+    """Where a new branch made from ``origin`` starts: ``origin``'s head, or main's where the table
+    has no branch ``origin`` (None: the table has no snapshot yet)."""
+    ref = metadata.refs.get(origin) if origin != MAIN_BRANCH else None
+    if ref is not None and ref.snapshot_ref_type.value == "branch":
+        return ref.snapshot_id
+    current = metadata.current_snapshot_id
+    return current if current not in (None, -1) else None
 
 
 def _by_partition(table: Table, data: pa.Table) -> Iterator[pa.Table]:
@@ -727,6 +741,14 @@ def _by_partition(table: Table, data: pa.Table) -> Iterator[pa.Table]:
     ordered = data.take(order)
     for begin, end in zip([0, *ends], ends):
         yield ordered.slice(begin, end - begin)
+
+
+def stale_sequence(exc: ValueError) -> bool:
+    """pyiceberg's answer when another branch of the table took a commit since the table was
+    loaded: the new snapshot's sequence number was computed from the older metadata. The catalog
+    refused it before writing anything (the ref assertions only guard the branch written), so it
+    is a conflict like any other: reload and commit again."""
+    return "older than last sequence number" in str(exc)
 
 
 def _catalog_locked(exc: OperationalError) -> bool:
@@ -951,8 +973,10 @@ def restore_snapshot(
                     for data_file in added:
                         overwrite.append_data_file(data_file)
             break
-        except (CommitFailedException, OperationalError) as exc:
+        except (CommitFailedException, OperationalError, ValueError) as exc:
             if isinstance(exc, OperationalError) and not _catalog_locked(exc):
+                raise
+            if isinstance(exc, ValueError) and not stale_sequence(exc):
                 raise
             if retry.exhausted(attempt, time.monotonic() - started):
                 raise CommitConflictError(f"{identifier}: restore still conflicted after {attempt} attempts: {exc}") from exc
