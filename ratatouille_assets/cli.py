@@ -230,7 +230,8 @@ def _branch(argv: list[str]) -> int:
 
 
 def _sweep(argv: list[str]) -> int:
-    """Delete the files no snapshot references (killed writers, refused commits, expired snapshots)."""
+    """Remove the audit branches of failed runs past their retention, then delete the files no
+    snapshot references (killed writers, refused commits, expired snapshots)."""
     import argparse
     import datetime as dt
     import re
@@ -238,6 +239,8 @@ def _sweep(argv: list[str]) -> int:
     from ratatouille_assets.lakehouse.catalog import load_catalog
     from ratatouille_assets.lakehouse.maintenance import DEFAULT_OLDER_THAN, SweepRefusedError, sweep
     from ratatouille_assets.lakehouse.tables import list_tables
+    from ratatouille_assets.lakehouse.wap import expire_audit_branches
+    from ratatouille_assets.settings import get_settings
 
     def age(text: str) -> dt.timedelta:
         match = re.fullmatch(r"(\d+)([smhd])", text.strip())
@@ -250,10 +253,18 @@ def _sweep(argv: list[str]) -> int:
     parser.add_argument("--older-than", type=age, default=DEFAULT_OLDER_THAN, metavar="AGE",
                         help="only files older than this (default 1d): younger ones may belong to a write "
                              "that has not committed yet. 0s only when nothing writes.")
+    parser.add_argument("--audit-older-than", type=age, metavar="AGE",
+                        help="remove audit branches (rows a failed check held) older than this "
+                             "(default: RATATOUILLE_AUDIT_RETENTION_DAYS, 7d)")
     parser.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
     args = parser.parse_args(argv)
     catalog = load_catalog()
     names = args.tables or list_tables(catalog)
+    retention = (args.audit_older_than if args.audit_older_than is not None
+                 else dt.timedelta(days=get_settings().audit_retention_days))
+    for held in expire_audit_branches(catalog, older_than=retention, dry_run=args.dry_run, tables=names):
+        print(f"{held.table:<32} audit branch {held.branch} (written {held.written:%Y-%m-%d %H:%M} UTC) "
+              + ("would be removed" if args.dry_run else "removed"))
     failed = 0
     total_files = total_bytes = 0
     for name in names:

@@ -165,7 +165,11 @@ def run_pipeline(
             for worker_process in workers:
                 worker_process.close()
     models = [layer for layer in layers if layer in MODEL_LAYERS]
-    if models:
+    if models and not success:
+        # As in one Dagster run: what is downstream of a failed step does not run.
+        print(f"  {'+'.join(models):<12} skipped: a bronze run failed (see its log); run again once it passes",
+              flush=True)
+    elif models:
         daily = [k for layer in models for k in keys_of(layer, partitioned=True)] if days else []
         whole = [k for layer in models for k in keys_of(layer, partitioned=False)]
         label = "+".join(models)

@@ -225,6 +225,18 @@ def test_rat_sweep_reports_and_deletes(settings):
     done = subprocess.run([*rat, "silver.cli"], capture_output=True, text=True, env=os.environ, check=True)
     assert "deleted 1 file(s), 4 bytes in 1 table(s)" in done.stdout and not stray.exists()
 
+    # A failed run's audit branch stays for its retention (7 days by default), then goes.
+    write_window(catalog, "silver.cli", rows_of(2), window=Window("day", D0 + dt.timedelta(days=2), D0 + dt.timedelta(days=2)), run_id="r2", branch="audit-r2")
+    kept = subprocess.run([*rat, "silver.cli"], capture_output=True, text=True, env=os.environ, check=True)
+    assert "audit branch" not in kept.stdout and "audit-r2" in catalog.load_table("silver.cli").metadata.refs
+    dry = subprocess.run([*rat, "--audit-older-than", "0s", "--dry-run"], capture_output=True, text=True,
+                         env=os.environ, check=True)
+    assert "audit branch audit-r2" in dry.stdout and "would be removed" in dry.stdout
+    assert "audit-r2" in catalog.load_table("silver.cli").metadata.refs
+    gone = subprocess.run([*rat, "--audit-older-than", "0s"], capture_output=True, text=True, env=os.environ, check=True)
+    assert "audit branch audit-r2" in gone.stdout and "removed" in gone.stdout
+    assert set(catalog.load_table("silver.cli").metadata.refs) == {"main"}
+
 
 def writer(count: int, barrier, results) -> None:
     barrier.wait()

@@ -175,14 +175,22 @@ def test_blocking_check_on_silver_stops_gold_and_warn_does_not(bronze_loaded, tm
         assert checks(result)["silver/orders:tiny_partition"] == (False, "WARN")
         assert {"silver/orders", "gold/fct_order_lines", "gold/kpi_daily_sales"} <= materialized(result)
 
-        # The same rule as a fail threshold: silver is written and flagged, gold does not run.
+        # The same rule as a fail threshold: silver's new rows stay on the run's audit branch (main
+        # does not move, nothing is reported materialized) and gold does not run.
         path.write_text(original + "  - row_count < 5:\n      name: tiny_partition\n")
+        catalog = load_catalog(get_settings())
+        published = catalog.load_table("silver.orders").current_snapshot().snapshot_id
         result = run_silver_gold(instance)
         assert not result.success
         assert checks(result)["silver/orders:tiny_partition"] == (False, "ERROR")
         done = materialized(result)
-        assert "silver/orders" in done
-        assert not done & {"gold/fct_order_lines", "gold/kpi_daily_sales"}
+        assert not done & {"silver/orders", "gold/fct_order_lines", "gold/kpi_daily_sales"}
+        table = catalog.load_table("silver.orders")
+        assert table.current_snapshot().snapshot_id == published
+        failed = next(e for e in result.get_asset_check_evaluations() if e.check_name == "tiny_partition")
+        branch = failed.metadata["audit/branch"].value
+        assert branch == f"audit-{result.run_id}" and branch in table.metadata.refs
+        assert int(failed.metadata["audit/snapshot_id"].value) == table.metadata.refs[branch].snapshot_id
         # Unrelated branches still complete (dimensions do not depend on orders).
         assert {"silver/customers", "gold/dim_customers"} <= done
 

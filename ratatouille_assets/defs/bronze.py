@@ -11,7 +11,13 @@ import datetime as dt
 
 import dagster as dg
 
-from ratatouille_assets.defs.checks import check_result, quarantine_check_spec, quarantine_result, soda_check_specs
+from ratatouille_assets.defs.checks import (
+    audit_metadata,
+    check_result,
+    quarantine_check_spec,
+    quarantine_result,
+    soda_check_specs,
+)
 from ratatouille_assets.defs.metadata import partition_metadata, snapshot_metadata
 from ratatouille_assets.defs.partition_metadata import add_partition_metadata, scope_to_newest
 from ratatouille_assets.defs.resources import LakehouseResource
@@ -21,8 +27,9 @@ from ratatouille_assets.ingest.readers import PARTITION_COLUMN
 from ratatouille_assets.ingest.sources import Source
 from ratatouille_assets.layers import BRONZE
 from ratatouille_assets.lakehouse.tables import describe
+from ratatouille_assets.lakehouse.wap import audit_branch, publish
 from ratatouille_assets.lakehouse.write import RetryPolicy, Window
-from ratatouille_assets.quality.audit import audit_table, nothing_to_check
+from ratatouille_assets.quality.audit import audit_table, blocked_message, nothing_to_check
 from ratatouille_assets.quality.sodacl import DatasetChecks
 
 LANDING = "landing"
@@ -89,12 +96,16 @@ def bronze_asset(
         catalog = lakehouse.catalog()
         conn = lakehouse.connect()
         days = sorted(context.partition_keys) if source.partitioned else None
+        # Write-audit-publish: the write goes to the run's audit branch; readers' branch moves to
+        # it below, once the blocking checks passed.
+        audit = audit_branch(context.run.run_id) if settings.wap and source.write_audit_publish else None
+        retry = RetryPolicy(attempts=settings.commit_retries)
         try:
             # All the run's days in one write: one Iceberg commit, however many days.
             load = load_bronze(
                 conn, catalog, source, settings.landing, days, context.run.run_id,
                 quarantine_root=settings.quarantine, max_file_bytes=settings.max_file_bytes,
-                retry=RetryPolicy(attempts=settings.commit_retries), branch=settings.branch,
+                retry=retry, branch=audit or settings.branch, fork_from=settings.branch,
             )
         finally:
             conn.close()
@@ -116,26 +127,44 @@ def bronze_asset(
                                             **({"nulled_values": day.nulled} if source.on_bad_value == "null" else {}))
                 for day in load.days if day.day in requested
             })
-        info = describe(catalog, bronze_identifier(source), context.run.run_id)
+        identifier = bronze_identifier(source)
         rows = load.rows
         quarantined = list(load.quarantined)
+        window = None
+        if source.partitioned:  # audit exactly the landing days this run wrote
+            window = Window(PARTITION_COLUMN, dt.date.fromisoformat(days[0]), dt.date.fromisoformat(days[-1]))
+        skipped = nothing_to_check(rows, len(quarantined), window)
+        outcomes = [] if skipped else audit_table(
+            identifier, load.result.metadata_location, window=window, settings=settings,
+            snapshot_id=load.result.snapshot_id, audit_branch=audit,
+        )
+        blocked = blocked_message(identifier, outcomes, held_on=audit)
+        if blocked and audit:
+            # Nothing is published: the checks say why, with the branch that holds the rows.
+            held = audit_metadata(audit, load.result.snapshot_id)
+            context.log.error(blocked)
+            for outcome in outcomes:
+                yield check_result(key, outcome, held)
+            yield quarantine_result(key, quarantined)
+            raise dg.Failure(description=blocked, metadata=held)
+        published = None
+        if audit:
+            published = publish(catalog, identifier, audit, window=window, run_id=context.run.run_id,
+                                target=settings.branch, retry=retry)
+            context.log.info(f"{identifier}: published to {settings.branch} ({published.how}), "
+                             f"snapshot {published.snapshot_id}")
+        info = describe(catalog, identifier, context.run.run_id)
         metadata = snapshot_metadata(info)
+        if published is not None:
+            metadata["iceberg/published"] = dg.MetadataValue.text(published.how)
         metadata["dagster/row_count"] = dg.MetadataValue.int(rows)
         metadata["files"] = dg.MetadataValue.int(len(load.files))
         metadata["quarantined_files"] = dg.MetadataValue.int(len(quarantined))
         if source.on_bad_value == "null":
             metadata["nulled_values"] = dg.MetadataValue.int(load.nulled)
-        window = None
-        if source.partitioned:  # audit exactly the landing days this run wrote
-            window = Window(PARTITION_COLUMN, dt.date.fromisoformat(days[0]), dt.date.fromisoformat(days[-1]))
-        skipped = nothing_to_check(rows, len(quarantined), window)
         if skipped:
             metadata["soda/skipped"] = dg.MetadataValue.text(skipped)
             context.log.info(f"{key.to_user_string()}: Soda checks skipped, {skipped}")
-            outcomes = []
-        else:
-            outcomes = audit_table(bronze_identifier(source), info.metadata_location, window=window, settings=settings,
-                                   snapshot_id=info.snapshot_id)
         yield dg.MaterializeResult(asset_key=key, metadata=scope_to_newest(context, key, metadata))
         for outcome in outcomes:
             yield check_result(key, outcome)

@@ -40,7 +40,16 @@ def _json_safe(value):
     return json.loads(json.dumps(value, default=str))
 
 
-def check_result(key: dg.AssetKey, outcome: CheckOutcome) -> dg.AssetCheckResult:
+def audit_metadata(branch: str, snapshot_id: int | None) -> dict:
+    """Where a run whose blocking checks failed left its rows (write-audit-publish)."""
+    return {
+        "audit/branch": dg.MetadataValue.text(branch),
+        "audit/snapshot_id": dg.MetadataValue.text(str(snapshot_id)),
+        "audit/published": dg.MetadataValue.bool(False),
+    }
+
+
+def check_result(key: dg.AssetKey, outcome: CheckOutcome, extra: dict | None = None) -> dg.AssetCheckResult:
     metadata: dict = {
         "outcome": dg.MetadataValue.text(outcome.outcome),
         "measured_value": dg.MetadataValue.text(str(outcome.value)),
@@ -53,6 +62,7 @@ def check_result(key: dg.AssetKey, outcome: CheckOutcome) -> dg.AssetCheckResult
         metadata["failing_rows"] = dg.MetadataValue.int(int(outcome.failing_rows))
     if outcome.samples:
         metadata["sample_failing_rows"] = dg.MetadataValue.json(_json_safe(list(outcome.samples)))
+    metadata.update(extra or {})
     return dg.AssetCheckResult(
         asset_key=key,
         check_name=outcome.name,

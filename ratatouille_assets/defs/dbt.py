@@ -27,16 +27,23 @@ from dagster_dbt.asset_utils import (
 )
 from pyiceberg.catalog import Catalog
 
-from ratatouille_assets.defs.checks import check_result, soda_check_specs
+from ratatouille_assets.defs.checks import audit_metadata, check_result, soda_check_specs
 from ratatouille_assets.defs.dbt_inprocess import dbt_build
 from ratatouille_assets.defs.metadata import partition_metadata, snapshot_metadata
 from ratatouille_assets.defs.partition_metadata import add_partition_metadata, scope_to_newest
 from ratatouille_assets.defs.partitions import dbt_vars, window_days
 from ratatouille_assets.defs.resources import LakehouseResource
 from ratatouille_assets.ingest.sources import SourcesFile
-from ratatouille_assets.lakehouse.dbt_plugin import AUDIT_DIR_NAME, LANDING_DAY_COLUMN, REJECTED_SUFFIX
+from ratatouille_assets.lakehouse.dbt_plugin import (
+    AUDIT_BRANCH_VAR,
+    AUDIT_DIR_NAME,
+    LANDING_DAY_COLUMN,
+    REJECTED_SUFFIX,
+    read_writes,
+)
 from ratatouille_assets.lakehouse.tables import day_counts, describe
-from ratatouille_assets.lakehouse.write import Window
+from ratatouille_assets.lakehouse.wap import audit_branch, is_audit_branch, publish
+from ratatouille_assets.lakehouse.write import RetryPolicy, Window
 from ratatouille_assets.project import manifest as dbt_manifest
 from ratatouille_assets.project.models import Model, validate
 from ratatouille_assets.quality.audit import blocked_message, read_audit, read_audits
@@ -180,20 +187,50 @@ def _run_dbt(
     """One ``dbt build``; every model's materialization gets Iceberg metadata and its Soda results.
 
     Soda checks run inside dbt (the plugin's audit hook) right after each model is written, so a
-    failing blocking check fails that model and dbt skips what depends on it. The table was
-    written, so it is still reported as materialized, with the failed check; the step then fails.
-    A window that holds no rows (and rejected none) is not checked: its checks are reported skipped.
+    failing blocking check fails that model and dbt skips what depends on it; dbt's own tests run
+    after their model as usual. A window that holds no rows (and rejected none) is not checked:
+    its checks are reported skipped.
+
+    Write-audit-publish (on unless ``RATATOUILLE_WAP=off``; not for a full refresh): every model
+    is written to the run's audit branch, and later models of the invocation read their upstreams
+    there, as the checks judged them. After the invocation, the models whose blocking checks (Soda
+    and dbt tests) all passed are published in the order they were written (upstream first), and
+    only those are reported materialized; a model that failed one keeps its rows on the audit
+    branch, named in its check results, and main is unchanged. With it off, a model is written to
+    main directly and is reported materialized even when a check then fails.
     """
     settings = lakehouse.settings()
+    run_id = context.run.run_id
     variables = {"reporting_currency": settings.reporting_currency, **dbt_vars_}
+    if settings.wap and "--full-refresh" not in extra_args:
+        variables[AUDIT_BRANCH_VAR] = audit_branch(run_id)
     invocation = dbt_build(context, ["--vars", json.dumps(variables), *extra_args])
     catalog = lakehouse.catalog()
     reported: set[dg.AssetKey] = set()
     audits_path = Path(invocation.target_path) / AUDIT_DIR_NAME
 
+    # Every event waits until the invocation's tables are published: a materialization is reported
+    # for what readers can see, and a check result after the materialization it judged.
+    events = list(invocation.stream())
+    audits = read_audits(audits_path)
+    failed_tests = {
+        ".".join(e.asset_key.path) for e in events
+        if isinstance(e, dg.AssetCheckResult) and not e.passed and e.severity == dg.AssetCheckSeverity.ERROR
+    }
+    blocked = {identifier for identifier, audit in audits.items() if blocked_message(identifier, audit.outcomes)} | failed_tests
+    published, held = _publish(context, catalog, invocation.target_path, blocked, settings.commit_retries)
+
     def materialized(key: dg.AssetKey, event: dg.Output | None) -> Iterator[Any]:
-        audit = read_audit(audits_path, ".".join(key.path))
+        identifier = ".".join(key.path)
+        audit = read_audit(audits_path, identifier)
+        if identifier in held:  # nothing published: no materialization, the checks say where the rows are
+            for outcome in audit.outcomes:
+                yield check_result(key, outcome, held[identifier])
+            reported.add(key)
+            return
         metadata = _materialized(context, catalog, key, models, window, audit.skipped)
+        if identifier in published:
+            metadata["iceberg/published"] = dg.MetadataValue.text(published[identifier])
         if audit.skipped:
             context.log.info(f"{key.to_user_string()}: Soda checks skipped, {audit.skipped}")
         if event is None:
@@ -204,14 +241,16 @@ def _run_dbt(
         for outcome in audit.outcomes:
             yield check_result(key, outcome)
 
-    for event in invocation.stream():
+    for event in events:
         if isinstance(event, dg.Output):
             yield from materialized(context.asset_key_for_output(event.output_name), event)
+        elif isinstance(event, dg.AssetCheckResult) and ".".join(event.asset_key.path) in held:
+            yield event.with_metadata({**(event.metadata or {}), **held[".".join(event.asset_key.path)]})
         else:
             yield event
 
-    # Models whose blocking checks failed: written, audited, and the reason dbt stopped.
-    audits = read_audits(audits_path)
+    # Models whose blocking Soda checks failed: written (to main, or held on the audit branch), audited,
+    # and the reason dbt stopped.
     for identifier in audits:
         key = dg.AssetKey(identifier.split("."))
         if key in reported or key not in context.selected_asset_keys:
@@ -219,13 +258,49 @@ def _run_dbt(
         yield from materialized(key, None)
 
     if not invocation.is_successful():
-        blocked = [m for m in (blocked_message(identifier, audit.outcomes) for identifier, audit in audits.items()) if m]
-        failed = [f for f in invocation.failures if not any(m in f for m in blocked)]
-        reasons = [*blocked, *failed]
+        blocks = [m for m in (blocked_message(identifier, audit.outcomes, held_on=audit_branch(run_id) if identifier in held else None)
+                              for identifier, audit in audits.items()) if m]
+        failed = [f for f in invocation.failures if not any(m in f for m in blocks)]
+        held_tests = [f"{identifier}: a blocking dbt test failed; nothing was published, the rows are held on audit branch "
+                      f"{audit_branch(run_id)!r}" for identifier in sorted(failed_tests & set(held))]
+        reasons = [*blocks, *held_tests, *failed]
         raise dg.Failure(
             description="dbt build failed" + (":\n" + "\n".join(reasons) if reasons else ""),
             metadata={"dbt_log": dg.MetadataValue.path(str(Path(invocation.target_path) / "dbt.log"))},
         ) from invocation.error
+
+
+def _publish(
+    context: dg.AssetExecutionContext, catalog: Catalog, target_path: str | Path, blocked: set[str], retries: int,
+) -> tuple[dict[str, str], dict[str, dict]]:
+    """Publish the invocation's audited tables in write order (upstream first), but not those a
+    blocking check failed on; a table that cannot be published holds the ones written after it
+    (they were computed from it). Returns (table -> how it was published, table -> where it is held)."""
+    published: dict[str, str] = {}
+    held: dict[str, dict] = {}
+    stopped: str | None = None
+    for entry in read_writes(target_path):
+        table, branch = entry["table"], entry["branch"]
+        if not is_audit_branch(branch):
+            continue
+        model = table.removesuffix(REJECTED_SUFFIX)
+        if model in blocked or stopped:
+            held[table] = audit_metadata(branch, entry["snapshot_id"])
+            continue
+        try:
+            result = publish(catalog, table, branch, window=entry["window"], run_id=context.run.run_id,
+                             target=entry["target"], retry=RetryPolicy(attempts=retries))
+        except Exception as exc:  # noqa: BLE001 - named in the log; the step fails below
+            context.log.error(f"{table}: could not publish audit branch {branch!r}: {exc}")
+            stopped = table
+            held[table] = audit_metadata(branch, entry["snapshot_id"])
+            continue
+        published[table] = result.how
+        context.log.info(f"{table}: published to {entry['target']} ({result.how}), snapshot {result.snapshot_id}")
+    if stopped:
+        raise dg.Failure(description=f"{stopped}: publishing failed; it and the tables written after it stay on their "
+                                     "audit branch (see the log), main is unchanged for them")
+    return published, held
 
 
 def checked_dbt_assets(

@@ -83,6 +83,7 @@ def load(
     max_file_bytes: int | None = None,
     retry: RetryPolicy | None = None,
     branch: str = "main",
+    fork_from: str | None = None,
 ) -> BronzeLoad:
     """Replace bronze days ``days`` (sorted, contiguous or not: the window is first..last) of
     ``source`` with those days' good landing files, in one commit (idempotent); for a reference
@@ -95,7 +96,8 @@ def load(
 
     Bad files are quarantined under ``quarantine_root`` (or raise, per the source's ``on_bad_file``);
     the counts are recorded on the snapshot so a window with set-aside files can be found later.
-    ``branch`` is the Iceberg branch written (dev mode), and read for the rows bronze holds.
+    ``branch`` is the Iceberg branch written (dev mode, or a run's audit branch made from
+    ``fork_from``), and ``fork_from`` (default: ``branch``) is read for the rows bronze holds.
     Files are read and written one at a time (coalesced into large data files), so a window larger
     than memory still loads.
     """
@@ -114,7 +116,7 @@ def load(
     listing = {day: listing.get(day, []) for day in (days if days is not None else [None])}
     missing = [day for day, files in listing.items() if not files]
     if missing and source.on_missing_files == "fail":
-        held = _rows_held(conn, catalog, source, missing, branch)
+        held = _rows_held(conn, catalog, source, missing, fork_from or branch)
         if losing := [day for day in missing if held.get(day, 0) > 0]:
             raise MissingFilesError(_missing_message(source, landing, losing, held))
     result = write_window(
@@ -129,6 +131,7 @@ def load(
         extra_properties=lambda: _properties(reads),
         granularity=source.partition_granularity,
         branch=branch,
+        fork_from=fork_from or branch,
     )
     loads = tuple(
         DayLoad(day=day, rows=found.rows, files=tuple(found.files), quarantined=tuple(found.quarantined),

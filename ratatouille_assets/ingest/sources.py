@@ -45,7 +45,7 @@ _TYPE = re.compile(
 _SOURCE_FIELDS = (
     "description", "format", "path", "partitioned", "columns", "primary_key", "event_time", "latest_by",
     "late_arrival_days", "freshness", "on_bad_file", "on_missing_files", "on_bad_value", "partition_granularity",
-    "sheet",
+    "sheet", "write_audit_publish",
 )
 _TOP_LEVEL = ("partitions", "sources")
 
@@ -72,6 +72,8 @@ class Source:
     freshness: dict[str, Any] | None = None
     partition_granularity: str = "day"
     sheet: str | None = None  # xlsx: the worksheet read (None: the first)
+    # Write-audit-publish for this source's bronze table (RATATOUILLE_WAP=off turns it off everywhere).
+    write_audit_publish: bool = True
 
     @property
     def is_reference(self) -> bool:
@@ -205,6 +207,9 @@ def _source(name: str, spec: Any, origin: str, default_granularity: str = "day")
         raise _fail(where, f"partition_granularity '{granularity}' is not one of {', '.join(GRANULARITIES)}")
     if "partition_granularity" in spec and not partitioned:
         raise _fail(where, "partition_granularity applies to partitioned sources only (a reference table is not partitioned)")
+    wap = spec.get("write_audit_publish", True)
+    if not isinstance(wap, bool):
+        raise _fail(where, f"write_audit_publish is true or false, got {wap!r}")
     return Source(
         name=name,
         format=fmt,
@@ -222,6 +227,7 @@ def _source(name: str, spec: Any, origin: str, default_granularity: str = "day")
         freshness=_freshness(where, spec.get("freshness")),
         partition_granularity=granularity,
         sheet=sheet,
+        write_audit_publish=wap,
     )
 
 

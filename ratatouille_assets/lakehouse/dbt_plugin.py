@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
+import json
 import os
 import threading
 import time
@@ -73,12 +74,59 @@ AS_OF_VAR = "ratatouille_as_of"
 
 def as_of_var():
     """The invocation's ``ratatouille_as_of`` var (None when not given)."""
+    return _var(AS_OF_VAR)
+
+
+# dbt var set by the Dagster run (write-audit-publish): every model is written to this audit branch
+# (made from the readers' branch) and the run publishes the models whose checks passed, after the
+# invocation. A plain `dbt run` has no such var and writes the readers' branch directly.
+AUDIT_BRANCH_VAR = "ratatouille_audit_branch"
+WRITES_DIR_NAME = "ratatouille_writes"
+
+
+def _var(name: str):
     try:
         from dbt.flags import get_flags
 
-        return (getattr(get_flags(), "VARS", None) or {}).get(AS_OF_VAR)
+        return (getattr(get_flags(), "VARS", None) or {}).get(name)
     except ImportError:
         return None
+
+
+def writes_dir() -> Path:
+    """Where this invocation records the tables it wrote (beside the audits)."""
+    return audit_dir().parent / WRITES_DIR_NAME
+
+
+def record_write(identifier: str, branch: str, target: str, window: Window | None, snapshot_id: int | None) -> None:
+    """One line per table written, in write order (a model is written after the models it reads)."""
+    folder = writes_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    entry = {
+        "table": identifier, "branch": branch, "target": target, "snapshot_id": snapshot_id,
+        "window": _window_json(window), "written_ns": time.time_ns(),
+    }
+    (folder / f"{identifier}.json").write_text(json.dumps(entry))
+
+
+def _window_json(window: Window | None):
+    if window is None:
+        return None
+    return {"column": window.column, "start": window.start.isoformat(), "end": window.end.isoformat(),
+            "nulls_by": window.nulls_by}
+
+
+def read_writes(target_path: str | Path) -> list[dict]:
+    """The tables an invocation wrote, in write order; each entry's ``window`` a :class:`Window` or None."""
+    folder = Path(target_path) / WRITES_DIR_NAME
+    if not folder.is_dir():
+        return []
+    entries = [json.loads(p.read_text()) for p in folder.glob("*.json")]
+    for entry in entries:
+        w = entry["window"]
+        entry["window"] = None if w is None else Window(w["column"], dt.date.fromisoformat(w["start"]),
+                                                          dt.date.fromisoformat(w["end"]), w.get("nulls_by"))
+    return sorted(entries, key=lambda e: e["written_ns"])
 
 
 def _load_hook(spec: str | None):
@@ -141,22 +189,30 @@ class Plugin(BasePlugin):
             start, end = dt.date.fromisoformat(options["min_date"]), dt.date.fromisoformat(options["max_date"])
             window = Window(column=partition_by, start=start, end=end)
             rejected_window = Window(column=partition_by, start=start, end=end, nulls_by=LANDING_DAY_COLUMN)
+        settings = get_settings()
+        full_refresh = bool(options.get("full_refresh"))
+        # A full refresh replaces the table in the catalog (no branch to audit on): it is written
+        # directly, its checks judge it after, as with write-audit-publish off.
+        audit = _var(AUDIT_BRANCH_VAR) if options.get("write_audit_publish", True) is not False and not full_refresh else None
+        branch = audit or settings.branch
         common = dict(
             run_id=str(options["run_id"]),
             partition_key=options.get("partition_key") or None,
-            retry=RetryPolicy(attempts=get_settings().commit_retries),
+            retry=RetryPolicy(attempts=settings.commit_retries),
             schema_change=ON_SCHEMA_CHANGE[options.get("on_schema_change") or "append_new_columns"],
-            branch=get_settings().branch,
+            branch=branch,
         )
+        if not full_refresh:
+            common["fork_from"] = settings.branch
         if partition_by:
             common["granularity"] = options.get("partition_granularity") or "day"
-        write = rebuild_table if options.get("full_refresh") else write_window
+        write = rebuild_table if full_refresh else write_window
         # The model's result streams from DuckDB to Iceberg data files in bounded batches; rejected
         # rows (a reject reason, or no partition value: few, by nature) are kept aside and written after.
         # Ordered on the partition column, each batch holds a run of days: a window of years becomes
         # about one data file per partition instead of one per partition and batch.
         order = f" ORDER BY {duck.quote_ident(partition_by)} NULLS LAST" if partition_by else ""
-        reader = cursor.execute(f"SELECT * FROM {options['source_relation']}{order}").fetch_record_batch(CHUNK_ROWS)
+        reader = cursor.execute(f"SELECT * FROM {options['source_relation']}{order}").to_arrow_reader(CHUNK_ROWS)
         stream = _ModelStream(reader, partition_by)
         with self._lock:
             result = write(self.catalog, identifier, stream, window=window, extra_properties=stream.rejected_properties, **common)
@@ -166,11 +222,14 @@ class Plugin(BasePlugin):
             with self._lock:
                 rejected = write(self.catalog, rejected_id, stream.rejected(), window=rejected_window, **common)
             duck.point_view(cursor, namespace, table + REJECTED_SUFFIX, rejected.metadata_location, rejected.snapshot_id)
-        # Later models of this invocation, and the checks, read exactly the snapshot just written.
+            record_write(rejected_id, branch, settings.branch, rejected_window, rejected.snapshot_id)
+        # Later models of this invocation, and the checks, read exactly the snapshot just written
+        # (on the audit branch: a model downstream reads what its upstream's checks judge).
         duck.point_view(cursor, namespace, table, result.metadata_location, result.snapshot_id)
+        record_write(identifier, branch, settings.branch, window, result.snapshot_id)
         if self._audit is not None:
             self._audit(identifier, result.metadata_location, window, audit_dir(),
-                        rows=stream.rows, rejected=stream.rejected_rows, snapshot_id=result.snapshot_id)
+                        rows=stream.rows, rejected=stream.rejected_rows, snapshot_id=result.snapshot_id, branch=branch)
 
 
 def _fix_for(exc: Exception, options: dict[str, Any]) -> str:

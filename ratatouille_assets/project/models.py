@@ -116,6 +116,9 @@ def _model_problems(node: Mapping[str, Any], model: Model) -> list[str]:
             f"{where} has on_schema_change='{on_schema_change}': use {', '.join(ON_SCHEMA_CHANGE)} "
             "('ignore' would drop the values of new columns without a word)."
         )
+    wap = config.get("write_audit_publish", True)
+    if not isinstance(wap, bool):
+        problems.append(f"{where} has write_audit_publish={wap!r}: use true or false.")
     if model.table.endswith(_RESERVED_SUFFIXES):
         problems.append(
             f"{where} is named '{model.table}': names ending in {', '.join(_RESERVED_SUFFIXES)} belong to the "

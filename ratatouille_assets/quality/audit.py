@@ -16,6 +16,7 @@ from pathlib import Path
 from ratatouille_assets.lakehouse.branches import branch_head
 from ratatouille_assets.lakehouse.catalog import load_catalog
 from ratatouille_assets.lakehouse.duck import quote_ident
+from ratatouille_assets.lakehouse.wap import is_audit_branch
 from ratatouille_assets.lakehouse.write import Window
 from ratatouille_assets.quality.scan import CheckOutcome, run_checks
 from ratatouille_assets.quality.sodacl import DatasetChecks, load_checks, soda_files
@@ -58,10 +59,12 @@ def audit_table(
     settings: Settings | None = None,
     resolve: Callable[[str], str | tuple[str, int | None]] | None = None,
     snapshot_id: int | None = None,
+    audit_branch: str | None = None,
 ) -> list[CheckOutcome]:
     """Run the Soda checks of ``identifier`` (``layer.table``) over ``window`` of the snapshot just
     written (``snapshot_id``; default: the table's current one). Tables a reference check reads are
-    read on the settings' branch where they have it, on main otherwise."""
+    read on the run's ``audit_branch`` where they have it (written by the same run, not published
+    yet), else on the settings' branch where they have it, else on main."""
     settings = settings or get_settings()
     dataset = _checks(settings.soda_dir).get(identifier)
     if dataset is None:
@@ -69,19 +72,32 @@ def audit_table(
     if resolve is None:
         catalog = load_catalog(settings)
         layer = identifier.split(".")[0]
-        resolve = lambda name: branch_head(catalog.load_table(f"{layer}.{name}"), settings.branch)  # noqa: E731
+
+        def resolve(name: str) -> tuple[str, int | None]:
+            table = catalog.load_table(f"{layer}.{name}")
+            if audit_branch and audit_branch in table.metadata.refs:
+                return branch_head(table, audit_branch)
+            return branch_head(table, settings.branch)
     return run_checks(
         dataset, metadata_location, settings=settings, row_filter=window_filter(window), now=window_now(window),
         resolve=resolve, snapshot_id=snapshot_id,
     )
 
 
-def blocked_message(identifier: str, outcomes: list[CheckOutcome]) -> str | None:
+def blocked_message(identifier: str, outcomes: list[CheckOutcome], held_on: str | None = None) -> str | None:
+    """Why downstream stops; with ``held_on``, the audit branch that keeps the rows (main unchanged)."""
     blocked = [o for o in outcomes if o.blocks]
     if not blocked:
         return None
     details = "; ".join(f"{o.name} ({o.message})" for o in blocked)
-    return f"{identifier}: blocking quality check(s) failed, downstream assets will not run: {details}"
+    return f"{identifier}: blocking quality check(s) failed, downstream assets will not run{held(identifier, held_on)}: {details}"
+
+
+def held(identifier: str, branch: str | None) -> str:
+    if not branch or not is_audit_branch(branch):
+        return ""
+    return (f"; nothing was published: the rows are held on audit branch {branch!r} and readers still see the "
+            f"previous snapshot (see them: rat query \"SELECT * FROM {identifier}\" --as-of {identifier}={branch})")
 
 
 def to_json(outcomes: list[CheckOutcome], skipped: str | None = None) -> str:
@@ -120,7 +136,7 @@ def nothing_to_check(rows: int, rejected: int, window: Window | None) -> str | N
 
 def dbt_audit_hook(
     identifier: str, metadata_location: str, window: Window | None, audit_dir: Path, *, rows: int, rejected: int,
-    snapshot_id: int | None = None,
+    snapshot_id: int | None = None, branch: str | None = None,
 ) -> None:
     """The dbt plugin's ``audit`` hook: record outcomes for Dagster, raise if a blocking check failed."""
     dataset = _checks(get_settings().soda_dir).get(identifier)
@@ -131,9 +147,9 @@ def dbt_audit_hook(
     if skipped:
         (audit_dir / f"{identifier}.json").write_text(to_json([], skipped))
         return
-    outcomes = audit_table(identifier, metadata_location, window=window, snapshot_id=snapshot_id)
+    outcomes = audit_table(identifier, metadata_location, window=window, snapshot_id=snapshot_id, audit_branch=branch)
     (audit_dir / f"{identifier}.json").write_text(to_json(outcomes))
-    message = blocked_message(identifier, outcomes)
+    message = blocked_message(identifier, outcomes, held_on=branch)
     if message:
         raise QualityGateError(message)
 

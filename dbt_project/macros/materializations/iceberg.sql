@@ -16,6 +16,9 @@
                       still replaces exactly its days; month or year keeps a small daily model in
                       a few files.
     on_schema_change: append_new_columns (default) | sync_all_columns | fail.
+    write_audit_publish: true (default) | false. In a Dagster run the model is written to the run's
+                      audit branch and published once its checks passed; false writes it
+                      straight to the readers' branch (RATATOUILLE_WAP=off: every table).
   A `_reject_reason` column, if the model has one, splits the result: rows with a reason go to
   `<table>__rejected` (same window), the rest to the table, and counts per reason are recorded.
   Rows whose partition value is NULL are rejected too (`missing_partition_value`), filed under
@@ -50,6 +53,7 @@
       'partition_key': var('partition_key', ''),
       'full_refresh': should_full_refresh(),
       'on_schema_change': config.get('on_schema_change'),
+      'write_audit_publish': config.get('write_audit_publish', true),
       'model_path': model.original_file_path,
   } -%}
   {% do adapter.store_relation('ratatouille', this, [], none, 'iceberg', options) %}
