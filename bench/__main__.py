@@ -88,12 +88,13 @@ def _last_json(text: str) -> dict:
     raise ValueError("no JSON result in the output")
 
 
-def run_ours(home: Path, landing: Path, day: str, plan: Plan, fresh: bool = True) -> dict:
+def run_ours(home: Path, landing: Path, day: str, plan: Plan, fresh: bool = True,
+             extra_env: dict[str, str] | None = None) -> dict:
     """One day of the whole graph through the platform, in a fresh process; timings split by component."""
     if fresh:
         shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True, exist_ok=True)
-    env = _env(home, landing, plan)
+    env = {**_env(home, landing, plan), **(extra_env or {})}
     trace_file = Path(env["RATATOUILLE_TRACE_FILE"])
     trace_file.unlink(missing_ok=True)
     env["BENCH_LAUNCHED_AT"] = repr(time.time())
@@ -126,12 +127,13 @@ def split(out: dict, spans: list[dict], wall: float) -> dict:
     steps = out["steps"]
     layer_s["bronze"] = sum(v for k, v in steps.items() if k.startswith("bronze__"))
     dbt_steps = sum(v for k, v in steps.items() if k.startswith("dbt_"))
-    in_dbt = sum(s["seconds"] for s in spans if s["span"] in ("dbt.model", "iceberg.write", "soda.scan")
+    in_dbt = sum(s["seconds"] for s in spans if s["span"] in ("dbt.model", "iceberg.write", "iceberg.publish", "soda.scan")
                  and s.get("table", "").split(".")[0] in ("silver", "gold"))
     tests = out.get("dbt_tests_s", 0.0)
     parts = {
         "process_start": out["seconds"]["process_start"],
         "iceberg_write": total["iceberg.write"],
+        "iceberg_publish": total["iceberg.publish"],
         "soda_checks": total["soda.scan"],
         "dbt_tests": tests,
         "file_reads": total["bronze.read"],
@@ -315,6 +317,51 @@ def backfill_history(work: Path, models_file: Path, plan: Plan, log) -> dict:
     return result
 
 
+def wap_cost(work: Path, plan: Plan, log) -> dict:
+    """What write-audit-publish costs: day 2 of the whole graph (tables made by day 1) with
+    ``RATATOUILLE_WAP`` on and off, interleaved in one warehouse (each run replaces day 2 again);
+    wall time and the Iceberg commits (metadata versions) each run added over every table."""
+    spec = SampleSpec(days=2, rows_per_day=plan.tiny)
+    landing = work / "landing-wap"
+    shutil.rmtree(landing, ignore_errors=True)
+    generate(spec, str(landing))
+    home = work / "wap"
+    env = _env(home, landing, plan)
+    first = run_ours(home, landing, spec.day(0).isoformat(), plan)
+    if not first["ok"]:
+        return {"ok": False, "error": first.get("error")}
+
+    def commits() -> int:
+        with _environ(env, drop=("RATATOUILLE_TRACE_FILE",)):
+            get_settings.cache_clear()
+            tables = history.table_stats(get_settings())
+        get_settings.cache_clear()
+        return sum(t["commits"] for t in tables.values())
+
+    runs: dict[str, list[dict]] = {"on": [], "off": []}
+    for rep in range(plan.reps):
+        for side in (("on", "off") if rep % 2 == 0 else ("off", "on")):
+            before = commits()
+            r = run_ours(home, landing, spec.day(1).isoformat(), plan, fresh=False, extra_env={"RATATOUILLE_WAP": side})
+            if r["ok"]:
+                r["commits"] = commits() - before
+            runs[side].append(r)
+            log(f"  rep {rep + 1} WAP {side:<3} {'ok' if r['ok'] else 'FAILED'} {r['wall_s']:6.1f}s "
+                f"{r.get('commits', '-')} commits")
+    both = [(a, b) for a, b in zip(runs["on"], runs["off"]) if a["ok"] and b["ok"]]
+    out: dict = {"rows_per_day": plan.tiny, "runs": runs,
+                 "extra_s_median": _median([a["wall_s"] - b["wall_s"] for a, b in both]),
+                 "ratio_median": _median([a["wall_s"] / b["wall_s"] for a, b in both])}
+    for side, good in runs.items():
+        good = [r for r in good if r["ok"]]
+        if good:
+            out[f"{side}_median_s"] = _median([r["wall_s"] for r in good])
+            out[f"{side}_commits"] = good[-1]["commits"]
+            out[f"{side}_iceberg_write_s"] = _median([r["split_s"]["iceberg_write"] for r in good])
+            out[f"{side}_iceberg_publish_s"] = _median([r["split_s"]["iceberg_publish"] for r in good])
+    return out
+
+
 class _environ:
     """Temporarily run this process with ``env`` (the history builder runs in-process)."""
 
@@ -392,6 +439,13 @@ def report(results: dict) -> str:
             for name, t in sorted(back["tables"].items()):
                 lines.append(f"  {name:<28} {t['commits']:>7} {t['data_files']:>10} {t['metadata_json']:>13} "
                              f"{t['metadata_files']:>14} {t['rows']:>10,}")
+    wap = results.get("wap")
+    if wap and wap.get("on_median_s") and wap.get("off_median_s"):
+        lines += ["", f"Write-audit-publish, day 2 of {wap['rows_per_day']:,} order lines, whole graph: on "
+                      f"{wap['on_median_s']:.1f}s ({wap['on_commits']} commits), off {wap['off_median_s']:.1f}s "
+                      f"({wap['off_commits']} commits): +{wap['extra_s_median']:.2f}s per run (median of pairs; "
+                      f"publishing {wap['on_iceberg_publish_s']:.2f}s), "
+                      f"ratio {wap['ratio_median']:.3f}"]
     return "\n".join(lines)
 
 
@@ -405,6 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, help="override the A/B repetitions")
     parser.add_argument("--no-history", action="store_true", help="skip the incremental-cost and query part")
     parser.add_argument("--only-backfill", action="store_true", help="only the history backfill scenario")
+    parser.add_argument("--only-wap", action="store_true", help="only the write-audit-publish cost (on vs off)")
     parser.add_argument("--backfill-days", type=int, help="override the history backfill's days (e.g. 2400)")
     parser.add_argument("--backfill-granularity", choices=("day", "month", "year"),
                         help="the history's Iceberg partition granularity (default month)")
@@ -436,6 +491,11 @@ def main(argv: list[str] | None = None) -> int:
     save(models, models_file)
     results: dict = {"scale": args.scale, "date": dt.date.today().isoformat(), "machine": machine(),
                      "plan": dataclasses.asdict(plan), "throughput": []}
+
+    log(f"write-audit-publish on vs off: day 2 at {plan.tiny:,} order lines, {plan.reps} pairs")
+    results["wap"] = wap_cost(args.work, plan, log)
+    if args.only_wap:
+        return _finish(args, results, started)
 
     log(f"history backfill: {plan.backfill_days} days x {plan.backfill_rows:,} order lines, landing -> gold")
     results["backfill"] = backfill_history(args.work, models_file, plan, log)
@@ -475,7 +535,7 @@ def _finish(args, results: dict, started: float) -> int:
     results["seconds"] = time.perf_counter() - started
     args.out.mkdir(parents=True, exist_ok=True)
     overridden = (args.rows or args.reps or args.no_history or args.history_rows or args.history_days
-                  or args.only_backfill or args.backfill_days or args.backfill_granularity)
+                  or args.only_backfill or args.only_wap or args.backfill_days or args.backfill_granularity)
     custom = f"-custom-{dt.datetime.now():%H%M%S}" if overridden else ""
     path = args.out / f"{results['date']}-{platform.node()}-{args.scale}{custom}.json"
     path.write_text(json.dumps(results, indent=2, default=str))
