@@ -14,6 +14,8 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 DEV_HOST ?= 127.0.0.1
 DEV_PORT ?= 3000
 PYTEST_ARGS ?=
+# Test modules run side by side on this many pytest-xdist workers in `make test` (1: one at a time).
+TEST_WORKERS ?= 2
 BENCH_SCALE ?= small
 # podman on this kind of machine: runc and lower rlimits (tests/stack/setup-podman.sh writes it).
 STACK_CONF ?= $(CURDIR)/.ratatouille/podman/containers.conf
@@ -80,7 +82,7 @@ stack-test: manifest stack-images ## under podman: the compose stack (a day thro
 
 test: manifest browser postgres ## run the test suite (real DuckDB, Iceberg, dbt, Dagster, S3, PostgreSQL, a browser), then the stack test
 	@# The stack test runs even when the suite before it failed: one failure must not hide another.
-	@rc=0; $(BIN)/pytest --ignore=tests/stack -m "not stack" $(PYTEST_ARGS) || rc=$$?; \
+	@rc=0; $(BIN)/pytest --ignore=tests/stack -m "not stack" -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS) || rc=$$?; \
 		$(MAKE) stack-test || rc=$$((rc ? rc : 1)); exit $$rc
 
 test-fast: manifest ## the fast tier, what bare `pytest` runs: no dbt pipelines, servers, podman or browser (a few minutes)
