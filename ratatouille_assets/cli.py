@@ -182,6 +182,7 @@ def _branch(argv: list[str]) -> int:
 
     from ratatouille_assets.lakehouse import branches
     from ratatouille_assets.lakehouse.catalog import load_catalog
+    from ratatouille_assets.settings import RESERVED_BRANCH_PREFIX
 
     parser = argparse.ArgumentParser(prog="rat branch", description=_branch.__doc__)
     parser.add_argument("action", choices=("list", "diff", "publish", "drop"))
@@ -191,8 +192,9 @@ def _branch(argv: list[str]) -> int:
     if args.action == "list":
         found = branches.list_branches(catalog)
         for info in found:
+            held = "  (audit branch: rows a failed check held back)" if info.name.startswith(RESERVED_BRANCH_PREFIX) else ""
             print(f"{info.name:<28} {len(info.tables):>3} table(s), newest commit {info.newest:%Y-%m-%d %H:%M:%S} UTC"
-                  f"  {', '.join(info.tables)}")
+                  f"  {', '.join(info.tables)}{held}")
         if not found:
             print("no branches: every table has main only")
         return 0

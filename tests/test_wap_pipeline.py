@@ -13,6 +13,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from ratatouille_assets import cli
 from ratatouille_assets.lakehouse import duck, wap
 from ratatouille_assets.lakehouse.catalog import load_catalog
 from ratatouille_assets.materialize import run_pipeline
@@ -101,7 +102,7 @@ def _evaluations(instance, run_ids: list[str]) -> list[dg.AssetCheckEvaluation]:
     return out
 
 
-def test_a_bad_day_stays_on_its_audit_branch_and_the_fixed_file_publishes(lake):
+def test_a_bad_day_stays_on_its_audit_branch_and_the_fixed_file_publishes(lake, capsys):
     settings, instance, catalog = lake
     silver_before, gold_before = main_of(catalog, "silver.readings"), main_of(catalog, "gold.greenhouse_daily")
     assert not audit_refs(catalog, "silver.readings") and not audit_refs(catalog, "gold.greenhouse_daily")
@@ -125,6 +126,14 @@ def test_a_bad_day_stays_on_its_audit_branch_and_the_fixed_file_publishes(lake):
     assert [(e.asset_key.to_user_string(), e.check_name) for e in failed_checks] == [("silver/readings", "no_impossible_cold")]
     assert failed_checks[0].metadata["audit/branch"].value == branch
     assert branch == wap.audit_branch(next(r for r in failed.runs if branch.endswith(r)))
+    # What the run's error says to type shows the held rows; `rat branch list` marks the branch.
+    capsys.readouterr()
+    assert cli.main(["query", "--csv", "--as-of", f"silver.readings={branch}",
+                     f"SELECT celsius FROM silver.readings WHERE read_date = DATE '{DAYS[1]}' ORDER BY 1"]) == 0
+    assert capsys.readouterr().out.split() == ["celsius", "-999.0", "19.0", "20.0"]
+    assert cli.main(["branch", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert branch in listed and "audit branch: rows a failed check held back" in listed
     # Nothing downstream ran, and neither silver nor gold was reported materialized.
     materialized = set().union(*run_of(instance, failed).values())
     assert "bronze/readings" in materialized
