@@ -150,8 +150,11 @@ def test_the_generated_dbt_sources_follow_sources_yml(project):
 
 # ---- what a model writes (dbt runs) -----------------------------------------------------------
 
-# Recent days, so that "every partition" (a full refresh's range: partitions.start..yesterday) is a few days.
+# Recent days, so that "every partition" (a full refresh's range: partitions.start..yesterday) is a few days,
+# and both in one month (the month-partitioned tests put them in one file): on the 3rd, a day earlier.
 D1 = dt.date.today() - dt.timedelta(days=3)
+if (D1 + dt.timedelta(days=1)).day == 1:
+    D1 -= dt.timedelta(days=1)
 D2 = D1 + dt.timedelta(days=1)
 
 
