@@ -492,10 +492,11 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"scale": args.scale, "date": dt.date.today().isoformat(), "machine": machine(),
                      "plan": dataclasses.asdict(plan), "throughput": []}
 
-    log(f"write-audit-publish on vs off: day 2 at {plan.tiny:,} order lines, {plan.reps} pairs")
-    results["wap"] = wap_cost(args.work, plan, log)
-    if args.only_wap:
-        return _finish(args, results, started)
+    if not args.only_backfill:
+        log(f"write-audit-publish on vs off: day 2 at {plan.tiny:,} order lines, {plan.reps} pairs")
+        results["wap"] = wap_cost(args.work, plan, log)
+        if args.only_wap:
+            return _finish(args, results, started)
 
     log(f"history backfill: {plan.backfill_days} days x {plan.backfill_rows:,} order lines, landing -> gold")
     results["backfill"] = backfill_history(args.work, models_file, plan, log)
