@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import json
+import logging
 import os
 import threading
 import time
@@ -27,19 +28,24 @@ from dbt.adapters.duckdb.plugins import BasePlugin
 from dbt.adapters.duckdb.utils import TargetConfig
 from duckdb import DuckDBPyConnection
 
-from ratatouille_assets.lakehouse import duck, trace
+from ratatouille_assets.lakehouse import duck, merge, trace
 from ratatouille_assets.lakehouse.catalog import load_catalog
 from ratatouille_assets.lakehouse.errors import IncompatibleSchemaError, LakehouseError, PartitionTypeError
 from ratatouille_assets.lakehouse.write import (  # noqa: F401 - REJECTED_SUFFIX, LANDING_DAY_COLUMN: imported from here too
     CHUNK_ROWS,
     LANDING_DAY_COLUMN,
     REJECTED_SUFFIX,
+    STRATEGY_PROPERTY,
     RetryPolicy,
     Window,
     rebuild_table,
+    write_base,
     write_window,
 )
+from ratatouille_assets.lakehouse.merge import MergeSpec
 from ratatouille_assets.settings import get_settings
+
+log = logging.getLogger(__name__)
 
 REJECT_COLUMN = "_reject_reason"
 REJECTED_ROWS_PROPERTY = "ratatouille.rejected-rows"
@@ -207,6 +213,8 @@ class Plugin(BasePlugin):
         if partition_by:
             common["granularity"] = options.get("partition_granularity") or "day"
         write = rebuild_table if full_refresh else write_window
+        if options.get("strategy") == "merge" and not full_refresh:
+            return self._merge(cursor, options, identifier, branch, common)
         # The model's result streams from DuckDB to Iceberg data files in bounded batches; rejected
         # rows (a reject reason, or no partition value: few, by nature) are kept aside and written after.
         # Ordered on the partition column, each batch holds a run of days: a window of years becomes
@@ -230,6 +238,69 @@ class Plugin(BasePlugin):
         if self._audit is not None:
             self._audit(identifier, result.metadata_location, window, audit_dir(),
                         rows=stream.rows, rejected=stream.rejected_rows, snapshot_id=result.snapshot_id, branch=branch)
+
+
+    def _merge(self, cursor: DuckDBPyConnection, options: dict[str, Any], identifier: str, branch: str,
+               common: dict[str, Any]) -> None:
+        """strategy='merge': the model's result are changes, upserted into the rows the table holds
+        (:mod:`ratatouille_assets.lakehouse.merge`), committed only onto the head they were merged into.
+        Its rejected rows join those already in ``<table>__rejected`` (a row already there is kept once)."""
+        namespace, name = options["namespace"], options["table"]
+        spec = MergeSpec.from_config(options.get("unique_key"), options.get("merge_update_columns"),
+                                     options.get("merge_delete_column"))
+        staging = options["source_relation"]
+        has_rejects = REJECT_COLUMN in merge.columns(cursor, staging)
+        changes = (f"(SELECT * EXCLUDE ({duck.quote_ident(REJECT_COLUMN)}) FROM {staging} "
+                   f"WHERE {duck.quote_ident(REJECT_COLUMN)} IS NULL)") if has_rejects else staging
+        target, base = self._read_base(cursor, namespace, name, branch, common["fork_from"])
+        started = time.perf_counter()
+        plan = merge.plan_merge(cursor, changes, target, spec)
+        rejected = (cursor.execute(f"SELECT * FROM {staging} WHERE {duck.quote_ident(REJECT_COLUMN)} IS NOT NULL").to_arrow_table()
+                    if has_rejects else None)
+        properties = {STRATEGY_PROPERTY: "merge", **plan.properties(),
+                      **rejected_properties(rejected if rejected is not None else _EMPTY_REJECTS)}
+        stream = _ModelStream(cursor.execute(f"SELECT * FROM ({plan.sql})").to_arrow_reader(CHUNK_ROWS))
+        with self._lock:
+            result = write_window(self.catalog, identifier, stream, window=None, extra_properties=properties,
+                                  expect_head=base, **common)
+        trace.record("dbt.model", time.perf_counter() - started, table=identifier, rows=stream.rows)
+        log.info("%s: merged %d inserted, %d updated, %d deleted, %d kept", identifier, plan.inserted, plan.updated,
+                 plan.deleted, plan.kept)
+        rejected_id = identifier + REJECTED_SUFFIX
+        # New rejects join the table's (none: it is left as it is, made empty on the first run).
+        if rejected is not None and (rejected.num_rows or not self.catalog.table_exists(rejected_id)):
+            old, old_base = self._read_base(cursor, namespace, name + REJECTED_SUFFIX, branch, common["fork_from"])
+            cursor.register("__rat_new_rejects", rejected)
+            union = cursor.execute(
+                (f"SELECT * FROM {old} UNION BY NAME " if old else "") + "SELECT DISTINCT * FROM __rat_new_rejects"
+            ).to_arrow_table()
+            cursor.unregister("__rat_new_rejects")
+            with self._lock:
+                written = write_window(self.catalog, rejected_id, union, window=None, expect_head=old_base, **common)
+            duck.point_view(cursor, namespace, name + REJECTED_SUFFIX, written.metadata_location, written.snapshot_id)
+            record_write(rejected_id, branch, get_settings().branch, None, written.snapshot_id)
+        duck.point_view(cursor, namespace, name, result.metadata_location, result.snapshot_id)
+        record_write(identifier, branch, get_settings().branch, None, result.snapshot_id)
+        if self._audit is not None:
+            self._audit(identifier, result.metadata_location, None, audit_dir(), rows=stream.rows,
+                        rejected=0 if rejected is None else rejected.num_rows, snapshot_id=result.snapshot_id, branch=branch)
+
+    def _read_base(self, cursor: DuckDBPyConnection, namespace: str, name: str, branch: str,
+                   fork_from: str) -> tuple[str | None, int | None]:
+        """The relation of the table as a write to ``branch`` finds it, and that snapshot (None, None:
+        no such table or no snapshot yet). The model's view is pointed at it."""
+        identifier = f"{namespace}.{name}"
+        if not self.catalog.table_exists(identifier):
+            return None, None
+        table = self.catalog.load_table(identifier)
+        base = write_base(table.metadata, branch, fork_from)
+        if base is None:
+            return None, None
+        duck.point_view(cursor, namespace, name, table.metadata_location, base)
+        return f"{duck.quote_ident(namespace)}.{duck.quote_ident(name)}", base
+
+
+_EMPTY_REJECTS = pa.table({REJECT_COLUMN: pa.array([], pa.string())})
 
 
 def _fix_for(exc: Exception, options: dict[str, Any]) -> str:

@@ -13,6 +13,11 @@ class CommitConflictError(LakehouseError):
     """A commit kept conflicting with concurrent writers after every retry."""
 
 
+class HeadMovedError(CommitConflictError):
+    """The table changed since the data was computed from it (a merge read an older head): committing
+    would undo the other write, so nothing was committed; computing again from the new head is the fix."""
+
+
 class CatalogLockedError(LakehouseError):
     """The SQLite catalog stayed locked by another process for as long as a commit retries."""
 

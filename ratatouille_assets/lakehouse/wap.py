@@ -13,7 +13,9 @@ Publishing never lets rows through that were not audited:
 - readers' head moved (another run published another window of the same table meanwhile): the
   audited window's rows, read from the audit branch's head, replace that window on today's head
   (one commit through the write path). The window's rows are exactly those the checks read; the
-  other days are those of today's head, each audited by the run that published it.
+  other days are those of today's head, each audited by the run that published it. A merge's
+  rows are computed from the head it read, so they are never carried onto another head: the
+  publish fails (:class:`HeadMovedError`, the audit branch kept) and the run is to be repeated.
 
 Nothing here knows Dagster or the checks: the caller decides what passed.
 """
@@ -33,9 +35,11 @@ from pyiceberg.table import Table
 from pyiceberg.table.snapshots import ancestors_of
 
 from ratatouille_assets.lakehouse import trace
+from ratatouille_assets.lakehouse.errors import HeadMovedError
 from ratatouille_assets.lakehouse.tables import list_tables
 from ratatouille_assets.lakehouse.write import (
     MAIN_BRANCH,
+    STRATEGY_PROPERTY,
     RetryPolicy,
     Window,
     fork_point,
@@ -133,10 +137,16 @@ def _rebase(
     target: str, retry: RetryPolicy, attempts: int,
 ) -> Publication:
     """The audited window's rows onto the target's current head (the write path retries conflicts)."""
+    summary = table.snapshot_by_id(audited).summary
+    if summary and summary.additional_properties.get(STRATEGY_PROPERTY) == "merge":
+        raise HeadMovedError(
+            f"{identifier}: nothing published: {target} moved since this run merged into it (another run "
+            f"wrote the table meanwhile), and a merge's rows hold the head it read. Run again to merge into "
+            f"the new head; the audited rows stay on {branch} until the retention period."
+        )
     schema = table.schema()
     scan = table.scan(row_filter=window.to_filter(schema) if window else AlwaysTrue(), snapshot_id=audited)
     reader = scan.to_arrow_batch_reader()
-    summary = table.snapshot_by_id(audited).summary
     carried = {k: v for k, v in (summary.additional_properties if summary else {}).items() if k.startswith("ratatouille.")}
     carried[REBASED_FROM_PROPERTY] = str(audited)
     carried.pop("ratatouille.branch", None)

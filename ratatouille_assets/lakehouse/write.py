@@ -53,6 +53,7 @@ from ratatouille_assets.lakehouse import trace
 from ratatouille_assets.lakehouse.errors import (
     CatalogLockedError,
     CommitConflictError,
+    HeadMovedError,
     IncompatibleSchemaError,
     PartitionContractError,
     PartitionTypeError,
@@ -68,6 +69,11 @@ RUN_ID_PROPERTY = "ratatouille.run-id"
 PARTITION_PROPERTY = "ratatouille.partition"
 WINDOW_PROPERTY = "ratatouille.window"
 ROWS_PROPERTY = "ratatouille.rows"
+# How the rows were computed, when not by replacing what the run owns: "merge" (an upsert into the
+# head it read). Such a snapshot cannot be carried onto a head that moved (see wap.py).
+STRATEGY_PROPERTY = "ratatouille.strategy"
+# write_window(expect_head=ANY_HEAD): the data does not depend on what the table held.
+ANY_HEAD = object()
 MAIN_BRANCH = "main"
 BRANCH_PROPERTY = "ratatouille.branch"  # on a snapshot written to a branch other than main
 AUDIT_BRANCH_PROPERTY = "ratatouille.audit-branch"  # on a snapshot written to a run's audit branch
@@ -411,6 +417,7 @@ def write_window(
     on_attempt: Callable[[int], None] | None = None,
     schema_change: str = "append",
     granularity: str = "day",
+    expect_head: int | None | object = ANY_HEAD,
 ) -> WriteResult:
     """Atomically replace ``window`` of ``identifier`` with ``data`` (the whole table if ``window`` is None).
 
@@ -433,6 +440,10 @@ def write_window(
     data file written; on a conflict the table is reloaded and the same files are committed
     again, with bounded, jittered backoff. ``extra_properties`` may be a callable, evaluated once
     the stream is consumed. If anything fails before the commit, the files written are deleted.
+    ``expect_head``: the snapshot ``data`` was computed from (a merge: the table's rows plus the
+    changes), None for a table with no snapshot; if the branch written (or, for a branch made in
+    this commit, its origin) has another head at commit time, :class:`HeadMovedError` is raised and
+    nothing is committed: carrying the files over would undo the write that moved it.
 
     Raises:
         SchemaEvolutionError: the data cannot fit the table by adding columns or widening types, or
@@ -448,7 +459,7 @@ def write_window(
         return _write_window(
             catalog, identifier, data, window=window, run_id=run_id, partition_key=partition_key, branch=branch,
             fork_from=fork_from, extra_properties=extra_properties, retry=retry or RetryPolicy(), on_attempt=on_attempt, span=span,
-            schema_change=schema_change, granularity=granularity,
+            schema_change=schema_change, granularity=granularity, expect_head=expect_head,
         )
 
 
@@ -552,6 +563,7 @@ def _write_window(
     span: dict,
     schema_change: str,
     granularity: str,
+    expect_head: int | None | object = ANY_HEAD,
 ) -> WriteResult:
     chunks = _chunks(data, span)
     first = next(chunks, None)
@@ -614,6 +626,8 @@ def _write_window(
         tx = None
         try:
             with table.transaction() as tx:
+                if expect_head is not ANY_HEAD:
+                    _check_head(tx.table_metadata, identifier, branch, fork_from, expect_head)
                 missing = {k: v for k, v in TABLE_PROPERTIES.items() if k not in table.properties}
                 if missing:  # tables created before a property was introduced get it (values set on a table stay)
                     tx.set_properties(missing)
@@ -639,6 +653,9 @@ def _write_window(
                 if expired:
                     ExpireSnapshots(tx).by_ids(expired).commit()
             break
+        except HeadMovedError:
+            _delete_files(table, files)
+            raise
         except (CommitFailedException, OperationalError, ValueError) as exc:
             if isinstance(exc, ValueError) and not stale_sequence(exc):
                 raise
@@ -685,6 +702,22 @@ def _write_window(
         schema=table.schema(),
         summary=summary,
     )
+
+
+def write_base(metadata, branch: str, fork_from: str) -> int | None:
+    """The snapshot a write to ``branch`` lands on: its head, or where it would be made from."""
+    ref = metadata.refs.get(branch)
+    return ref.snapshot_id if ref is not None else fork_point(metadata, fork_from)
+
+
+def _check_head(metadata, identifier: str, branch: str, fork_from: str, expected: int | None) -> None:
+    head = write_base(metadata, branch, fork_from)
+    if head != expected:
+        raise HeadMovedError(
+            f"{identifier}: the table changed while this write was computed from it (read at snapshot "
+            f"{expected}, its head is now {head}): another run wrote it meanwhile. Nothing was committed; "
+            "run again to compute from the new head."
+        )
 
 
 def _main_only(identifier: str, branch: str, change: str) -> None:

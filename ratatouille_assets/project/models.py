@@ -11,6 +11,9 @@ What a model may be, so that nothing it computes is silently lost:
 - ``partition_by``: one column name (a DATE or a TIMESTAMP: the table is partitioned on its day;
   the type is checked here when the model's YAML declares ``data_type``, else when it is written).
 - ``partition_granularity``: ``day`` (default), ``month`` or ``year``, with ``partition_by`` only.
+- ``strategy``: ``overwrite_window`` (with ``partition_by``, the default there), ``replace``
+  (without, the default there) or ``merge`` (SCD1 upsert on ``unique_key``, unpartitioned; with
+  optional ``merge_update_columns`` and ``merge_delete_column``, which apply to merge only).
 - ``on_schema_change``: ``append_new_columns`` (default), ``sync_all_columns`` or ``fail``;
   dbt's ``ignore`` would drop the new columns' values without a word.
 - names: ``<table>__rejected`` and ``<table>__rebuild`` belong to the platform; two models may
@@ -29,6 +32,7 @@ from typing import Any
 from ratatouille_assets.ingest.sources import SourcesFile
 from ratatouille_assets.layers import BRONZE, MODEL_LAYERS
 from ratatouille_assets.lakehouse.dbt_plugin import ON_SCHEMA_CHANGE, REJECTED_SUFFIX
+from ratatouille_assets.lakehouse.merge import STRATEGIES
 from ratatouille_assets.lakehouse.write import GRANULARITIES, REBUILD_SUFFIX
 from ratatouille_assets.project.dbt_sources import GENERATED_NAME
 
@@ -116,6 +120,7 @@ def _model_problems(node: Mapping[str, Any], model: Model) -> list[str]:
             f"{where} has on_schema_change='{on_schema_change}': use {', '.join(ON_SCHEMA_CHANGE)} "
             "('ignore' would drop the values of new columns without a word)."
         )
+    problems += _strategy_problems(config, where, partition_by)
     wap = config.get("write_audit_publish", True)
     if not isinstance(wap, bool):
         problems.append(f"{where} has write_audit_publish={wap!r}: use true or false.")
@@ -124,6 +129,51 @@ def _model_problems(node: Mapping[str, Any], model: Model) -> list[str]:
             f"{where} is named '{model.table}': names ending in {', '.join(_RESERVED_SUFFIXES)} belong to the "
             "platform (rejected rows, rebuilds); rename the model or set another alias."
         )
+    return problems
+
+
+def _names(value) -> list[str] | None:
+    """A column name or a list of them as a list; None when it is neither."""
+    if isinstance(value, str) and value.strip():
+        return [value]
+    if isinstance(value, list | tuple) and value and all(isinstance(v, str) and v.strip() for v in value):
+        return list(value)
+    return None
+
+
+def _strategy_problems(config: Mapping[str, Any], where: str, partition_by) -> list[str]:
+    strategy = config.get("strategy")
+    merge_options = [k for k in ("unique_key", "merge_update_columns", "merge_delete_column") if config.get(k) is not None]
+    if strategy is None:
+        return [f"{where} sets {', '.join(merge_options)} without strategy='merge': add it, or remove them."] if merge_options else []
+    if strategy not in STRATEGIES:
+        return [f"{where} has strategy={strategy!r}: use one of {', '.join(STRATEGIES)}."]
+    partitioned = isinstance(partition_by, str)
+    if strategy == "overwrite_window" and not partitioned:
+        return [f"{where} has strategy='overwrite_window' but no partition_by: a window is days of the partition "
+                "column. Set partition_by, or use strategy='replace' (the default without it)."]
+    if strategy == "replace" and partitioned:
+        return [f"{where} has strategy='replace' and partition_by: a partitioned model's run replaces its days "
+                "(overwrite_window, the default); remove one of them."]
+    if strategy != "merge":
+        return [f"{where} sets {', '.join(merge_options)}, which apply to strategy='merge' only."] if merge_options else []
+    problems = []
+    if partitioned:
+        problems.append(f"{where} has strategy='merge' and partition_by: a merge is for unpartitioned tables "
+                        "(dimensions, reference data) so far; remove partition_by.")
+    keys = _names(config.get("unique_key"))
+    if keys is None:
+        problems.append(f"{where} has strategy='merge' without unique_key: name the column(s) a row is matched "
+                        "on, e.g. {{ config(strategy='merge', unique_key='customer_id') }}.")
+    updates = config.get("merge_update_columns")
+    if updates is not None and _names(updates) is None:
+        problems.append(f"{where} has merge_update_columns={updates!r}: give a column name or a list of them.")
+    elif updates is not None and keys and set(_names(updates)) & set(keys):
+        problems.append(f"{where} has merge_update_columns naming its unique_key ({', '.join(sorted(set(_names(updates)) & set(keys)))}): "
+                        "a key is what a row is matched on, not what it updates; remove it from the list.")
+    delete = config.get("merge_delete_column")
+    if delete is not None and not (isinstance(delete, str) and delete.strip()):
+        problems.append(f"{where} has merge_delete_column={delete!r}: give one BOOLEAN column name.")
     return problems
 
 

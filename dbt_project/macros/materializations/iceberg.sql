@@ -19,6 +19,15 @@
     write_audit_publish: true (default) | false. In a Dagster run the model is written to the run's
                       audit branch and published once its checks passed; false writes it
                       straight to the readers' branch (RATATOUILLE_WAP=off: every table).
+    strategy:         overwrite_window (default with partition_by: the run replaces its days) |
+                      replace (default without: the run's result is the table) | merge (SCD1
+                      upsert: the result holds changes, matched on unique_key; unpartitioned
+                      models). With merge:
+      unique_key:           a column or a list of columns, one row per key in the result;
+      merge_update_columns: the columns a matched row updates (default: every column);
+      merge_delete_column:  a BOOLEAN column: true removes the key (the column is not stored).
+                      A merge commits only onto the head it read; its rejected rows join those
+                      already in `<table>__rejected`.
   A `_reject_reason` column, if the model has one, splits the result: rows with a reason go to
   `<table>__rejected` (same window), the rest to the table, and counts per reason are recorded.
   Rows whose partition value is NULL are rejected too (`missing_partition_value`), filed under
@@ -54,6 +63,10 @@
       'full_refresh': should_full_refresh(),
       'on_schema_change': config.get('on_schema_change'),
       'write_audit_publish': config.get('write_audit_publish', true),
+      'strategy': config.get('strategy'),
+      'unique_key': config.get('unique_key'),
+      'merge_update_columns': config.get('merge_update_columns'),
+      'merge_delete_column': config.get('merge_delete_column'),
       'model_path': model.original_file_path,
   } -%}
   {% do adapter.store_relation('ratatouille', this, [], none, 'iceberg', options) %}

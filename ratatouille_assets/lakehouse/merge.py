@@ -1,0 +1,140 @@
+"""Merge (SCD1 upsert) of a model's result into the rows its table holds, in DuckDB SQL.
+
+The model's result is the changes: a row whose ``unique_key`` the table has replaces that row
+(only ``update_columns`` of it, when given), a new key is inserted, a row whose ``delete_column``
+is true removes its key. Every other row of the table stays as it was. The merged table is one
+SQL relation (a join and an anti-join, no Python per row), which the caller streams into the
+write path as the table's new content, committed only onto the head it was computed from.
+
+Refused, with the count and a few keys: NULL keys and duplicate keys in the changes (which row
+would win?), duplicate keys in the table (an update would multiply them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from duckdb import DuckDBPyConnection
+
+from ratatouille_assets.lakehouse.duck import quote_ident as q
+from ratatouille_assets.lakehouse.errors import LakehouseError
+
+STRATEGIES = ("overwrite_window", "replace", "merge")
+SAMPLE_KEYS = 5
+
+
+class MergeError(LakehouseError):
+    """The changes cannot be merged as they are; the message says which rows and what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MergeSpec:
+    unique_key: tuple[str, ...]
+    update_columns: tuple[str, ...] | None = None
+    delete_column: str | None = None
+
+    @classmethod
+    def from_config(cls, unique_key, update_columns=None, delete_column=None) -> MergeSpec:
+        keys = (unique_key,) if isinstance(unique_key, str) else tuple(unique_key or ())
+        updates = None if update_columns is None else ((update_columns,) if isinstance(update_columns, str) else tuple(update_columns))
+        return cls(keys, updates, delete_column or None)
+
+
+@dataclasses.dataclass(frozen=True)
+class MergePlan:
+    sql: str  # the merged table
+    inserted: int
+    updated: int
+    deleted: int
+    kept: int  # rows of the table the changes did not touch
+
+    def properties(self) -> dict[str, str]:
+        return {"ratatouille.merge.inserted": str(self.inserted), "ratatouille.merge.updated": str(self.updated),
+                "ratatouille.merge.deleted": str(self.deleted), "ratatouille.merge.kept": str(self.kept)}
+
+
+def columns(conn: DuckDBPyConnection, relation: str) -> dict[str, str]:
+    return {row[0]: row[1] for row in conn.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()}
+
+
+def plan_merge(conn: DuckDBPyConnection, changes: str, target: str | None, spec: MergeSpec) -> MergePlan:
+    """The merged table's SQL over ``changes`` (a relation of good rows) and ``target`` (the table as
+    read, or None when it does not exist yet), with the counts of what the merge does."""
+    src = columns(conn, changes)
+    tgt = columns(conn, target) if target else {}
+    _check_columns(spec, src, tgt)
+    keys = spec.unique_key
+    _refuse_bad_keys(conn, changes, keys, "the model's result",
+                     "Deduplicate in the model (one row per key: the latest, e.g. latest_by_key) or widen unique_key.")
+    if target:
+        _refuse_bad_keys(conn, target, keys, "the table",
+                         "Rebuild it with a full refresh from a result with one row per key.", nulls=False)
+    delete = spec.delete_column
+    out = [c for c in src if c != delete] + [c for c in tgt if c not in src]
+    is_deleted = f"coalesce(s.{q(delete)}, false)" if delete else "false"
+    if not target:
+        sql = f"SELECT * EXCLUDE ({q(delete)}) FROM {changes} s WHERE NOT {is_deleted}" if delete else f"SELECT * FROM {changes}"
+        inserted = conn.execute(f"SELECT count(*) FROM ({sql})").fetchone()[0]
+        return MergePlan(sql, inserted, 0, 0, 0)
+    on = " AND ".join(f"s.{q(k)} = t.{q(k)}" for k in keys)
+    keep_old = set() if spec.update_columns is None else {c for c in src if c in tgt and c not in keys and c not in spec.update_columns}
+
+    def upserted(c: str) -> str:
+        if c not in src:
+            return f"t.{q(c)}"
+        if c in keep_old:
+            return f"CASE WHEN t.__rat_hit THEN t.{q(c)} ELSE s.{q(c)} END"
+        return f"s.{q(c)}"
+
+    changed = (f"SELECT {', '.join(f'{upserted(c)} AS {q(c)}' for c in out)} FROM {changes} s "
+               f"LEFT JOIN (SELECT *, true AS __rat_hit FROM {target}) t ON {on} WHERE NOT {is_deleted}")
+    kept = f"SELECT {', '.join(f't.{q(c)}' for c in tgt)} FROM {target} t ANTI JOIN {changes} s ON {on}"
+    sql = f"{changed}\nUNION ALL BY NAME\n{kept}"
+    counts = conn.execute(
+        f"SELECT count(*) FILTER (WHERE t.__rat_hit IS NULL AND NOT {is_deleted}), "
+        f"count(*) FILTER (WHERE t.__rat_hit AND NOT {is_deleted}), count(*) FILTER (WHERE t.__rat_hit AND {is_deleted}) "
+        f"FROM {changes} s LEFT JOIN (SELECT {', '.join(f'{q(k)}' for k in keys)}, true AS __rat_hit FROM {target}) t ON {on}"
+    ).fetchone()
+    total = conn.execute(f"SELECT count(*) FROM {target}").fetchone()[0]
+    inserted, updated, deleted = (int(c) for c in counts)
+    return MergePlan(sql, inserted, updated, deleted, total - updated - deleted)
+
+
+def _check_columns(spec: MergeSpec, src: dict[str, str], tgt: dict[str, str]) -> None:
+    problems = []
+    for k in spec.unique_key:
+        if k not in src:
+            problems.append(f"unique_key column '{k}' is not in the model's result (columns: {', '.join(src)})")
+        elif tgt and k not in tgt:
+            problems.append(f"unique_key column '{k}' is not in the table (columns: {', '.join(tgt)}): "
+                            "rebuild it with a full refresh")
+    for c in spec.update_columns or ():
+        if c not in src:
+            problems.append(f"merge_update_columns names '{c}', which is not in the model's result")
+    if spec.delete_column:
+        kind = src.get(spec.delete_column)
+        if kind is None:
+            problems.append(f"merge_delete_column '{spec.delete_column}' is not in the model's result")
+        elif kind.upper() != "BOOLEAN":
+            problems.append(f"merge_delete_column '{spec.delete_column}' is {kind}: make it a BOOLEAN "
+                            f"(true removes the key), e.g. coalesce(op = 'D', false) as {spec.delete_column}")
+    if problems:
+        raise MergeError("; ".join(problems))
+
+
+def _refuse_bad_keys(conn: DuckDBPyConnection, relation: str, keys: tuple[str, ...], what: str, fix: str,
+                     nulls: bool = True) -> None:
+    key_list = ", ".join(q(k) for k in keys)
+    if nulls:
+        null_rows = conn.execute(f"SELECT count(*) FROM {relation} WHERE " + " OR ".join(f"{q(k)} IS NULL" for k in keys)).fetchone()[0]
+        if null_rows:
+            raise MergeError(
+                f"{null_rows} row(s) of {what} have a NULL unique_key ({', '.join(keys)}): a merge cannot place them. "
+                f"Reject them in the model (_reject_reason = 'missing_key') or filter them."
+            )
+    dupes = conn.execute(
+        f"SELECT {key_list}, count(*) AS n FROM {relation} GROUP BY ALL HAVING count(*) > 1 ORDER BY n DESC, {key_list}"
+    ).fetchall()
+    if dupes:
+        sample = "; ".join(", ".join(str(v) for v in row[:-1]) + f" ({row[-1]} rows)" for row in dupes[:SAMPLE_KEYS])
+        raise MergeError(f"{len(dupes)} key(s) of {what} appear more than once ({', '.join(keys)}): {sample}. {fix}")

@@ -1,0 +1,215 @@
+"""strategy='merge' (SCD1 upsert on a key): a CRM export of changed accounts merged into the accounts
+table, through Dagster, dbt and the write path; what the contract refuses when definitions load;
+a merge is never committed onto a head it did not read."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import dagster as dg
+import pyarrow as pa
+import pytest
+
+from ratatouille_assets.definitions import build_definitions
+from ratatouille_assets.lakehouse import duck
+from ratatouille_assets.lakehouse.catalog import load_catalog
+from ratatouille_assets.lakehouse.errors import HeadMovedError
+from ratatouille_assets.lakehouse.wap import audit_branch, publish
+from ratatouille_assets.lakehouse.write import STRATEGY_PROPERTY, write_window
+from ratatouille_assets.project.models import ModelContractError
+from ratatouille_assets.settings import get_settings
+from tests.conftest import use_home
+from tests.project import make_project
+
+ACCOUNTS = """
+accounts:
+  format: csv
+  partitioned: false
+  primary_key: [account_id]
+  columns:
+    account_id: integer
+    name: varchar
+    tier: varchar
+    seats: integer
+    op: varchar
+"""
+
+
+def model(config: str) -> dict[str, str]:
+    return {"silver/accounts.sql": f"""
+        {{{{ config({config}) }}}}
+        select account_id, name, tier, seats, coalesce(op = 'D', false) as is_deleted,
+               case when account_id is null then 'missing_key' end as _reject_reason
+        from {{{{ source('bronze', 'accounts') }}}}
+    """}
+
+
+MERGE = "strategy='merge', unique_key='account_id', merge_delete_column='is_deleted'"
+
+
+@pytest.fixture
+def crm(tmp_path, monkeypatch):
+    use_home(monkeypatch, tmp_path / "rt")
+
+    def make(config: str = MERGE) -> Path:
+        return make_project(tmp_path / "project", monkeypatch, sources=ACCOUNTS, models=model(config))
+
+    with dg.instance_for_test() as instance:
+        yield make, instance
+    get_settings.cache_clear()
+
+
+def export(rows: list[tuple]) -> None:
+    """The CRM's export: one file, replaced by each new export (bronze holds the latest)."""
+    path = Path(get_settings().landing) / "accounts" / "export.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["account_id", "name", "tier", "seats", "op"])
+        w.writerows(["" if v is None else v for v in row] for row in rows)
+
+
+def run(instance, raise_on_error=True):
+    defs = build_definitions()
+    return dg.materialize(list(defs.assets), selection=[dg.AssetKey(["bronze", "accounts"]), dg.AssetKey(["silver", "accounts"])],
+                          resources=dict(defs.resources), instance=instance, raise_on_error=raise_on_error)
+
+
+def table_rows(name: str) -> dict:
+    """The table as plain DuckDB reads main's metadata: {account_id: (name, tier, seats)}."""
+    table = load_catalog(get_settings()).load_table(name)
+    conn = duck.connect(get_settings())
+    got = conn.execute(f"SELECT account_id, name, tier, seats FROM {duck.scan_sql(table.metadata_location)}").fetchall()
+    assert len(got) == len({r[0] for r in got}), "one row per key"
+    return {r[0]: r[1:] for r in got}
+
+
+def first_export() -> list[tuple]:
+    return [(i, f"account {i}", "free", i % 7, None) for i in range(1, 2001)]
+
+
+@pytest.mark.slow
+def test_changes_are_upserted_and_a_replay_changes_nothing(crm):
+    make, instance = crm
+    make()
+    export(first_export())
+    assert run(instance).success
+    expected = {i: (f"account {i}", "free", i % 7) for i in range(1, 2001)}
+    assert table_rows("silver.accounts") == expected
+
+    # 500 updates + 500 new accounts + 2 deletions + 1 row without a key.
+    changes = [(i, f"account {i} renamed", "pro", 100 + i, None) for i in range(1, 501)]
+    changes += [(i, f"new account {i}", "free", 1, None) for i in range(2001, 2501)]
+    changes += [(1500, "account 1500", "free", 1, "D"), (1501, "account 1501", "free", 1, "D"), (None, "no key", "pro", 1, None)]
+    export(changes)
+    result = run(instance)
+    assert result.success
+    for i in range(1, 501):
+        expected[i] = (f"account {i} renamed", "pro", 100 + i)
+    for i in range(2001, 2501):
+        expected[i] = (f"new account {i}", "free", 1)
+    del expected[1500], expected[1501]
+    merged = table_rows("silver.accounts")
+    assert len(merged) == 2498
+    assert merged == expected  # row by row
+    catalog = load_catalog(get_settings())
+    summary = catalog.load_table("silver.accounts").current_snapshot().summary.additional_properties
+    assert {k: summary[k] for k in summary if k.startswith("ratatouille.merge.")} == {
+        "ratatouille.merge.inserted": "500", "ratatouille.merge.updated": "500",
+        "ratatouille.merge.deleted": "2", "ratatouille.merge.kept": "1498"}
+    assert summary[STRATEGY_PROPERTY] == "merge"
+    assert "is_deleted" not in catalog.load_table("silver.accounts").schema().column_names
+    conn = duck.connect(get_settings())
+    rejected_sql = f"SELECT name, _reject_reason FROM {duck.scan_sql(catalog.load_table('silver.accounts__rejected').metadata_location)}"
+    assert conn.execute(rejected_sql).fetchall() == [("no key", "missing_key")]
+
+    # The same export again: nothing changes, the rejected row is kept once.
+    assert run(instance).success
+    assert table_rows("silver.accounts") == expected
+    assert conn.execute(rejected_sql).fetchall() == [("no key", "missing_key")]
+
+
+@pytest.mark.slow
+def test_update_columns_keep_the_rest_and_duplicate_keys_are_refused_naming_them(crm):
+    make, instance = crm
+    make(MERGE + ", merge_update_columns=['tier']")
+    export(first_export()[:10])
+    assert run(instance).success
+    export([(3, "ignored name", "pro", 99, None), (11, "eleven", "free", 5, None)])
+    assert run(instance).success
+    rows = table_rows("silver.accounts")
+    assert rows[3] == ("account 3", "pro", 3)  # only tier updated
+    assert rows[11] == ("eleven", "free", 5)  # a new key is inserted whole
+    assert len(rows) == 11
+    before = load_catalog(get_settings()).load_table("silver.accounts").current_snapshot().snapshot_id
+
+    export([(4, "a", "pro", 1, None), (4, "b", "free", 2, None), (5, "c", "pro", 1, None)])
+    result = run(instance, raise_on_error=False)
+    assert not result.success
+    message = "\n".join(str(e.step_failure_data.error) for e in result.all_events if e.is_step_failure)
+    assert "silver/accounts.sql" in message or "silver.accounts" in message
+    assert "1 key(s) of the model's result appear more than once (account_id): 4 (2 rows)" in message
+    table = load_catalog(get_settings()).load_table("silver.accounts")
+    assert table.current_snapshot().snapshot_id == before
+    assert table_rows("silver.accounts") == rows
+
+
+def test_the_contract_refuses_merge_configs_that_cannot_work(crm):
+    make, _ = crm
+    root = make()
+    models = root / "dbt_project" / "models" / "silver"
+    cases = {
+        "no_key.sql": "{{ config(strategy='merge') }} select 1 as id",
+        "partitioned.sql": "{{ config(strategy='merge', unique_key='id', partition_by='d') }} select 1 as id, current_date as d",
+        "typo.sql": "{{ config(strategy='upsert', unique_key='id') }} select 1 as id",
+        "stray.sql": "{{ config(unique_key='id') }} select 1 as id",
+        "key_updated.sql": "{{ config(strategy='merge', unique_key='id', merge_update_columns=['id', 'x']) }} select 1 as id, 2 as x",
+        "window.sql": "{{ config(strategy='overwrite_window') }} select 1 as id",
+    }
+    for name, sql in cases.items():
+        (models / name).write_text(sql)
+    with pytest.raises(ModelContractError) as info:
+        build_definitions()
+    message = str(info.value)
+    for text in [
+        f"{models}/no_key.sql: model 'no_key' has strategy='merge' without unique_key",
+        f"{models}/partitioned.sql: model 'partitioned' has strategy='merge' and partition_by",
+        f"{models}/typo.sql: model 'typo' has strategy='upsert': use one of overwrite_window, replace, merge.",
+        f"{models}/stray.sql: model 'stray' sets unique_key without strategy='merge'",
+        f"{models}/key_updated.sql: model 'key_updated' has merge_update_columns naming its unique_key (id)",
+        f"{models}/window.sql: model 'window' has strategy='overwrite_window' but no partition_by",
+    ]:
+        assert text in message, text
+    assert "silver/accounts.sql" not in message
+
+
+def test_a_merge_is_committed_only_onto_the_head_it_read(settings):
+    catalog = load_catalog(settings)
+    first = write_window(catalog, "silver.accounts", pa.table({"id": [1, 2], "v": ["a", "b"]}), window=None, run_id="r1")
+    # Another writer commits after our merge read `first`: ours is refused, nothing of it committed.
+    write_window(catalog, "silver.accounts", pa.table({"id": [1, 2, 3], "v": ["a", "b", "c"]}), window=None, run_id="r2")
+    table = catalog.load_table("silver.accounts")
+    files_before = {f["file_path"] for f in table.inspect.files().to_pylist()}
+    data_dir = Path(table.location().removeprefix("file://")) / "data"
+    on_disk = set(data_dir.rglob("*.parquet"))
+    with pytest.raises(HeadMovedError, match=f"read at snapshot {first.snapshot_id}"):
+        write_window(catalog, "silver.accounts", pa.table({"id": [1, 2], "v": ["a", "B"]}), window=None, run_id="r3",
+                     expect_head=first.snapshot_id)
+    table = catalog.load_table("silver.accounts")
+    assert table.scan().to_arrow().sort_by("id").column("v").to_pylist() == ["a", "b", "c"]
+    assert {f["file_path"] for f in table.inspect.files().to_pylist()} == files_before
+    assert set(data_dir.rglob("*.parquet")) == on_disk  # the refused write's files were removed
+
+    # Write-audit-publish: a merge audited on its branch is not carried onto a main that moved.
+    head = table.current_snapshot().snapshot_id
+    branch = audit_branch("r4")
+    write_window(catalog, "silver.accounts", pa.table({"id": [1, 2, 3], "v": ["x", "b", "c"]}), window=None, run_id="r4",
+                 branch=branch, expect_head=head, extra_properties={STRATEGY_PROPERTY: "merge"})
+    write_window(catalog, "silver.accounts", pa.table({"id": [1, 2, 3, 4], "v": ["a", "b", "c", "d"]}), window=None, run_id="r5")
+    moved = catalog.load_table("silver.accounts").current_snapshot().snapshot_id
+    with pytest.raises(HeadMovedError, match="nothing published"):
+        publish(catalog, "silver.accounts", branch, window=None, run_id="r4")
+    table = catalog.load_table("silver.accounts")
+    assert table.current_snapshot().snapshot_id == moved
+    assert branch in table.metadata.refs  # kept for inspection
