@@ -5,6 +5,8 @@ a merge is never committed onto a head it did not read."""
 from __future__ import annotations
 
 import csv
+import io
+import uuid
 from pathlib import Path
 
 import dagster as dg
@@ -12,7 +14,7 @@ import pyarrow as pa
 import pytest
 
 from ratatouille_assets.definitions import build_definitions
-from ratatouille_assets.lakehouse import duck
+from ratatouille_assets.lakehouse import duck, s3
 from ratatouille_assets.lakehouse.catalog import load_catalog
 from ratatouille_assets.lakehouse.errors import HeadMovedError
 from ratatouille_assets.lakehouse.wap import audit_branch, publish
@@ -21,6 +23,7 @@ from ratatouille_assets.project.models import ModelContractError
 from ratatouille_assets.settings import get_settings
 from tests.conftest import use_home
 from tests.project import make_project
+from tests.services import postgres_server, s3_server
 
 ACCOUNTS = """
 accounts:
@@ -48,9 +51,28 @@ def model(config: str) -> dict[str, str]:
 MERGE = "strategy='merge', unique_key='account_id', merge_delete_column='is_deleted'"
 
 
-@pytest.fixture
-def crm(tmp_path, monkeypatch):
-    use_home(monkeypatch, tmp_path / "rt")
+@pytest.fixture(scope="module")
+def s3_srv():
+    with s3_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def pg():
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(params=["local"])
+def crm(request, tmp_path, monkeypatch):
+    """The local default, or (param "s3") the warehouse and landing on S3 over HTTP, the catalog on PostgreSQL."""
+    if request.param == "s3":
+        from tests.test_s3_postgres import use_server
+
+        use_server(monkeypatch, tmp_path / "rt", request.getfixturevalue("s3_srv"), request.getfixturevalue("pg"),
+                   "crm-" + uuid.uuid4().hex[:8])
+    else:
+        use_home(monkeypatch, tmp_path / "rt")
 
     def make(config: str = MERGE) -> Path:
         return make_project(tmp_path / "project", monkeypatch, sources=ACCOUNTS, models=model(config))
@@ -62,12 +84,17 @@ def crm(tmp_path, monkeypatch):
 
 def export(rows: list[tuple]) -> None:
     """The CRM's export: one file, replaced by each new export (bronze holds the latest)."""
-    path = Path(get_settings().landing) / "accounts" / "export.csv"
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow(["account_id", "name", "tier", "seats", "op"])
+    w.writerows(["" if v is None else v for v in row] for row in rows)
+    landing = get_settings().landing
+    if s3.is_s3(landing):
+        s3.put_bytes(s3.client(get_settings()), s3.join(landing, "accounts", "export.csv"), out.getvalue().encode())
+        return
+    path = Path(landing) / "accounts" / "export.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["account_id", "name", "tier", "seats", "op"])
-        w.writerows(["" if v is None else v for v in row] for row in rows)
+    path.write_text(out.getvalue())
 
 
 def run(instance, raise_on_error=True):
@@ -90,6 +117,7 @@ def first_export() -> list[tuple]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("crm", ["local", "s3"], indirect=True)
 def test_changes_are_upserted_and_a_replay_changes_nothing(crm):
     make, instance = crm
     make()
