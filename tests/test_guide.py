@@ -41,7 +41,11 @@ def independent_station_daily(landing: Path) -> list[tuple]:
         latest AS (
             SELECT * FROM typed QUALIFY row_number() OVER (PARTITION BY reading_id ORDER BY sent_at DESC) = 1
         ),
-        stations AS (SELECT * FROM read_csv('{landing}/stations/*.csv', header = true))
+        exports AS (  -- the first stations export (archived by the guide), then the newest: newest wins per station
+            SELECT *, 1 AS n FROM read_csv('{landing.parent}/archive/stations-*.csv', header = true)
+            UNION ALL BY NAME SELECT *, 2 AS n FROM read_csv('{landing}/stations/*.csv', header = true)
+        ),
+        stations AS (SELECT * FROM exports QUALIFY row_number() OVER (PARTITION BY station_id ORDER BY n DESC) = 1)
         SELECT CAST(measured_at AS DATE), s.station_id, s.name, s.city, count(*), min(temperature_c),
                max(temperature_c), round(avg(temperature_c), 2)
         FROM latest JOIN stations s USING (station_id)
@@ -95,6 +99,14 @@ def test_gold_equals_an_independent_computation_of_the_made_up_data(guide):
     assert counts[("2025-03-06", "ST-01")] == 3  # the implausible one is rejected
     first = query(clone, "SELECT temperature_c FROM silver.readings WHERE reading_id = 'ST-01-2025030200'")
     assert first == [("3.3",)]  # the corrected re-send won
+
+
+def test_the_stations_export_of_changes_is_merged_and_keeps_the_stations_it_does_not_list(guide):
+    clone, _ = guide
+    got = query(clone, "SELECT station_id, name, city, elevation_m FROM silver.stations ORDER BY 1")
+    assert got == [("ST-01", "Harbour", "Brest", "12"), ("ST-02", "Hill", "Brest", "195"),
+                   ("ST-03", "Airport", "Rennes", "37"), ("ST-04", "Lighthouse", "Brest", "8")]
+    assert query(clone, "SELECT count(*) FROM bronze.stations") == [("2",)]  # bronze holds the newest export
 
 
 def test_the_rejected_rows_say_why_and_nothing_vanished(guide):
