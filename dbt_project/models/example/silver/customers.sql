@@ -1,5 +1,8 @@
-{#- Current state of every customer (SCD1): the latest record per customer_id wins
+{#- Current state of every customer (SCD1): the latest record per customer_id wins, merged into
+    the table on customer_id (a customer the landing files no longer hold stays)
     (sources.yml: primary_key customer_id, latest_by updated_at). -#}
+{{ config(strategy='merge', unique_key='customer_id') }}
+
 with
 
 bronze as (

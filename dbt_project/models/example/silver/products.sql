@@ -1,5 +1,7 @@
 {#- Current state of every product (SCD1): the latest record per product_id wins
     (sources.yml: primary_key product_id, latest_by updated_at). -#}
+{{ config(strategy='merge', unique_key='product_id') }}
+
 with
 
 bronze as (
