@@ -17,6 +17,7 @@ from ratatouille_assets.definitions import build_definitions
 from ratatouille_assets.lakehouse import duck, s3
 from ratatouille_assets.lakehouse.catalog import load_catalog
 from ratatouille_assets.lakehouse.errors import HeadMovedError
+from ratatouille_assets.lakehouse.timetravel import history
 from ratatouille_assets.lakehouse.wap import audit_branch, publish
 from ratatouille_assets.lakehouse.write import STRATEGY_PROPERTY, write_window
 from ratatouille_assets.project.models import ModelContractError
@@ -147,6 +148,8 @@ def test_changes_are_upserted_and_a_replay_changes_nothing(crm):
         "ratatouille.merge.inserted": "500", "ratatouille.merge.updated": "500",
         "ratatouille.merge.deleted": "2", "ratatouille.merge.kept": "1498"}
     assert summary[STRATEGY_PROPERTY] == "merge"
+    latest = history(catalog.load_table("silver.accounts"))[0]
+    assert (latest.operation, latest.note) == ("merge", "500 inserted, 500 updated, 2 deleted, 1498 kept")
     assert "is_deleted" not in catalog.load_table("silver.accounts").schema().column_names
     conn = duck.connect(get_settings())
     rejected_sql = f"SELECT name, _reject_reason FROM {duck.scan_sql(catalog.load_table('silver.accounts__rejected').metadata_location)}"

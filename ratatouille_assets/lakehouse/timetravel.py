@@ -45,6 +45,7 @@ from ratatouille_assets.lakehouse.write import (
     REJECTED_SUFFIX,
     RESTORED_FROM_PROPERTY,
     RUN_ID_PROPERTY,
+    STRATEGY_PROPERTY,
     WINDOW_PROPERTY,
     Window,
     WriteResult,
@@ -225,6 +226,9 @@ def _entry(parts: list[Snapshot], refs: dict[int, list[str]], on_main: set[int])
         operation, note = "rollback", f"restored snapshot {props[RESTORED_FROM_PROPERTY]}"
     elif ROLLED_BACK_TO_PROPERTY in props:
         operation, note = "rollback", f"window as of snapshot {props[ROLLED_BACK_TO_PROPERTY]}"
+    elif props.get(STRATEGY_PROPERTY) == "merge":
+        counts = {k: props.get(f"ratatouille.merge.{k}", "?") for k in ("inserted", "updated", "deleted", "kept")}
+        operation, note = "merge", ", ".join(f"{v} {k}" for k, v in counts.items())
     return HistoryEntry(
         snapshot_id=last.snapshot_id,
         parent_id=parts[0].parent_snapshot_id,
