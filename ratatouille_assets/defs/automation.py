@@ -407,6 +407,18 @@ def _range_request(
     )
 
 
+# bronze -> silver -> gold -> gold built on gold: how far up a run in progress holds a day back.
+UPSTREAM_DEPTH = 4
+
+
+def upstream_in_progress(depth: int) -> dg.AutomationCondition:
+    """True for a partition when an asset up to ``depth`` levels upstream is in progress for it."""
+    condition = dg.AutomationCondition.in_progress()
+    for _ in range(depth - 1):
+        condition = dg.AutomationCondition.in_progress() | dg.AutomationCondition.any_deps_match(condition)
+    return dg.AutomationCondition.any_deps_match(condition).with_label(f"an upstream asset (up to {depth} levels) in progress")
+
+
 def propagate(lookback_days: int, ignore: dg.AssetSelection | None = None) -> dg.AutomationCondition:
     """Materialize when upstream partitions were updated and their blocking checks passed.
 
@@ -415,6 +427,10 @@ def propagate(lookback_days: int, ignore: dg.AssetSelection | None = None) -> dg
     upstream" guard: a silver day also reads the next landing day (late records), which may not
     exist yet and must not hold the day back. Updates of ``ignore`` (for daily models: the
     dimensions, which they depend on only for their checks) do not trigger a recomputation.
+    A day waits while any asset upstream of it (up to :data:`UPSTREAM_DEPTH` levels, not only its
+    direct parents) is being materialized for it: a gold day started while a bronze run for its
+    late records is still loading would read silver before those records reach it, and its
+    materialization, newer than silver's, would then look up to date.
     """
     updated = dg.AutomationCondition.any_deps_updated()
     if ignore is not None:
@@ -422,7 +438,7 @@ def propagate(lookback_days: int, ignore: dg.AssetSelection | None = None) -> dg
     return (
         dg.AutomationCondition.in_latest_time_window(dt.timedelta(days=lookback_days))
         & updated.since_last_handled()
-        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~upstream_in_progress(UPSTREAM_DEPTH)
         & ~dg.AutomationCondition.in_progress()
         & dg.AutomationCondition.all_deps_blocking_checks_passed()
     ).with_label(f"upstream updated and checked (last {lookback_days} days)")
