@@ -89,3 +89,15 @@ def test_history_is_daily_commits_through_the_write_path(settings, tmp_path):
     expected = conn.execute(f"SELECT count(*) FROM iceberg_scan('{kpi.metadata_location}')").fetchone()[0]
     assert latency["kpi_rows"] == expected > 0
     assert latency["days"] == f"{days[0]}..{days[-1]}"
+
+
+def test_the_merge_benchmark_merges_the_same_rows_on_both_sides_and_pyicebergs_upsert_agrees(settings, tmp_path, monkeypatch):
+    from bench import merge
+
+    monkeypatch.setenv("RATATOUILLE_HOME", str(settings.home))  # run() points it at its work folder; restored after
+    out = merge.run(tmp_path / "merge", rows=20_000, changes=2_000, reps=1, upsert_rows=2_000, log=lambda _: None)
+    get_settings.cache_clear()
+    assert out["same_content"]  # same row count and hash of every row, ours (Iceberg) vs plain DuckDB (Parquet)
+    assert out["merged_rows"] == 20_000 + 1_000  # 1,000 updates, 1,000 new keys
+    assert (out["ours_detail"]["inserted"], out["ours_detail"]["updated"]) == (1_000, 1_000)
+    assert (out["pyiceberg_upsert"]["updated"], out["pyiceberg_upsert"]["inserted"]) == (100, 100)
