@@ -172,6 +172,20 @@ def container_name(component: str) -> str:
     return f"rat-ratatouille-{component}-pod-0-{component}"
 
 
+def remove_leftovers(files: dict[str, Path]) -> None:
+    """Remove this test's pods and containers, whatever state an earlier run left them in.
+
+    ``kube down`` only finds what a finished ``kube play`` registered: a play killed half-way (a
+    timeout on a loaded machine) leaves a container named like ours outside any pod, and the next
+    play then fails with "the container name ... is already in use".
+    """
+    for component in reversed(list(files)):
+        podman("kube", "down", str(files[component]), check=False)
+    for component in files:
+        podman("pod", "rm", "-f", "-i", f"rat-ratatouille-{component}-pod-0", check=False)
+        podman("rm", "-f", "-i", container_name(component), check=False)
+
+
 def logs(pods: dict[str, Any]) -> str:
     out = []
     for component in pods:
@@ -197,6 +211,7 @@ def played(tmp_path_factory: pytest.TempPathFactory):
     for component, docs in pods.items():
         files[component] = tmp_path / f"{component}.yaml"
         files[component].write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    remove_leftovers(files)
     podman("network", "rm", "-f", NETWORK, check=False)
     podman("network", "create", "--subnet", SUBNET, NETWORK)
     for secret in secrets:
@@ -219,8 +234,7 @@ def played(tmp_path_factory: pytest.TempPathFactory):
         yield {"url": url, "files": files, "started": started}
     finally:
         if os.environ.get("STACK_KEEP") != "1":
-            for component in reversed(list(files)):
-                podman("kube", "down", str(files[component]), check=False)
+            remove_leftovers(files)
             for secret in secrets:
                 podman("secret", "rm", secret["metadata"]["name"], check=False)
             podman("network", "rm", "-f", NETWORK, check=False)
