@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
 import uuid
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from ratatouille_assets.definitions import build_definitions
 from ratatouille_assets.lakehouse import duck, s3
 from ratatouille_assets.lakehouse.catalog import load_catalog
 from ratatouille_assets.lakehouse.errors import HeadMovedError
+from ratatouille_assets.lakehouse.merge import MergeSpec, plan_merge
 from ratatouille_assets.lakehouse.timetravel import history
 from ratatouille_assets.lakehouse.wap import audit_branch, publish
 from ratatouille_assets.lakehouse.write import STRATEGY_PROPERTY, write_window
@@ -244,3 +246,45 @@ def test_a_merge_is_committed_only_onto_the_head_it_read(settings):
     table = catalog.load_table("silver.accounts")
     assert table.current_snapshot().snapshot_id == moved
     assert branch in table.metadata.refs  # kept for inspection
+
+
+def test_a_merge_of_a_million_changes_into_ten_million_rows_streams_out_whole():
+    """plan_merge's SQL at the size where the earlier plan (a join UNION ALL an anti-join of the
+    same inputs) parked every DuckDB thread and never returned; checked against the merged table
+    built independently, row by row from the same generators, without any join."""
+    rows, updates, new = 10_000_000, 500_000, 500_000
+    conn = duck.connect(get_settings())
+    value = "'account ' || range AS name, CAST(range % 97 AS INTEGER) AS seats"
+    conn.execute(f"CREATE TEMP TABLE target AS SELECT range AS id, {value} FROM range({rows})")
+    # Every 20th key updated (every 1,000th of those deleted instead), then new keys.
+    conn.execute(f"CREATE TEMP TABLE changes AS SELECT range * 20 AS id, 'renamed ' || range AS name, "
+                 f"CAST(7 AS INTEGER) AS seats, range % 1000 = 0 AS gone FROM range({updates}) UNION ALL "
+                 f"SELECT {rows} + range, 'new ' || range, CAST(1 AS INTEGER), false FROM range({new})")
+    plan = plan_merge(conn, "changes", "target", MergeSpec(("id",), update_columns=("name",), delete_column="gone"))
+    deleted = updates // 1000
+    assert (plan.inserted, plan.updated, plan.deleted, plan.kept) == (new, updates - deleted, deleted, rows - updates)
+
+    outcome: dict = {}
+
+    def stream() -> None:
+        try:
+            reader = conn.execute(f"SELECT * FROM ({plan.sql})").to_arrow_reader(500_000)
+            outcome["batches"] = [batch for batch in reader]
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=stream, daemon=True)
+    worker.start()
+    worker.join(600)  # a hang detector, not a timing: this takes seconds even on a loaded machine
+    assert not worker.is_alive(), "the merged result did not stream out (DuckDB parked its threads?)"
+    assert "error" not in outcome, outcome.get("error")
+    merged = pa.Table.from_batches(outcome["batches"])
+    assert merged.column_names == ["id", "name", "seats"]  # the delete flag is not stored
+    conn.register("merged", merged)
+    expected = (f"SELECT range AS id, CASE WHEN range >= {rows} THEN 'new ' || (range - {rows}) "
+                f"WHEN range % 20 = 0 THEN 'renamed ' || (range // 20) ELSE 'account ' || range END AS name, "
+                f"CAST(CASE WHEN range >= {rows} THEN 1 ELSE range % 97 END AS INTEGER) AS seats "
+                f"FROM range({rows + new}) WHERE NOT (range < {rows} AND range % 20 = 0 AND (range // 20) % 1000 = 0)")
+    digest = "SELECT count(*), count(DISTINCT id), sum(hash(id, name, seats)) FROM {}"
+    got, want = conn.execute(digest.format("merged")).fetchone(), conn.execute(digest.format(f"({expected})")).fetchone()
+    assert got == want and got[0] == rows + new - deleted == got[1], (got, want)

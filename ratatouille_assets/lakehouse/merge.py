@@ -3,7 +3,7 @@
 The model's result is the changes: a row whose ``unique_key`` the table has replaces that row
 (only ``update_columns`` of it, when given), a new key is inserted, a row whose ``delete_column``
 is true removes its key. Every other row of the table stays as it was. The merged table is one
-SQL relation (a join and an anti-join, no Python per row), which the caller streams into the
+SQL relation (one full outer join, no Python per row), which the caller streams into the
 write path as the table's new content, committed only onto the head it was computed from.
 
 Refused, with the count and a few keys: NULL keys and duplicate keys in the changes (which row
@@ -79,17 +79,21 @@ def plan_merge(conn: DuckDBPyConnection, changes: str, target: str | None, spec:
     on = " AND ".join(f"s.{q(k)} = t.{q(k)}" for k in keys)
     keep_old = set() if spec.update_columns is None else {c for c in src if c in tgt and c not in keys and c not in spec.update_columns}
 
-    def upserted(c: str) -> str:
+    def merged(c: str) -> str:
         if c not in src:
             return f"t.{q(c)}"
+        if c not in tgt:
+            return f"s.{q(c)}"
         if c in keep_old:
             return f"CASE WHEN t.__rat_hit THEN t.{q(c)} ELSE s.{q(c)} END"
-        return f"s.{q(c)}"
+        return f"CASE WHEN s.__rat_new THEN s.{q(c)} ELSE t.{q(c)} END"
 
-    changed = (f"SELECT {', '.join(f'{upserted(c)} AS {q(c)}' for c in out)} FROM {changes} s "
-               f"LEFT JOIN (SELECT *, true AS __rat_hit FROM {target}) t ON {on} WHERE NOT {is_deleted}")
-    kept = f"SELECT {', '.join(f't.{q(c)}' for c in tgt)} FROM {target} t ANTI JOIN {changes} s ON {on}"
-    sql = f"{changed}\nUNION ALL BY NAME\n{kept}"
+    # One full outer join: a change row wins over its key's table row, a table row without a
+    # change is kept. (Not a join UNION ALL an anti-join of the same inputs: DuckDB 1.5 parks all
+    # its threads on that plan at a few million rows and never returns, duckdb/duckdb#24961.)
+    sql = (f"SELECT {', '.join(f'{merged(c)} AS {q(c)}' for c in out)} "
+           f"FROM (SELECT *, true AS __rat_new FROM {changes}) s "
+           f"FULL OUTER JOIN (SELECT *, true AS __rat_hit FROM {target}) t ON {on} WHERE NOT {is_deleted}")
     counts = conn.execute(
         f"SELECT count(*) FILTER (WHERE t.__rat_hit IS NULL AND NOT {is_deleted}), "
         f"count(*) FILTER (WHERE t.__rat_hit AND NOT {is_deleted}), count(*) FILTER (WHERE t.__rat_hit AND {is_deleted}) "
