@@ -184,13 +184,28 @@ def test_gold_is_readable_from_a_plain_duckdb_session(pipeline):
     assert count == pipeline.views().execute("SELECT count(*) FROM gold.kpi_daily_sales").fetchone()[0] > 0
 
 
+def test_the_customer_history_is_current_where_the_dimension_is(pipeline):
+    conn = pipeline.views()
+    cols = "customer_id, email, full_name, country, signup_date, updated_at"
+    current = conn.execute(f"SELECT {cols} FROM gold.dim_customers_history WHERE is_current ORDER BY customer_id").fetchall()
+    assert current == conn.execute(f"SELECT {cols} FROM gold.dim_customers ORDER BY customer_id").fetchall()
+    assert len(current) > 0
+    # A version opens at its updated_at and a closed one ends where the next begins.
+    bad = conn.execute("""
+        SELECT count(*) FROM (SELECT *, lead(valid_from) OVER (PARTITION BY customer_id ORDER BY valid_from) AS next
+                              FROM gold.dim_customers_history)
+        WHERE valid_from IS DISTINCT FROM updated_at OR valid_to IS DISTINCT FROM next OR is_current <> (next IS NULL)
+    """).fetchone()[0]
+    assert bad == 0
+
+
 DAILY = ["bronze.orders", "bronze.order_items", "silver.orders", "silver.order_items", "silver.fx_rates",
          "gold.fct_order_lines", "gold.kpi_daily_sales"]
 
 
 @pytest.mark.parametrize("day", DAYS[:2])
 def test_rematerializing_a_day_changes_nothing_and_touches_only_that_day(pipeline, day):
-    tables = DAILY + ["gold.dim_customers", "gold.dim_products"]
+    tables = DAILY + ["gold.dim_customers", "gold.dim_customers_history", "gold.dim_products"]
     before = {t: pipeline.content(t) for t in tables}
     files_before = {t: data_files_by_partition(pipeline.settings, t) for t in DAILY}
 
@@ -215,7 +230,7 @@ def test_rematerializing_a_day_changes_nothing_and_touches_only_that_day(pipelin
 
 
 def test_rerunning_the_whole_range_leaves_gold_identical(pipeline):
-    gold = ["gold.fct_order_lines", "gold.kpi_daily_sales", "gold.dim_customers", "gold.dim_products"]
+    gold = ["gold.fct_order_lines", "gold.kpi_daily_sales", "gold.dim_customers", "gold.dim_customers_history", "gold.dim_products"]
     before = {t: pipeline.content(t) for t in gold}
     report = run_pipeline([d.isoformat() for d in DAYS], instance=pipeline.instance)
     assert report.checks_failed == 0

@@ -28,11 +28,12 @@ from dbt.adapters.duckdb.plugins import BasePlugin
 from dbt.adapters.duckdb.utils import TargetConfig
 from duckdb import DuckDBPyConnection
 
-from ratatouille_assets.lakehouse import duck, merge, trace
+from ratatouille_assets.lakehouse import duck, merge, scd2, trace
 from ratatouille_assets.lakehouse.catalog import load_catalog
 from ratatouille_assets.lakehouse.errors import IncompatibleSchemaError, LakehouseError, PartitionTypeError
 from ratatouille_assets.lakehouse.write import (  # noqa: F401 - REJECTED_SUFFIX, LANDING_DAY_COLUMN: imported from here too
     CHUNK_ROWS,
+    HEAD_DEPENDENT_STRATEGIES,
     LANDING_DAY_COLUMN,
     REJECTED_SUFFIX,
     STRATEGY_PROPERTY,
@@ -43,6 +44,7 @@ from ratatouille_assets.lakehouse.write import (  # noqa: F401 - REJECTED_SUFFIX
     write_window,
 )
 from ratatouille_assets.lakehouse.merge import MergeSpec
+from ratatouille_assets.lakehouse.scd2 import Scd2Spec
 from ratatouille_assets.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -213,7 +215,7 @@ class Plugin(BasePlugin):
         if partition_by:
             common["granularity"] = options.get("partition_granularity") or "day"
         write = rebuild_table if full_refresh else write_window
-        if options.get("strategy") == "merge" and not full_refresh:
+        if options.get("strategy") in HEAD_DEPENDENT_STRATEGIES and not full_refresh:
             return self._merge(cursor, options, identifier, branch, common)
         # The model's result streams from DuckDB to Iceberg data files in bounded batches; rejected
         # rows (a reject reason, or no partition value: few, by nature) are kept aside and written after.
@@ -242,30 +244,37 @@ class Plugin(BasePlugin):
 
     def _merge(self, cursor: DuckDBPyConnection, options: dict[str, Any], identifier: str, branch: str,
                common: dict[str, Any]) -> None:
-        """strategy='merge': the model's result are changes, upserted into the rows the table holds
-        (:mod:`ratatouille_assets.lakehouse.merge`), committed only onto the head they were merged into.
+        """strategy='merge' or 'scd2': the model's result are changes, upserted into the rows the table
+        holds (:mod:`~ratatouille_assets.lakehouse.merge`) or added to its history
+        (:mod:`~ratatouille_assets.lakehouse.scd2`), committed only onto the head they were merged into.
         Its rejected rows join those already in ``<table>__rejected`` (a row already there is kept once)."""
         namespace, name = options["namespace"], options["table"]
-        spec = MergeSpec.from_config(options.get("unique_key"), options.get("merge_update_columns"),
-                                     options.get("merge_delete_column"))
+        strategy = options["strategy"]
         staging = options["source_relation"]
         has_rejects = REJECT_COLUMN in merge.columns(cursor, staging)
         changes = (f"(SELECT * EXCLUDE ({duck.quote_ident(REJECT_COLUMN)}) FROM {staging} "
                    f"WHERE {duck.quote_ident(REJECT_COLUMN)} IS NULL)") if has_rejects else staging
         target, base = self._read_base(cursor, namespace, name, branch, common["fork_from"])
         started = time.perf_counter()
-        plan = merge.plan_merge(cursor, changes, target, spec)
+        if strategy == "scd2":
+            plan = scd2.plan_scd2(cursor, changes, target, Scd2Spec.from_config(options.get("unique_key"), options.get("updated_at")))
+        else:
+            plan = merge.plan_merge(cursor, changes, target, MergeSpec.from_config(
+                options.get("unique_key"), options.get("merge_update_columns"), options.get("merge_delete_column")))
         rejected = (cursor.execute(f"SELECT * FROM {staging} WHERE {duck.quote_ident(REJECT_COLUMN)} IS NOT NULL").to_arrow_table()
                     if has_rejects else None)
-        properties = {STRATEGY_PROPERTY: "merge", **plan.properties(),
+        properties = {STRATEGY_PROPERTY: strategy, **plan.properties(),
                       **rejected_properties(rejected if rejected is not None else _EMPTY_REJECTS)}
-        stream = _ModelStream(cursor.execute(f"SELECT * FROM ({plan.sql})").to_arrow_reader(CHUNK_ROWS))
-        with self._lock:
-            result = write_window(self.catalog, identifier, stream, window=None, extra_properties=properties,
-                                  expect_head=base, **common)
+        try:
+            stream = _ModelStream(cursor.execute(f"SELECT * FROM ({plan.sql})").to_arrow_reader(CHUNK_ROWS))
+            with self._lock:
+                result = write_window(self.catalog, identifier, stream, window=None, extra_properties=properties,
+                                      expect_head=base, **common)
+        finally:
+            if isinstance(plan, scd2.Scd2Plan):
+                plan.drop(cursor)
         trace.record("dbt.model", time.perf_counter() - started, table=identifier, rows=stream.rows)
-        log.info("%s: merged %d inserted, %d updated, %d deleted, %d kept", identifier, plan.inserted, plan.updated,
-                 plan.deleted, plan.kept)
+        log.info("%s: %s: %s", identifier, strategy, ", ".join(f"{v} {k.rsplit('.', 1)[1]}" for k, v in plan.properties().items()))
         rejected_id = identifier + REJECTED_SUFFIX
         # New rejects join the table's (none: it is left as it is, made empty on the first run).
         if rejected is not None and (rejected.num_rows or not self.catalog.table_exists(rejected_id)):

@@ -229,6 +229,9 @@ def _entry(parts: list[Snapshot], refs: dict[int, list[str]], on_main: set[int])
     elif props.get(STRATEGY_PROPERTY) == "merge":
         counts = {k: props.get(f"ratatouille.merge.{k}", "?") for k in ("inserted", "updated", "deleted", "kept")}
         operation, note = "merge", ", ".join(f"{v} {k}" for k, v in counts.items())
+    elif props.get(STRATEGY_PROPERTY) == "scd2":
+        counts = {k: props.get(f"ratatouille.scd2.{k}", "?") for k in ("new_keys", "new_versions", "late", "closed", "unchanged")}
+        operation, note = "scd2", ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items())
     return HistoryEntry(
         snapshot_id=last.snapshot_id,
         parent_id=parts[0].parent_snapshot_id,

@@ -38,6 +38,7 @@ from ratatouille_assets.lakehouse import trace
 from ratatouille_assets.lakehouse.errors import HeadMovedError
 from ratatouille_assets.lakehouse.tables import list_tables
 from ratatouille_assets.lakehouse.write import (
+    HEAD_DEPENDENT_STRATEGIES,
     MAIN_BRANCH,
     STRATEGY_PROPERTY,
     RetryPolicy,
@@ -138,7 +139,7 @@ def _rebase(
 ) -> Publication:
     """The audited window's rows onto the target's current head (the write path retries conflicts)."""
     summary = table.snapshot_by_id(audited).summary
-    if summary and summary.additional_properties.get(STRATEGY_PROPERTY) == "merge":
+    if summary and summary.additional_properties.get(STRATEGY_PROPERTY) in HEAD_DEPENDENT_STRATEGIES:
         raise HeadMovedError(
             f"{identifier}: nothing published: {target} moved since this run merged into it (another run "
             f"wrote the table meanwhile), and a merge's rows hold the head it read. Run again to merge into "

@@ -70,8 +70,10 @@ PARTITION_PROPERTY = "ratatouille.partition"
 WINDOW_PROPERTY = "ratatouille.window"
 ROWS_PROPERTY = "ratatouille.rows"
 # How the rows were computed, when not by replacing what the run owns: "merge" (an upsert into the
-# head it read). Such a snapshot cannot be carried onto a head that moved (see wap.py).
+# head it read) or "scd2" (versions added to the history it read). Such a snapshot cannot be
+# carried onto a head that moved (see wap.py).
 STRATEGY_PROPERTY = "ratatouille.strategy"
+HEAD_DEPENDENT_STRATEGIES = ("merge", "scd2")
 # write_window(expect_head=ANY_HEAD): the data does not depend on what the table held.
 ANY_HEAD = object()
 MAIN_BRANCH = "main"

@@ -143,9 +143,14 @@ def _names(value) -> list[str] | None:
 
 def _strategy_problems(config: Mapping[str, Any], where: str, partition_by) -> list[str]:
     strategy = config.get("strategy")
-    merge_options = [k for k in ("unique_key", "merge_update_columns", "merge_delete_column") if config.get(k) is not None]
+    merge_options = [k for k in ("merge_update_columns", "merge_delete_column") if config.get(k) is not None]
+    keyed = ["unique_key"] if config.get("unique_key") is not None else []
+    dated = ["updated_at"] if config.get("updated_at") is not None else []
     if strategy is None:
-        return [f"{where} sets {', '.join(merge_options)} without strategy='merge': add it, or remove them."] if merge_options else []
+        if keyed + merge_options + dated:
+            return [f"{where} sets {', '.join(keyed + merge_options + dated)} without strategy='merge' or 'scd2': "
+                    "add the strategy, or remove them."]
+        return []
     if strategy not in STRATEGIES:
         return [f"{where} has strategy={strategy!r}: use one of {', '.join(STRATEGIES)}."]
     partitioned = isinstance(partition_by, str)
@@ -155,16 +160,31 @@ def _strategy_problems(config: Mapping[str, Any], where: str, partition_by) -> l
     if strategy == "replace" and partitioned:
         return [f"{where} has strategy='replace' and partition_by: a partitioned model's run replaces its days "
                 "(overwrite_window, the default); remove one of them."]
-    if strategy != "merge":
-        return [f"{where} sets {', '.join(merge_options)}, which apply to strategy='merge' only."] if merge_options else []
+    if strategy not in ("merge", "scd2"):
+        extra = keyed + merge_options + dated
+        return [f"{where} sets {', '.join(extra)}, which apply to strategy='merge' or 'scd2' only."] if extra else []
     problems = []
     if partitioned:
-        problems.append(f"{where} has strategy='merge' and partition_by: a merge is for unpartitioned tables "
+        problems.append(f"{where} has strategy='{strategy}' and partition_by: {strategy} is for unpartitioned tables "
                         "(dimensions, reference data) so far; remove partition_by.")
     keys = _names(config.get("unique_key"))
     if keys is None:
-        problems.append(f"{where} has strategy='merge' without unique_key: name the column(s) a row is matched "
-                        "on, e.g. {{ config(strategy='merge', unique_key='customer_id') }}.")
+        problems.append(f"{where} has strategy='{strategy}' without unique_key: name the column(s) a row is matched "
+                        f"on, e.g. {{{{ config(strategy='{strategy}', unique_key='customer_id') }}}}.")
+    if strategy == "scd2":
+        if merge_options:
+            problems.append(f"{where} sets {', '.join(merge_options)}, which apply to strategy='merge' only "
+                            "(an scd2 history keeps every column of every version and removes nothing).")
+        updated_at = config.get("updated_at")
+        if not (isinstance(updated_at, str) and updated_at.strip()):
+            problems.append(f"{where} has strategy='scd2' without updated_at: name the DATE or TIMESTAMP column that "
+                            "orders a key's versions, e.g. updated_at='updated_at'.")
+        elif keys and updated_at in keys:
+            problems.append(f"{where} has updated_at='{updated_at}', one of its unique_key columns: a key's versions "
+                            "differ in time, so updated_at cannot be part of the key.")
+        return problems
+    if dated:
+        problems.append(f"{where} sets updated_at, which applies to strategy='scd2' only.")
     updates = config.get("merge_update_columns")
     if updates is not None and _names(updates) is None:
         problems.append(f"{where} has merge_update_columns={updates!r}: give a column name or a list of them.")

@@ -26,8 +26,13 @@
       unique_key:           a column or a list of columns, one row per key in the result;
       merge_update_columns: the columns a matched row updates (default: every column);
       merge_delete_column:  a BOOLEAN column: true removes the key (the column is not stored).
-                      A merge commits only onto the head it read; its rejected rows join those
-                      already in `<table>__rejected`.
+                      | scd2 (a history: every version of a row, unpartitioned models). With scd2:
+      unique_key:           as for merge; the result holds one row per key and updated_at;
+      updated_at:           the DATE or TIMESTAMP column that orders a key's versions. The table
+                            adds valid_from, valid_to (NULL while current) and is_current; a
+                            changed row closes its previous version; a replay changes nothing.
+                      A merge or scd2 commits only onto the head it read; its rejected rows join
+                      those already in `<table>__rejected`.
   A `_reject_reason` column, if the model has one, splits the result: rows with a reason go to
   `<table>__rejected` (same window), the rest to the table, and counts per reason are recorded.
   Rows whose partition value is NULL are rejected too (`missing_partition_value`), filed under
@@ -67,6 +72,7 @@
       'unique_key': config.get('unique_key'),
       'merge_update_columns': config.get('merge_update_columns'),
       'merge_delete_column': config.get('merge_delete_column'),
+      'updated_at': config.get('updated_at'),
       'model_path': model.original_file_path,
   } -%}
   {% do adapter.store_relation('ratatouille', this, [], none, 'iceberg', options) %}
