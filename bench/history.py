@@ -17,6 +17,7 @@ from ratatouille_assets.ingest.sources import load_sources
 from ratatouille_assets.lakehouse import duck
 from ratatouille_assets.lakehouse.catalog import load_catalog
 from ratatouille_assets.lakehouse.dbt_plugin import REJECTED_SUFFIX, rejected_properties, split_rejected
+from ratatouille_assets.lakehouse.scd2 import Scd2Spec, plan_scd2
 from ratatouille_assets.lakehouse.write import Window, write_window
 from ratatouille_assets.settings import Settings
 
@@ -45,10 +46,23 @@ def build(settings: Settings, days: list[str], models: list[Model]) -> None:
                     written = write_window(catalog, model.identifier + REJECTED_SUFFIX, rejected, **common)
                     duck.point_view(conn, model.schema, model.name + REJECTED_SUFFIX, written.metadata_location)
                     extra = rejected_properties(rejected)
+                if model.scd2_updated_at:  # a history: the day's versions added, as the plugin does
+                    data = _scd2(conn, catalog, model, data)
                 written = write_window(catalog, model.identifier, data, extra_properties=extra, **common)
                 duck.point_view(conn, model.schema, model.name, written.metadata_location)
     finally:
         conn.close()
+
+
+def _scd2(conn, catalog, model: Model, changes):
+    conn.register("__bench_changes", changes)
+    target = f'"{model.schema}"."{model.name}"' if catalog.table_exists(model.identifier) else None
+    plan = plan_scd2(conn, "__bench_changes", target, Scd2Spec(model.scd2_key, model.scd2_updated_at))
+    try:
+        return conn.execute(plan.sql).to_arrow_table()
+    finally:
+        plan.drop(conn)
+        conn.unregister("__bench_changes")
 
 
 def table_stats(settings: Settings) -> dict[str, dict]:

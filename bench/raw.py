@@ -74,6 +74,10 @@ def _write(conn: duckdb.DuckDBPyConnection, table: str, out: Path) -> int:
 def run_model(conn: duckdb.DuckDBPyConnection, model: Model, start: str, end: str, out: Path) -> int:
     """Create ``schema.table`` from the model's SQL for the window, split rejects, write Parquet."""
     sql = model.for_window(start, end) if model.partition_by else model.sql
+    if model.scd2_updated_at:  # a history built in one load: each version closes at the next
+        u, key = f'"{model.scd2_updated_at}"', ", ".join(f'"{k}"' for k in model.scd2_key)
+        sql = (f"SELECT *, {u} AS valid_from, lead({u}) OVER w AS valid_to, lead({u}) OVER w IS NULL AS is_current "
+               f"FROM ({sql}) WINDOW w AS (PARTITION BY {key} ORDER BY {u})")
     table = model.identifier
     conn.execute(f"CREATE OR REPLACE TABLE {table}__staged AS {sql}")
     columns = [r[0] for r in conn.execute(f"DESCRIBE {table}__staged").fetchall()]

@@ -27,6 +27,9 @@ class Model:
     sql: str
     partition_by: str | None
     depends_on: tuple[str, ...]
+    # strategy='scd2': the key and the updated_at column (plain DuckDB adds the version columns).
+    scd2_key: tuple[str, ...] = ()
+    scd2_updated_at: str | None = None
 
     @property
     def identifier(self) -> str:
@@ -57,10 +60,15 @@ def compile_models(project_dir: Path, work: Path, reporting_currency: str = "USD
     models: dict[str, Model] = {}
     for uid, node in nodes.items():
         compiled = target / "compiled" / node["package_name"] / node["original_file_path"]
+        config = node.get("config") or {}
+        scd2 = config.get("strategy") == "scd2"
+        key = config.get("unique_key")
         models[uid] = Model(
             name=node.get("alias") or node["name"], schema=node["schema"], sql=compiled.read_text(),
-            partition_by=(node.get("config") or {}).get("partition_by"),
+            partition_by=config.get("partition_by"),
             depends_on=tuple(d for d in node["depends_on"]["nodes"] if d in nodes),
+            scd2_key=tuple([key] if isinstance(key, str) else key or ()) if scd2 else (),
+            scd2_updated_at=config.get("updated_at") if scd2 else None,
         )
     ordered: list[str] = []
 
@@ -81,4 +89,5 @@ def save(models: list[Model], path: Path) -> None:
 
 
 def load(path: Path) -> list[Model]:
-    return [Model(**{**m, "depends_on": tuple(m["depends_on"])}) for m in json.loads(path.read_text())]
+    return [Model(**{**m, "depends_on": tuple(m["depends_on"]), "scd2_key": tuple(m.get("scd2_key", ()))})
+            for m in json.loads(path.read_text())]

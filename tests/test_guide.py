@@ -116,15 +116,15 @@ def test_the_station_history_holds_every_version_of_every_station(guide):
     # closed where the station's next version starts.
     expected = duckdb.connect().execute(f"""
         SELECT station_id, CAST(elevation_m AS VARCHAR), CAST(updated_at AS VARCHAR),
-               CAST(lead(updated_at) OVER w AS VARCHAR), CAST(lead(updated_at) OVER w IS NULL AS VARCHAR)
+               CAST(lead(updated_at) OVER w AS VARCHAR), CASE WHEN lead(updated_at) OVER w IS NULL THEN 'True' ELSE 'False' END
         FROM (SELECT DISTINCT station_id, elevation_m, CAST(updated_at AS TIMESTAMP) AS updated_at FROM read_csv(
                   ['{landing.parent}/archive/stations-2025-03-01.csv', '{landing}/stations/stations.csv'], header = true))
         WINDOW w AS (PARTITION BY station_id ORDER BY updated_at) ORDER BY 1, 3
     """).fetchall()
     got = query(clone, "SELECT station_id, elevation_m, valid_from, valid_to, is_current FROM gold.station_history ORDER BY 1, 3")
     assert got == [tuple("" if v is None else v for v in row) for row in expected]
-    assert [r for r in got if r[0] == "ST-02"] == [("ST-02", "190", "2025-03-01 08:00:00", "2025-03-08 09:00:00", "false"),
-                                                  ("ST-02", "195", "2025-03-08 09:00:00", "", "true")]
+    assert [r for r in got if r[0] == "ST-02"] == [("ST-02", "190", "2025-03-01 08:00:00", "2025-03-08 09:00:00", "False"),
+                                                  ("ST-02", "195", "2025-03-08 09:00:00", "", "True")]
 
 
 def test_the_rejected_rows_say_why_and_nothing_vanished(guide):
