@@ -24,7 +24,6 @@ from ratatouille_assets.lakehouse import duck, s3
 from ratatouille_assets.lakehouse.catalog import load_catalog
 from ratatouille_assets.settings import Settings, get_settings
 from tests.conftest import use_home
-from tests.services import s3_server
 from tests.xlsx import DateSerial, Formula, Sheet, write_xlsx
 
 DAY = "2024-03-01"
@@ -91,12 +90,6 @@ def test_wildcard_and_quote_characters_in_names_read_exactly_that_file(tmp_path,
     expected = sorted((i, name, f"feed/{DAY}/{name}") for name, i in HOSTILE_NAMES.items())
     assert rows(settings, source, "id, name, _source_file") == expected
     get_settings.cache_clear()
-
-
-@pytest.fixture(scope="module")
-def s3_srv():
-    with s3_server() as server:
-        yield server
 
 
 def use_s3_landing(tmp_path, monkeypatch, s3_srv, root: str) -> Settings:

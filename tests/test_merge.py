@@ -24,9 +24,8 @@ from ratatouille_assets.lakehouse.wap import audit_branch, publish
 from ratatouille_assets.lakehouse.write import STRATEGY_PROPERTY, write_window
 from ratatouille_assets.project.models import ModelContractError
 from ratatouille_assets.settings import get_settings
-from tests.conftest import use_home
+from tests.conftest import use_backend
 from tests.project import make_project
-from tests.services import postgres_server, s3_server
 
 ACCOUNTS = """
 accounts:
@@ -54,28 +53,10 @@ def model(config: str) -> dict[str, str]:
 MERGE = "strategy='merge', unique_key='account_id', merge_delete_column='is_deleted'"
 
 
-@pytest.fixture(scope="module")
-def s3_srv():
-    with s3_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def pg():
-    with postgres_server() as server:
-        yield server
-
-
 @pytest.fixture(params=["local"])
 def crm(request, tmp_path, monkeypatch):
     """The local default, or (param "s3") the warehouse and landing on S3 over HTTP, the catalog on PostgreSQL."""
-    if request.param == "s3":
-        from tests.test_s3_postgres import use_server
-
-        use_server(monkeypatch, tmp_path / "rt", request.getfixturevalue("s3_srv"), request.getfixturevalue("pg"),
-                   "crm-" + uuid.uuid4().hex[:8])
-    else:
-        use_home(monkeypatch, tmp_path / "rt")
+    use_backend(request, monkeypatch, tmp_path / "rt", "crm-" + uuid.uuid4().hex[:8])
 
     def make(config: str = MERGE) -> Path:
         return make_project(tmp_path / "project", monkeypatch, sources=ACCOUNTS, models=model(config))

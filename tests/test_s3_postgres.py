@@ -33,7 +33,6 @@ from ratatouille_assets.lakehouse.write import RetryPolicy, Window, write_window
 from ratatouille_assets.settings import Settings, get_settings
 from tests.concurrency import race
 from tests.conftest import use_home
-from tests.services import postgres_server, s3_server
 from tests.test_automation import _fresh_load_context, tick  # noqa: F401  (the autouse fixture applies here too)
 
 pytestmark = pytest.mark.slow
@@ -50,18 +49,6 @@ SERVER_VARIABLES = (
 )
 
 logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's request log
-
-
-@pytest.fixture(scope="module")
-def s3_srv():
-    with s3_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def pg():
-    with postgres_server() as server:
-        yield server
 
 
 def use_server(mp_: pytest.MonkeyPatch, home: Path, s3_srv, pg, name: str) -> Settings:

@@ -26,9 +26,8 @@ from ratatouille_assets.lakehouse.timetravel import history
 from ratatouille_assets.lakehouse.write import STRATEGY_PROPERTY
 from ratatouille_assets.project.models import ModelContractError
 from ratatouille_assets.settings import get_settings
-from tests.conftest import use_home
+from tests.conftest import use_backend, use_home
 from tests.project import make_project
-from tests.services import postgres_server, s3_server
 
 SPEC = Scd2Spec(("contact_id",), "changed_at")
 T = [dt.datetime(2025, 3, d, 9, 0) for d in range(1, 8)]
@@ -161,27 +160,9 @@ HISTORY_MODEL = {"silver/contacts_history.sql": """
 """}
 
 
-@pytest.fixture(scope="module")
-def s3_srv():
-    with s3_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def pg():
-    with postgres_server() as server:
-        yield server
-
-
 @pytest.fixture(params=["local"])
 def desk(request, tmp_path, monkeypatch):
-    if request.param == "s3":
-        from tests.test_s3_postgres import use_server
-
-        use_server(monkeypatch, tmp_path / "rt", request.getfixturevalue("s3_srv"), request.getfixturevalue("pg"),
-                   "desk-" + uuid.uuid4().hex[:8])
-    else:
-        use_home(monkeypatch, tmp_path / "rt")
+    use_backend(request, monkeypatch, tmp_path / "rt", "desk-" + uuid.uuid4().hex[:8])
     make_project(tmp_path / "project", monkeypatch, sources=CONTACTS, models=HISTORY_MODEL)
     with dg.instance_for_test() as instance:
         yield instance
