@@ -236,3 +236,18 @@ def test_the_contract_refuses_scd2_configs_that_cannot_work(tmp_path, monkeypatc
     assert "no_time.sql: model 'no_time' has strategy='scd2' without updated_at" in message
     assert "with_flag.sql: model 'with_flag' sets merge_delete_column, which apply to strategy='merge' only" in message
     assert "stray_time.sql: model 'stray_time' sets updated_at, which applies to strategy='scd2' only" in message
+
+
+def test_a_column_the_model_adds_or_drops_reads_null_where_a_version_has_none():
+    conn = duck.connect(get_settings())
+    apply(conn, load(conn, FIRST, "l1"), None, "h1")
+    conn.execute("CREATE TEMP TABLE wider AS SELECT 1::BIGINT AS contact_id, 'c1@example.org' AS email, 'pro' AS plan, "
+                 "TIMESTAMP '2025-03-05 09:00:00' AS changed_at, 'FR' AS country")
+    apply(conn, "wider", "h1", "h2")
+    got = conn.execute("SELECT contact_id, plan, country, is_current FROM h2 ORDER BY contact_id, valid_from").fetchall()
+    assert got[:2] == [(1, "basic", None, False), (1, "pro", "FR", True)] and len(got) == 6
+    conn.execute("CREATE TEMP TABLE narrower AS SELECT 2::BIGINT AS contact_id, 'x@example.org' AS email, "
+                 "TIMESTAMP '2025-03-05 09:00:00' AS changed_at")
+    apply(conn, "narrower", "h2", "h3")
+    rows = conn.execute("SELECT plan, country, email, is_current FROM h3 WHERE contact_id = 2 ORDER BY valid_from").fetchall()
+    assert rows == [("basic", None, "c2@example.org", False), (None, None, "x@example.org", True)]

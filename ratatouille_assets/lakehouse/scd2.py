@@ -107,16 +107,15 @@ def plan_scd2(conn: DuckDBPyConnection, changes: str, target: str | None, spec: 
             f"WINDOW w AS (PARTITION BY {part} ORDER BY __rat_from)) WHERE NOT (__rat_new AND __rat_same)"
         )
         plan.counts = _counts(conn, versions, target, part, received)
-        shown = [f"{q(c)}" for c in out]
         if not target:
-            plan.sql = (f"SELECT {', '.join(shown)}, __rat_from AS valid_from, __rat_to AS valid_to, "
+            plan.sql = (f"SELECT {', '.join(q(c) for c in out)}, __rat_from AS valid_from, __rat_to AS valid_to, "
                         f"__rat_to IS NULL AS is_current FROM {versions}")
             return plan
 
         def pick(s: str, t: str) -> str:
             return f"CASE WHEN s.__rat_new IS NULL THEN {t} ELSE {s} END"
 
-        values = [f"{pick(f's.{c}', f't.{c}')} AS {c}" for c in shown]
+        values = [f"{pick(f's.{q(c)}', f't.{q(c)}') if c in tgt else f's.{q(c)}'} AS {q(c)}" for c in out]
         values += [f"{pick('s.__rat_from', 't.valid_from')} AS valid_from", f"{pick('s.__rat_to', 't.valid_to')} AS valid_to",
                    f"{pick('s.__rat_to IS NULL', 't.is_current')} AS is_current"]
         plan.sql = (f"SELECT {', '.join(values)} FROM {target} t FULL OUTER JOIN {versions} s "
