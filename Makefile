@@ -78,6 +78,9 @@ stack-images: ## podman, debootstrapped images (base, stock Debian), the app ima
 	CONTAINERS_CONF=$(STACK_CONF) tests/stack/stack.sh images
 
 stack-test: manifest stack-images ## under podman: the compose stack (a day through it via GraphQL, gold checked) and the Helm chart via kube play
+	@# A podman killed mid-command (a test's timeout) keeps its container locks held: every later
+	@# command needing one hangs. Nothing of ours runs now, so reallocating the locks is safe.
+	CONTAINERS_CONF=$(STACK_CONF) podman system renumber
 	CONTAINERS_CONF=$(STACK_CONF) $(BIN)/pytest tests/stack -m stack $(PYTEST_ARGS)
 
 test: manifest browser postgres ## run the test suite (real DuckDB, Iceberg, dbt, Dagster, S3, PostgreSQL, a browser), then the stack test

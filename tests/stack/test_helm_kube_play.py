@@ -176,8 +176,10 @@ def remove_leftovers(files: dict[str, Path]) -> None:
     """Remove this test's pods and containers, whatever state an earlier run left them in.
 
     ``kube down`` only finds what a finished ``kube play`` registered: a play killed half-way (a
-    timeout on a loaded machine) leaves a container named like ours outside any pod, and the next
-    play then fails with "the container name ... is already in use".
+    timeout) leaves a container named like ours in storage only (``podman ps --external``), and
+    the next play then fails with "the container name ... is already in use". (A killed podman
+    also keeps its locks held, and the next command hangs on them: ``make stack-test`` runs
+    ``podman system renumber`` first.)
     """
     for component in reversed(list(files)):
         podman("kube", "down", str(files[component]), check=False)
