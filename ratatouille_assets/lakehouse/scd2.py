@@ -29,7 +29,7 @@ import uuid
 from duckdb import DuckDBPyConnection
 
 from ratatouille_assets.lakehouse.duck import quote_ident as q
-from ratatouille_assets.lakehouse.merge import SAMPLE_KEYS, MergeError, columns
+from ratatouille_assets.lakehouse.merge import SAMPLE_KEYS, MergeError, MergeSpec, columns
 
 VERSION_COLUMNS = ("valid_from", "valid_to", "is_current")
 _TIME_TYPES = ("DATE", "TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP_NS", "TIMESTAMP_MS", "TIMESTAMP_S")
@@ -42,8 +42,7 @@ class Scd2Spec:
 
     @classmethod
     def from_config(cls, unique_key, updated_at) -> Scd2Spec:
-        keys = (unique_key,) if isinstance(unique_key, str) else tuple(unique_key or ())
-        return cls(keys, updated_at)
+        return cls(MergeSpec.from_config(unique_key).unique_key, updated_at)
 
 
 @dataclasses.dataclass
