@@ -1,5 +1,6 @@
-"""The orphan-file sweep, on real Iceberg tables: writers killed with SIGKILL at random points,
-expired snapshots, refused commits; afterwards the warehouse holds only what a snapshot references.
+"""Table maintenance on real Iceberg tables: expiry by policy, compaction, the orphan-file sweep
+and health; writers and maintenance killed with SIGKILL at random points, writes racing
+compaction; afterwards the warehouse holds only what a snapshot references and no row changed.
 
 The referenced set the assertions compare with is pyiceberg's own inspection tables (all
 manifests, all files, the metadata log), not the sweep's walk of the metadata."""
@@ -7,6 +8,7 @@ manifests, all files, the metadata log), not the sweep's walk of the metadata.""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import multiprocessing as mp
 import os
 import random
@@ -22,8 +24,8 @@ import pytest
 
 from ratatouille_assets.lakehouse import duck
 from ratatouille_assets.lakehouse.catalog import load_catalog
-from ratatouille_assets.lakehouse.maintenance import SweepRefusedError, sweep
-from ratatouille_assets.lakehouse.write import MAX_SNAPSHOTS_PROPERTY, Window, write_window
+from ratatouille_assets.lakehouse.maintenance import Policy, SweepRefusedError, expire_snapshots, sweep
+from ratatouille_assets.lakehouse.write import Window, write_window
 
 TABLE = "bronze.killed"
 D0 = dt.date(2024, 1, 1)
@@ -102,9 +104,7 @@ def killer(kills: int, seed: int, results) -> None:
 @pytest.mark.slow  # ~20 s: fifty forked writers
 def test_kill_9_at_random_points_then_the_sweep_leaves_only_referenced_files(settings):
     catalog = load_catalog(settings)
-    write_window(catalog, TABLE, rows_of(0), window=Window("day", D0, D0), run_id="create")  # few snapshots kept
-    with catalog.load_table(TABLE).transaction() as tx:
-        tx.set_properties({MAX_SNAPSHOTS_PROPERTY: "4"})
+    write_window(catalog, TABLE, rows_of(0), window=Window("day", D0, D0), run_id="create")
 
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
@@ -133,7 +133,7 @@ def test_kill_9_at_random_points_then_the_sweep_leaves_only_referenced_files(set
     location = catalog.load_table(TABLE).location()
     referenced = referenced_by_pyiceberg(catalog, TABLE)
     orphans_before = files_under(location) - referenced
-    assert orphans_before, "50 killed writes and expired snapshots left no orphan: the test proves nothing"
+    assert orphans_before, "50 killed writes left no orphan: the test proves nothing"
 
     result = sweep(catalog, TABLE, older_than=dt.timedelta(0), settings=settings)
     assert {f.path for f in result.orphans} == orphans_before
@@ -188,23 +188,24 @@ def test_the_sweep_refuses_when_the_table_references_a_file_it_cannot_find(setti
     assert stray.exists()  # nothing deleted
 
 
-def test_replays_leave_their_replaced_files_to_the_sweep_once_their_snapshots_expire(settings):
+def test_replays_keep_their_replaced_files_until_expiry_deletes_them(settings):
     catalog = load_catalog(settings)
-    write_window(catalog, "bronze.replayed", rows_of(0), window=Window("day", D0, D0), run_id="r0")
-    with catalog.load_table("bronze.replayed").transaction() as tx:
-        tx.set_properties({MAX_SNAPSHOTS_PROPERTY: "2"})
-    for replay in range(1, 8):
+    for replay in range(8):
         write_window(catalog, "bronze.replayed", rows_of(0), window=Window("day", D0, D0), run_id=f"r{replay}")
     table = catalog.load_table("bronze.replayed")
     location = table.location()
-    live_data = {p.removeprefix("file://") for p in table.inspect.all_files().column("file_path").to_pylist()}
-    data_before = {p for p in files_under(location) if p.endswith(".parquet") and "/data/" in p}
-    assert len(data_before) == 8 and len(live_data) < 8
+    data_files = lambda: {p for p in files_under(location) if p.endswith(".parquet") and "/data/" in p}  # noqa: E731
+    # A write expires nothing: each replay is a delete and an append snapshot, all kept.
+    assert len(data_files()) == 8 and len(table.metadata.snapshots) == 1 + 7 * 2
 
-    result = sweep(catalog, "bronze.replayed", older_than=dt.timedelta(0), settings=settings)
-    data_after = {p for p in files_under(location) if p.endswith(".parquet") and "/data/" in p}
-    assert data_after == live_data
-    assert {f.path for f in result.orphans} >= data_before - live_data
+    result = expire_snapshots(catalog, "bronze.replayed", Policy(keep_days=0, keep_snapshots=2), settings=settings)
+    table = catalog.load_table("bronze.replayed")
+    assert len(result.expired) == 13 and len(table.metadata.snapshots) == 2
+    live = {p.removeprefix("file://") for p in table.inspect.all_files().column("file_path").to_pylist()}
+    assert data_files() == live and len(live) == 1  # the kept snapshots' one file, nothing else
+    assert files_under(location) == referenced_by_pyiceberg(catalog, "bronze.replayed")
+    assert result.deleted_bytes > 0
+    assert sweep(catalog, "bronze.replayed", older_than=dt.timedelta(0), settings=settings).orphans == []
     assert len(table_rows(settings, "bronze.replayed")) == rows_of(0).num_rows
 
 
@@ -251,7 +252,7 @@ def test_a_sweep_beside_a_writer_judges_the_newest_metadata(settings, caplog):
     catalog = load_catalog(settings)
     write_one(0)
     with catalog.load_table(TABLE).transaction() as tx:
-        tx.set_properties({"write.metadata.previous-versions-max": "1", MAX_SNAPSHOTS_PROPERTY: "2"})
+        tx.set_properties({"write.metadata.previous-versions-max": "1"})
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(2), ctx.Queue()
     proc = ctx.Process(target=writer, args=(40, barrier, results))
@@ -268,3 +269,244 @@ def test_a_sweep_beside_a_writer_judges_the_newest_metadata(settings, caplog):
     print(f"{sweeps} sweeps beside 40 commits, {retried} judged again")
     day = D0 + dt.timedelta(days=39 % DAYS)
     assert [r for r in table_rows(settings, TABLE) if r[0] == day] == [(day, 39, i) for i in range(rows_of(39).num_rows)]
+
+
+# --- expiry, compaction, health, and maintenance beside writers -----------------------------------
+
+def month_rows(day: dt.date, n: int = 40) -> pa.Table:
+    base = (day - D0).days * 1000
+    return pa.table({"id": pa.array(range(base, base + n), pa.int64()), "day": [day] * n,
+                     "amount": pa.array([(base + i) * 0.25 for i in range(n)], pa.float64()),
+                     "note": [f"{day:%a} #{i}" for i in range(n)]})
+
+
+def write_days(catalog, identifier: str, days: list[dt.date], tag: str = "w") -> None:
+    """One write per day into a month-partitioned table: each day adds a file to its month."""
+    for d in days:
+        write_window(catalog, identifier, month_rows(d), window=Window("day", d, d), run_id=f"{tag}-{d}",
+                     granularity="month")
+
+
+def content(settings, identifier: str) -> list[tuple]:
+    """Every row, ordered, read by DuckDB (not pyiceberg): what any reader sees."""
+    location = load_catalog(settings).load_table(identifier).metadata_location
+    return duck.connect(settings).execute(f"SELECT * FROM iceberg_scan('{location}') ORDER BY ALL").fetchall()
+
+
+def live_data_files(catalog, identifier: str) -> set[str]:
+    return set(catalog.load_table(identifier).inspect.files().column("file_path").to_pylist())
+
+
+def test_expiry_keeps_exactly_the_policys_snapshots_and_every_branch_and_tag_head(settings):
+    from pyiceberg.table.update.snapshot import ManageSnapshots
+
+    catalog = load_catalog(settings)
+    for i in range(10):  # ten days, one append snapshot each
+        d = D0 + dt.timedelta(days=i)
+        write_window(catalog, "silver.kept", month_rows(d), window=Window("day", d, d), run_id=f"r{i}")
+        time.sleep(0.01)  # distinct commit times, so the age cut below falls between two of them
+    table = catalog.load_table("silver.kept")
+    by_time = sorted(table.metadata.snapshots, key=lambda s: s.timestamp_ms)
+    assert len(by_time) == 10
+    with table.transaction() as tx:
+        ManageSnapshots(tx).create_tag(by_time[1].snapshot_id, "quarter-end").commit()
+    # A dev branch forked at the fourth snapshot: its head is protected like main's.
+    with catalog.load_table("silver.kept").transaction() as tx:
+        ManageSnapshots(tx).create_branch(by_time[3].snapshot_id, "feature").commit()
+    rows_before = content(settings, "silver.kept")
+
+    # All snapshots young: nothing expires, however few the policy keeps by count.
+    assert expire_snapshots(catalog, "silver.kept", Policy(keep_days=1, keep_snapshots=1), settings=settings).expired == []
+    # Age the table so that the first six snapshots are past a day and the last four are not.
+    now = by_time[5].timestamp_ms / 1000 + 86400 + 0.001
+    old = {s.snapshot_id for s in by_time[:6]}
+    heads = {by_time[1].snapshot_id, by_time[3].snapshot_id, by_time[9].snapshot_id}
+    newest_three = {s.snapshot_id for s in by_time[-3:]}
+    policy = Policy(keep_days=1, keep_snapshots=3)
+    result = expire_snapshots(catalog, "silver.kept", policy, settings=settings, now=now)
+    assert set(result.expired) == old - heads - newest_three == {by_time[i].snapshot_id for i in (0, 2, 4, 5)}
+    table = catalog.load_table("silver.kept")
+    assert {s.snapshot_id for s in table.metadata.snapshots} == {s.snapshot_id for s in by_time} - set(result.expired)
+    assert {name: ref.snapshot_id for name, ref in table.metadata.refs.items()} == {
+        "main": by_time[9].snapshot_id, "quarter-end": by_time[1].snapshot_id, "feature": by_time[3].snapshot_id}
+    assert content(settings, "silver.kept") == rows_before
+    # The tag still reads what it read, and the warehouse holds what the metadata references.
+    assert table.scan(snapshot_id=by_time[1].snapshot_id).to_arrow().num_rows == 2 * month_rows(D0).num_rows
+    assert files_under(table.location()) == referenced_by_pyiceberg(catalog, "silver.kept")
+    # Run again: within policy, nothing more goes.
+    assert expire_snapshots(catalog, "silver.kept", policy, settings=settings, now=now).expired == []
+
+
+def test_an_in_flight_commits_files_are_never_swept_but_an_old_orphan_is(settings):
+    """Maintenance runs while a write has written its data files and not yet committed (held in
+    the write's pre-commit hook): those files are younger than the safety window and stay; the
+    write then commits whole. An hour-old stray in the same folder goes."""
+    from ratatouille_assets.lakehouse.maintenance import maintain
+
+    catalog = load_catalog(settings)
+    write_days(catalog, "silver.flight", [D0])
+    location = catalog.load_table("silver.flight").location().removeprefix("file://")
+    stray = Path(location) / "data" / "day_month=2024-01" / "00000-killed.parquet"
+    stray.write_bytes(b"PAR1 half a file")
+    old = time.time() - 2 * 3600
+    os.utime(stray, (old, old))
+    seen = {}
+
+    def before_commit(attempt: int) -> None:
+        if attempt == 1:
+            seen["in_flight"] = files_under(location) - referenced_by_pyiceberg(catalog, "silver.flight") - {str(stray)}
+            seen["result"] = maintain(catalog, "silver.flight", Policy(), run_id="maint", settings=settings)
+            seen["after"] = files_under(location)
+
+    d = D0 + dt.timedelta(days=1)
+    write_window(catalog, "silver.flight", month_rows(d), window=Window("day", d, d), run_id="slow",
+                 granularity="month", on_attempt=before_commit)
+    assert seen["in_flight"] and all(p.endswith(".parquet") for p in seen["in_flight"])
+    assert seen["in_flight"] <= seen["after"]  # every file of the write in flight survived
+    assert [f.path for f in seen["result"].swept.orphans] == [str(stray)] and not stray.exists()
+    assert seen["result"].health.young_unreferenced == len(seen["in_flight"])
+    assert content(settings, "silver.flight") == sorted(
+        tuple(r.values()) for t in (month_rows(D0), month_rows(d)) for r in t.to_pylist())
+
+
+def test_compaction_keeps_the_content_and_merges_each_partitions_small_files(settings):
+    from ratatouille_assets.lakehouse.maintenance import compact, health
+
+    catalog = load_catalog(settings)
+    days = [D0 + dt.timedelta(days=i) for i in range(45)]  # January (31 files) and February (14)
+    write_days(catalog, "gold.monthly", days)
+    before = content(settings, "gold.monthly")
+    files_before = live_data_files(catalog, "gold.monthly")
+    assert len(files_before) == 45
+    sick = health(catalog, "gold.monthly", Policy(), settings=settings)
+    assert (sick.data_files, sick.small_files, sick.partitions, sick.max_files_per_partition) == (45, 45, 2, 31)
+    assert any("small" in p for p in sick.problems(Policy()))
+
+    result = compact(catalog, "gold.monthly", Policy(), run_id="compact-1")
+    assert sorted(len(g.inputs) for g in result.rewritten) == [14, 31] and result.files_added == 2
+    after_files = live_data_files(catalog, "gold.monthly")
+    assert len(after_files) == 2 and not after_files & files_before
+    assert content(settings, "gold.monthly") == before  # same rows, same values, same types
+    table = catalog.load_table("gold.monthly")
+    summary = table.current_snapshot().summary
+    assert summary.additional_properties["ratatouille.maintenance"] == "compact"
+    assert summary.operation.value == "overwrite"
+    healed = health(catalog, "gold.monthly", Policy(), settings=settings)
+    assert (healed.data_files, healed.small_files, healed.problems(Policy())) == (2, 0, [])
+    # Nothing left to merge: a second pass commits nothing.
+    assert compact(catalog, "gold.monthly", Policy(), run_id="compact-2").rewritten == []
+    assert len(catalog.load_table("gold.monthly").metadata.snapshots) == 46
+    # A small target packs in groups: 31 January files under a ~3-file target make several files.
+    write_days(catalog, "gold.packed", days[:31])
+    sizes = sorted(catalog.load_table("gold.packed").inspect.files().column("file_size_in_bytes").to_pylist())
+    target = Policy(target_file_bytes=sizes[-1] * 3)
+    packed = compact(catalog, "gold.packed", target, run_id="pack")
+    assert 1 < packed.files_added < 31 and all(2 <= len(g.inputs) <= 3 for g in packed.rewritten)
+    assert sum(len(g.inputs) for g in packed.rewritten) >= 30
+
+
+def test_a_write_racing_a_compaction_of_the_same_partition_loses_nothing(settings):
+    """Both orders: a write commits while compaction is about to commit (compaction skips that
+    partition); compaction commits while a write is about to (the write commits on top)."""
+    from ratatouille_assets.lakehouse.maintenance import compact
+
+    catalog = load_catalog(settings)
+    days = [D0 + dt.timedelta(days=i) for i in range(40)]
+    write_days(catalog, "gold.race", days)
+    replaced = D0 + dt.timedelta(days=3)  # in January
+    new_rows = month_rows(replaced, n=7).set_column(3, "note", pa.array(["replayed"] * 7))
+
+    def expected(replays: dict[dt.date, pa.Table]) -> list[tuple]:
+        tables = [replays.get(d, month_rows(d)) for d in days]
+        return sorted(tuple(r.values()) for t in tables for r in t.to_pylist())
+
+    # 1. The write lands between compaction's read and its commit.
+    def write_meanwhile(attempt: int) -> None:
+        if attempt == 1:
+            write_window(catalog, "gold.race", new_rows, window=Window("day", replaced, replaced), run_id="racer",
+                         granularity="month")
+
+    result = compact(catalog, "gold.race", Policy(), run_id="compact", on_attempt=write_meanwhile)
+    assert [g.partition for g in result.skipped] == ["day_month=2024-01"]
+    assert [g.partition for g in result.rewritten] == ["day_month=2024-02"] and result.attempts == 2
+    assert content(settings, "gold.race") == expected({replaced: new_rows})
+    # The skipped group's new files were deleted, not left as orphans.
+    leftover = files_under(catalog.load_table("gold.race").location()) - referenced_by_pyiceberg(catalog, "gold.race")
+    assert not [p for p in leftover if "/data/" in p]
+
+    # 2. Compaction lands between a write's data files and its commit.
+    again = month_rows(replaced, n=3)
+
+    def compact_meanwhile(attempt: int) -> None:
+        if attempt == 1:
+            assert compact(catalog, "gold.race", Policy(), run_id="compact-2").files_added == 1
+
+    written = write_window(catalog, "gold.race", again, window=Window("day", replaced, replaced), run_id="racer-2",
+                           granularity="month", on_attempt=compact_meanwhile)
+    assert written.attempts == 2
+    assert content(settings, "gold.race") == expected({replaced: again})
+
+
+def maintain_forever(policy_args: dict, seed: int) -> None:
+    """Spawned child: maintenance of gold.killed in a loop (killed from outside)."""
+    from ratatouille_assets.lakehouse.maintenance import maintain
+
+    catalog = load_catalog()
+    for i in itertools.count():
+        write_days(catalog, "gold.killed", [D0 + dt.timedelta(days=(seed + i) % 60)], tag=f"k{seed}-{i}")
+        maintain(catalog, "gold.killed", Policy(**policy_args), run_id=f"maint-{seed}-{i}")
+
+
+@pytest.mark.slow  # ~1 min: maintenance killed a dozen times
+def test_maintenance_killed_at_any_point_leaves_a_readable_table_and_the_sweep_leaves_no_orphan(settings):
+    from ratatouille_assets.lakehouse.maintenance import health, maintain
+
+    catalog = load_catalog(settings)
+    write_days(catalog, "gold.killed", [D0 + dt.timedelta(days=i) for i in range(60)])
+    ctx = mp.get_context("spawn")
+    rng = random.Random(1603)
+    policy_args = {"keep_days": 0, "keep_snapshots": 3, "orphan_age": dt.timedelta(0)}
+    for kill in range(12):
+        proc = ctx.Process(target=maintain_forever, args=(policy_args, kill))
+        proc.start()
+        time.sleep(rng.uniform(2.0, 6.0))  # imports take ~2 s; then writes and maintenance run
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join(timeout=60)
+        # Readable after every kill, and every day holds exactly one write's rows.
+        rows = content(settings, "gold.killed")
+        assert sorted({r[1] for r in rows}) == [D0 + dt.timedelta(days=i) for i in range(60)]
+        for d in {r[1] for r in rows}:
+            assert sorted(r for r in rows if r[1] == d) == sorted(tuple(x.values()) for x in month_rows(d).to_pylist())
+    location = catalog.load_table("gold.killed").location()
+    leftovers = files_under(location) - referenced_by_pyiceberg(catalog, "gold.killed")
+    result = maintain(catalog, "gold.killed", Policy(**policy_args), run_id="final", settings=settings)
+    assert files_under(location) == referenced_by_pyiceberg(catalog, "gold.killed")
+    assert result.health.orphan_bytes == 0 and result.health.problems(Policy(**policy_args)) == []
+    assert health(catalog, "gold.killed", Policy(**policy_args), settings=settings).orphan_files == 0
+    print(f"12 kills: {len(leftovers)} leftover file(s) before the final pass, "
+          f"{result.health.data_files} data files after")
+
+
+def test_a_restore_of_a_snapshot_expired_meanwhile_commits_nothing(settings):
+    """A rollback reads an old snapshot's files, then maintenance expires that snapshot and
+    deletes them before the rollback commits: the catalog refuses the commit (nothing points at
+    deleted files) and the error says what happened."""
+    from ratatouille_assets.lakehouse.errors import SnapshotExpiredError
+    from ratatouille_assets.lakehouse.write import restore_snapshot
+
+    catalog = load_catalog(settings)
+    for i in range(3):  # the same day replaced three times
+        write_window(catalog, "gold.restored", month_rows(D0, n=10 + i), window=Window("day", D0, D0), run_id=f"r{i}")
+    table = catalog.load_table("gold.restored")
+    first = min(table.metadata.snapshots, key=lambda s: s.timestamp_ms).snapshot_id
+    current = content(settings, "gold.restored")
+
+    def expire_meanwhile(attempt: int) -> None:
+        result = expire_snapshots(catalog, "gold.restored", Policy(keep_days=0, keep_snapshots=1), settings=settings)
+        assert first in result.expired and result.deleted_files > 0
+
+    with pytest.raises(SnapshotExpiredError, match=f"snapshot {first} expired"):
+        restore_snapshot(catalog, "gold.restored", first, run_id="rollback", on_attempt=expire_meanwhile)
+    assert content(settings, "gold.restored") == current
+    assert len(current) == 12
+    assert files_under(catalog.load_table("gold.restored").location()) >= referenced_by_pyiceberg(catalog, "gold.restored")

@@ -339,18 +339,14 @@ def test_eight_processes_commit_partitions_to_one_table_on_postgres(sensor_setti
     assert {f"writer-{i}" for i in range(writers)} <= runs
 
 
-def test_the_orphan_sweep_on_s3_deletes_only_what_no_snapshot_references(sensor_settings, s3_srv):
-    from ratatouille_assets.lakehouse.maintenance import sweep
-    from ratatouille_assets.lakehouse.write import MAX_SNAPSHOTS_PROPERTY
+def test_maintenance_on_s3_deletes_only_what_no_snapshot_references(sensor_settings, s3_srv):
+    from ratatouille_assets.lakehouse.maintenance import Policy, maintain, sweep
 
     settings, client = sensor_settings, s3_srv.client()
     catalog = load_catalog(settings)
     day = dt.date(2024, 2, 1)
     data = pa.table({"id": pa.array([1, 2, 3], pa.int64()), "day": [day] * 3})
-    write_window(catalog, "bronze.swept", data, window=Window("day", day, day), run_id="r0")
-    with catalog.load_table("bronze.swept").transaction() as tx:
-        tx.set_properties({MAX_SNAPSHOTS_PROPERTY: "2"})
-    for replay in range(1, 5):  # replays: the replaced files outlive their expired snapshots
+    for replay in range(5):  # replays: the replaced files stay until their snapshots expire
         write_window(catalog, "bronze.swept", data, window=Window("day", day, day), run_id=f"r{replay}")
     table = catalog.load_table("bronze.swept")
     stray = s3.join(table.location(), "data", "day=2024-02-01", "killed-writer.parquet")
@@ -359,17 +355,25 @@ def test_the_orphan_sweep_on_s3_deletes_only_what_no_snapshot_references(sensor_
     def objects() -> set[str]:
         return {o.uri for o in s3.list_objects(client, table.location() + "/")}
 
-    inspect = table.inspect
-    referenced = ({table.metadata_location} | set(inspect.metadata_log_entries().column("file").to_pylist())
-                  | set(inspect.snapshots().column("manifest_list").to_pylist())
-                  | set(inspect.all_manifests().column("path").to_pylist())
-                  | set(inspect.all_files().column("file_path").to_pylist()))
-    assert stray in objects() and objects() > referenced
-    # S3 cannot backdate an object: the sweep is run as if two days later instead.
-    assert sweep(catalog, "bronze.swept", settings=settings).orphans == []  # all younger than a day
-    result = sweep(catalog, "bronze.swept", settings=settings, now=time.time() + 2 * 86400)
-    assert stray in {f.path for f in result.orphans} and result.deleted
-    assert objects() == referenced
+    def referenced() -> set[str]:
+        inspect = catalog.load_table("bronze.swept").inspect
+        return ({catalog.load_table("bronze.swept").metadata_location}
+                | set(inspect.metadata_log_entries().column("file").to_pylist())
+                | set(inspect.snapshots().column("manifest_list").to_pylist())
+                | set(inspect.all_manifests().column("path").to_pylist())
+                | set(inspect.all_files().column("file_path").to_pylist()))
+
+    assert stray in objects() and objects() > referenced()
+    # S3 cannot backdate an object: maintenance is run as if two hours later instead. Before
+    # that, the stray is inside the safety window (an hour) and stays.
+    policy = Policy(keep_days=0, keep_snapshots=2)
+    young = maintain(catalog, "bronze.swept", policy, run_id="m0", settings=settings)
+    # Five writes: the first an append, each replay a delete and an append; two kept.
+    assert len(young.expired.expired) == 1 + 4 * 2 - 2 and young.expired.deleted_files > 0 and young.swept.orphans == []
+    assert objects() == referenced() | {stray} and young.health.young_unreferenced == 1
+    result = sweep(catalog, "bronze.swept", settings=settings, now=time.time() + 2 * 3600)
+    assert {f.path for f in result.orphans} == {stray} and result.deleted
+    assert objects() == referenced()
     conn = duck.connect(settings)
     assert conn.execute(f"SELECT count(*) FROM iceberg_scan('{catalog.load_table('bronze.swept').metadata_location}')"
                         ).fetchone() == (3,)

@@ -36,3 +36,7 @@ class IncompatibleSchemaError(SchemaEvolutionError):
 
 class SchemaChangeRefusedError(SchemaEvolutionError):
     """The schema changed and the write's policy is to refuse any change."""
+
+
+class SnapshotExpiredError(LakehouseError):
+    """A snapshot an operation needed was expired by maintenance meanwhile: nothing was committed."""

@@ -1,28 +1,43 @@
-"""Maintenance: the orphan-file sweep.
+"""Table maintenance: snapshot expiry by policy, deletion of what expired, compaction of small
+files, the orphan-file sweep, and the health figures that say whether a table needs any of it.
 
-A table's folder holds files that no snapshot references: data files of a writer killed before its
-commit, manifests and metadata files of a commit the catalog refused or that was interrupted, and
-data files whose last snapshot expired (a replay keeps the files it replaced until then). Nothing
-reads them; they only cost storage. ``sweep`` deletes them.
+:func:`maintain` runs them on one table (compaction before expiry, so what compaction replaced
+can expire in the same pass); the Dagster job and ``rat maintain`` call it. Nothing here runs
+inside a write: a write only commits, and maintenance, on its schedule, keeps what the policy (:class:`Policy`, from the ``RATATOUILLE_KEEP_*`` settings) says to keep.
 
-What is referenced, per table: the current metadata file and those its metadata log names, every
-snapshot's manifest list (all branches and tags: they are snapshots of the metadata), every
-manifest those lists name, every live data or delete file of those manifests, and statistics
-files. Only files under the table's ``data/`` and ``metadata/`` folders are candidates, and only
-those older than ``older_than``: a writer running now has written its data files but not yet
-committed them (the default, a day, is longer than any run; 0 is safe only when no writer runs).
+**Expiry.** A snapshot expires when it is older than ``keep_days`` *and* not among the table's
+newest ``keep_snapshots``; a branch or tag head never does. Audit branches of failed runs are
+removed first once past their retention. The files only expired snapshots referenced (data files,
+manifests, manifest lists) are then deleted: they are judged against the metadata as committed
+*after* the expiry, so a write that landed meanwhile keeps what it references.
 
-Before deleting anything the sweep checks that every referenced data file, manifest and manifest
-list was found by its listing (metadata files are left out: a commit deletes old ones): a
-referenced file the listing did not see means the listing and the table disagree on paths (a
-moved warehouse, an encoding the sweep does not know), and deleting by that listing could delete
-live data, so the table is skipped with an error instead.
+**Orphans.** A table's folder also holds files no metadata references: data files of a writer
+killed before its commit, manifests and metadata files of a commit the catalog refused or that was
+interrupted. What is referenced, per table: the current metadata file and those its metadata log
+names, every snapshot's manifest list (all branches and tags), every manifest those lists name,
+every live data or delete file of those manifests, and statistics files. Only files under the
+table's ``data/`` and ``metadata/`` folders are candidates, and only those older than the safety
+window (``orphan_minutes``, an hour by default): a writer running now has written its data files
+but not yet committed them. Before deleting anything the sweep checks that every referenced data
+file, manifest and manifest list was found by its listing (metadata files are left out: a commit
+deletes old ones): a referenced file the listing did not see means the listing and the table
+disagree on paths (a moved warehouse, an encoding the sweep does not know), and deleting by that
+listing could delete live data, so the table is skipped with an error instead.
+
+**Compaction.** Per partition, files smaller than 75% of ``target_file_mb`` are packed into groups
+of up to that size and each group is rewritten as one file (``write.rewrite_files``: one commit
+that removes exactly those files; a partition some other commit changed meanwhile is skipped).
+
+**Safety.** Every step is a commit that either lands whole or not at all, judged against the
+table as it is at commit time; killed anywhere, the table stays readable and what is left over is
+an unreferenced file the next sweep removes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
 import logging
 import os
 import time
@@ -30,15 +45,25 @@ import urllib.parse
 from collections.abc import Iterator
 
 from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
+from sqlalchemy.exc import OperationalError
 
 from ratatouille_assets.lakehouse import s3
 from ratatouille_assets.lakehouse.errors import LakehouseError
+from ratatouille_assets.lakehouse.wap import HeldBranch, expire_audit_branches
+from ratatouille_assets.lakehouse.write import (
+    FileGroup,
+    RetryPolicy,
+    RewriteResult,
+    live_files_by_partition,
+    rewrite_files,
+)
 from ratatouille_assets.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OLDER_THAN = dt.timedelta(days=1)
+DEFAULT_OLDER_THAN = dt.timedelta(hours=1)
 _SWEPT_FOLDERS = ("data", "metadata")
 _ATTEMPTS = 3
 
@@ -69,21 +94,28 @@ class SweepResult:
 
 def referenced_files(table: Table) -> set[str]:
     """Every file ``table``'s metadata reaches (normalized with ``_key``)."""
+    return set(referenced_sizes(table))
+
+
+def referenced_sizes(table: Table) -> dict[str, int | None]:
+    """Every file ``table``'s metadata reaches, with its size where the metadata records one."""
     metadata = table.metadata
     io = table.io
-    found = {table.metadata_location}
-    found.update(entry.metadata_file for entry in metadata.metadata_log)
-    found.update(stats.statistics_path for stats in getattr(metadata, "statistics", []) or [])
-    found.update(stats.statistics_path for stats in getattr(metadata, "partition_statistics", []) or [])
+    found: dict[str, int | None] = {table.metadata_location: None}
+    found.update((entry.metadata_file, None) for entry in metadata.metadata_log)
+    found.update((stats.statistics_path, stats.file_size_in_bytes) for stats in getattr(metadata, "statistics", []) or [])
+    found.update((stats.statistics_path, stats.file_size_in_bytes)
+                 for stats in getattr(metadata, "partition_statistics", []) or [])
     manifests = {}
     for snapshot in metadata.snapshots:
-        found.add(snapshot.manifest_list)
+        found[snapshot.manifest_list] = None
         for manifest in snapshot.manifests(io):
             manifests.setdefault(manifest.manifest_path, manifest)
     for path, manifest in manifests.items():
-        found.add(path)
-        found.update(entry.data_file.file_path for entry in manifest.fetch_manifest_entry(io, discard_deleted=True))
-    return {_key(path) for path in found}
+        found[path] = manifest.manifest_length
+        for entry in manifest.fetch_manifest_entry(io, discard_deleted=True):
+            found[entry.data_file.file_path] = entry.data_file.file_size_in_bytes
+    return {_key(path): size for path, size in found.items()}
 
 
 def sweep(
@@ -200,3 +232,269 @@ def _delete(paths: list[str], settings: Settings) -> None:
                 os.remove(path)
             except FileNotFoundError:
                 pass
+
+
+# --- policy ---------------------------------------------------------------------------------------
+
+# Iceberg's own rewrite treats a file under 75% of the target size as small.
+SMALL_FILE_SHARE = 0.75
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """What maintenance keeps, what it calls small, and when health warns."""
+
+    keep_days: float = 7.0
+    keep_snapshots: int = 100
+    orphan_age: dt.timedelta = DEFAULT_OLDER_THAN
+    target_file_bytes: int = 128 * 1024**2
+    audit_retention: dt.timedelta = dt.timedelta(days=7)
+    # Health warns beyond these (after maintenance, a table within its policy is under all of them).
+    max_snapshots: int = 1000
+    max_small_file_ratio: float = 0.5
+    max_metadata_bytes: int = 16 * 1024**2
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Policy:
+        return cls(
+            keep_days=settings.keep_days,
+            keep_snapshots=settings.keep_snapshots,
+            orphan_age=dt.timedelta(minutes=settings.orphan_minutes),
+            target_file_bytes=settings.target_file_mb * 1024**2,
+            audit_retention=dt.timedelta(days=settings.audit_retention_days),
+        )
+
+    @property
+    def small_file_bytes(self) -> int:
+        return int(self.target_file_bytes * SMALL_FILE_SHARE)
+
+    def describe(self) -> str:
+        return (f"keep snapshots younger than {self.keep_days:g} day(s) and the newest {self.keep_snapshots}; "
+                f"orphans older than {self.orphan_age}; compact files under {self.small_file_bytes:,} bytes")
+
+
+# --- expiry ---------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class ExpireResult:
+    table: str
+    expired: list[int] = dataclasses.field(default_factory=list)  # snapshot ids
+    deleted_files: int = 0
+    deleted_bytes: int = 0  # data files and manifests (manifest lists carry no size in the metadata)
+    kept: int = 0
+
+
+def expirable(metadata, policy: Policy, now: float | None = None) -> list[int]:
+    """The snapshots ``policy`` lets go: older than ``keep_days``, beyond the newest
+    ``keep_snapshots``, and the head of no branch or tag."""
+    cutoff_ms = ((time.time() if now is None else now) - policy.keep_days * 86400) * 1000
+    protected = {ref.snapshot_id for ref in metadata.refs.values()}
+    newest_first = sorted(metadata.snapshots, key=lambda snap: (snap.timestamp_ms, snap.sequence_number or 0),
+                          reverse=True)
+    return [snap.snapshot_id for snap in newest_first[policy.keep_snapshots:]
+            if snap.snapshot_id not in protected and snap.timestamp_ms < cutoff_ms]
+
+
+def expire_snapshots(
+    catalog: Catalog,
+    identifier: str,
+    policy: Policy,
+    *,
+    dry_run: bool = False,
+    settings: Settings | None = None,
+    now: float | None = None,
+    retry: RetryPolicy | None = None,
+) -> ExpireResult:
+    """Expire what ``policy`` lets go in one commit, then delete the files no kept snapshot references."""
+    settings = settings or get_settings()
+    retry = retry or RetryPolicy()
+    started = time.monotonic()
+    for attempt in itertools.count(1):
+        table = catalog.load_table(identifier)
+        ids = expirable(table.metadata, policy, now)
+        result = ExpireResult(table=identifier, expired=ids, kept=len(table.metadata.snapshots) - len(ids))
+        if not ids or dry_run:
+            return result
+        before = referenced_sizes(table)
+        try:
+            table.maintenance.expire_snapshots().by_ids(ids).commit()
+            break
+        except (CommitFailedException, OperationalError, ValueError) as exc:
+            # Another maintenance run expired some of them first (ValueError: no such snapshot), or
+            # the catalog was busy: plan again on the table as it is now.
+            if isinstance(exc, OperationalError) and "locked" not in str(exc.orig) and "busy" not in str(exc.orig):
+                raise
+            if retry.exhausted(attempt, time.monotonic() - started):
+                raise
+            time.sleep(retry.delay(attempt))
+    # Judged on the metadata as committed after the expiry: whatever a write that landed meanwhile
+    # references is in ``after``. A file referenced before and not after is one only expired
+    # snapshots read, so it is deleted now (no safety window: it was committed, not in flight).
+    after = referenced_files(catalog.load_table(identifier))
+    folders = [_join(table.location(), folder) for folder in _SWEPT_FOLDERS]
+    gone = [path for path in before if path not in after and any(_under(path, f) for f in folders)]
+    # Data files first: interrupted half-way, what is left is manifests naming nothing, never the reverse.
+    gone.sort(key=lambda p: "/metadata/" in p)
+    _delete(gone, settings)
+    result.deleted_files = len(gone)
+    result.deleted_bytes = sum(before[p] or 0 for p in gone)
+    log.info("%s: expired %d snapshot(s), deleted %d file(s) (%d bytes) only they referenced",
+             identifier, len(ids), len(gone), result.deleted_bytes)
+    return result
+
+
+# --- compaction -----------------------------------------------------------------------------------
+
+def plan_compaction(table: Table, policy: Policy) -> list[FileGroup]:
+    """Per partition, its small files packed in order into groups of up to the target size; a
+    group of one file is left alone (rewriting it gains nothing)."""
+    groups = []
+    for partition, files in live_files_by_partition(table).items():
+        small = [f for f in files.values() if f.file_size_in_bytes < policy.small_file_bytes]
+        if len(small) < 2:
+            continue
+        small.sort(key=lambda f: f.file_path)
+        current: list = []
+        size = 0
+        bins = []
+        for data_file in small:
+            if current and size + data_file.file_size_in_bytes > policy.target_file_bytes:
+                bins.append(current)
+                current, size = [], 0
+            current.append(data_file)
+            size += data_file.file_size_in_bytes
+        bins.append(current)
+        groups += [FileGroup(partition, tuple(b), frozenset(files)) for b in bins if len(b) > 1]
+    return groups
+
+
+def compact(catalog: Catalog, identifier: str, policy: Policy, *, run_id: str, dry_run: bool = False,
+            on_attempt=None) -> RewriteResult:
+    """Rewrite each partition's small files as fewer files, one commit (see the module doc)."""
+    table = catalog.load_table(identifier)
+    groups = plan_compaction(table, policy)
+    if dry_run or not groups:
+        return RewriteResult(table=identifier, rewritten=groups if dry_run else [])
+    if any(task.delete_files for task in table.scan().plan_files()):
+        # Delete files are applied at read; a rewrite would have to fold them in. Ratatouille
+        # never writes any, so a table that has them was written by another engine: left alone.
+        log.warning("%s: has delete files; compaction leaves it to the engine that wrote them", identifier)
+        return RewriteResult(table=identifier)
+    result = rewrite_files(catalog, identifier, groups, run_id=run_id, on_attempt=on_attempt)
+    log.info("%s: compacted %d file(s) in %d partition(s) into %d; %d group(s) skipped (partition changed)",
+             identifier, sum(len(g.inputs) for g in result.rewritten), len({g.partition for g in result.rewritten}),
+             result.files_added, len(result.skipped))
+    return result
+
+
+# --- health ---------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Health:
+    table: str
+    snapshots: int
+    expirable: int  # snapshots the policy would expire now (maintenance has not run, or failed)
+    data_files: int
+    partitions: int
+    small_files: int  # small files sharing a partition with another small file: what compaction merges
+    max_files_per_partition: int
+    busiest_partition: str
+    orphan_files: int  # unreferenced and older than the safety window
+    orphan_bytes: int
+    young_unreferenced: int  # unreferenced but inside the safety window (a write in flight, perhaps)
+    metadata_bytes: int
+    data_bytes: int
+
+    @property
+    def small_file_ratio(self) -> float:
+        return self.small_files / self.data_files if self.data_files else 0.0
+
+    def problems(self, policy: Policy) -> list[str]:
+        """What is out of bounds, in words (empty: healthy)."""
+        out = []
+        if self.expirable:
+            out.append(f"{self.expirable} snapshot(s) past the retention policy are still kept")
+        if self.snapshots > policy.max_snapshots:
+            out.append(f"{self.snapshots} snapshots (over {policy.max_snapshots}): every commit rewrites them all")
+        if self.data_files >= 10 and self.small_file_ratio > policy.max_small_file_ratio:
+            out.append(f"{self.small_file_ratio:.0%} of {self.data_files} data files are small and could be "
+                       f"merged (most in {self.busiest_partition or 'the table'}: {self.max_files_per_partition})")
+        if self.orphan_files:
+            out.append(f"{self.orphan_files} orphan file(s), {self.orphan_bytes:,} bytes, older than the safety window")
+        if self.metadata_bytes > policy.max_metadata_bytes:
+            out.append(f"current metadata file is {self.metadata_bytes:,} bytes (over {policy.max_metadata_bytes:,})")
+        return out
+
+
+def health(catalog: Catalog, identifier: str, policy: Policy, *, settings: Settings | None = None,
+           now: float | None = None) -> Health:
+    """The figures of one table as it is now (reads its metadata and lists its folder)."""
+    settings = settings or get_settings()
+    table = catalog.load_table(identifier)
+    live = live_files_by_partition(table)
+    small = sum(n for n in (sum(1 for f in files.values() if f.file_size_in_bytes < policy.small_file_bytes)
+                            for files in live.values()) if n > 1)
+    busiest = max(live.items(), key=lambda item: len(item[1]), default=("", {}))
+    swept = sweep(catalog, identifier, older_than=policy.orphan_age, dry_run=True, settings=settings, now=now)
+    return Health(
+        table=identifier,
+        snapshots=len(table.metadata.snapshots),
+        expirable=len(expirable(table.metadata, policy, now)),
+        data_files=sum(len(files) for files in live.values()),
+        partitions=len(live),
+        small_files=small,
+        max_files_per_partition=len(busiest[1]),
+        busiest_partition=busiest[0],
+        orphan_files=len(swept.orphans),
+        orphan_bytes=swept.orphan_bytes,
+        young_unreferenced=swept.too_new,
+        metadata_bytes=len(table.io.new_input(table.metadata_location)),
+        data_bytes=sum(f.file_size_in_bytes for files in live.values() for f in files.values()),
+    )
+
+
+# --- all of it ------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class MaintenanceResult:
+    table: str
+    audit_branches: list[HeldBranch]
+    expired: ExpireResult
+    compacted: RewriteResult
+    swept: SweepResult
+    health: Health
+
+    def describe(self) -> str:
+        parts = [f"{len(self.expired.expired)} snapshot(s) expired ({self.expired.deleted_files} file(s) deleted)"]
+        if self.audit_branches:
+            parts.append(f"{len(self.audit_branches)} audit branch(es) removed")
+        merged = sum(len(g.inputs) for g in self.compacted.rewritten)
+        parts.append(f"{merged} small file(s) compacted into {self.compacted.files_added}"
+                     + (f", {len(self.compacted.skipped)} group(s) skipped (partition changed)" if self.compacted.skipped else ""))
+        parts.append(f"{len(self.swept.orphans)} orphan(s) swept ({self.swept.orphan_bytes:,} bytes)")
+        return "; ".join(parts)
+
+
+def maintain(
+    catalog: Catalog,
+    identifier: str,
+    policy: Policy,
+    *,
+    run_id: str,
+    dry_run: bool = False,
+    settings: Settings | None = None,
+    now: float | None = None,
+) -> MaintenanceResult:
+    """Everything, in order: audit branches past retention, compaction, expiry and the files it
+    frees, the orphan sweep, then the health of the table as it was left."""
+    settings = settings or get_settings()
+    moment = dt.datetime.fromtimestamp(time.time() if now is None else now, dt.UTC)
+    held = expire_audit_branches(catalog, older_than=policy.audit_retention, now=moment, dry_run=dry_run,
+                                 tables=[identifier])
+    # Compaction first: the snapshot it supersedes then expires in the same pass (when the policy
+    # lets it), and the small files go with it.
+    compacted = compact(catalog, identifier, policy, run_id=run_id, dry_run=dry_run)
+    expired = expire_snapshots(catalog, identifier, policy, dry_run=dry_run, settings=settings, now=now)
+    swept = sweep(catalog, identifier, older_than=policy.orphan_age, dry_run=dry_run, settings=settings, now=now)
+    return MaintenanceResult(identifier, held, expired, compacted, swept,
+                             health(catalog, identifier, policy, settings=settings, now=now))

@@ -9,8 +9,9 @@ is given as one text, ``as_of``:
 - a timestamp (ISO 8601, ``2026-12-01T14:30:00``, ``2026-12-01 14:30``, ``2026-12-01``; UTC unless
   it carries an offset; a date alone is its midnight): the snapshot main had then.
 
-Only the snapshots a table keeps can be read: writes keep the newest
-``ratatouille.history.max-snapshots`` (100 by default) and every branch and tag head.
+Only the snapshots a table keeps can be read: maintenance keeps those younger than
+``RATATOUILLE_KEEP_DAYS``, at least the newest ``RATATOUILLE_KEEP_SNAPSHOTS``, and every branch
+and tag head (``lakehouse/maintenance.py``).
 
 Rollback never rewrites history: it is a new commit that makes main hold what it held then, for
 the whole table (the old data files are added back, nothing is copied) or for a window of days

@@ -44,7 +44,7 @@ from pyiceberg.io.pyarrow import _dataframe_to_data_files, schema_to_pyarrow
 from pyiceberg.manifest import DataFile
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
-from pyiceberg.table.update.snapshot import ExpireSnapshots, ManageSnapshots
+from pyiceberg.table.update.snapshot import ManageSnapshots
 from pyiceberg.transforms import DayTransform, IdentityTransform, MonthTransform, Transform, YearTransform
 from pyiceberg.types import DateType, TimestampType, TimestamptzType
 from sqlalchemy.exc import OperationalError
@@ -59,6 +59,7 @@ from ratatouille_assets.lakehouse.errors import (
     PartitionTypeError,
     SchemaChangeRefusedError,
     SchemaEvolutionError,
+    SnapshotExpiredError,
 )
 from ratatouille_assets.settings import RESERVED_BRANCH_PREFIX
 
@@ -95,16 +96,14 @@ LANDING_DAY_COLUMN = "_landing_date"
 # Appends merge small manifests once 16 have accumulated: reads stay flat as history grows.
 #
 # Every commit also rewrites the table metadata, which lists every snapshot: after a year of daily
-# writes a commit cost 16x a first-day commit (pyiceberg deep-copies the metadata per update). Each
-# write keeps the newest MAX_SNAPSHOTS_PROPERTY snapshots (time travel over ~50 days of daily
-# writes) and deletes metadata files beyond the last 20. Expiring is metadata-only: data files no
-# snapshot references any more stay until an orphan-file sweep removes them.
-MAX_SNAPSHOTS_PROPERTY = "ratatouille.history.max-snapshots"
+# writes a commit cost 16x a first-day commit (pyiceberg deep-copies the metadata per update). A
+# write keeps metadata files only for the last 20 commits; expiring snapshots (and deleting the
+# files only they referenced) is maintenance's job (lakehouse/maintenance.py), on a schedule and
+# by policy, never a side effect of a write.
 TABLE_PROPERTIES = {
     "commit.retry.num-retries": "0",
     "commit.manifest-merge.enabled": "true",
     "commit.manifest.min-count-to-merge": "16",
-    MAX_SNAPSHOTS_PROPERTY: "100",
     "write.metadata.delete-after-commit.enabled": "true",
     "write.metadata.previous-versions-max": "20",
 }
@@ -651,9 +650,6 @@ def _write_window(
                 with tx.update_snapshot(snapshot_properties=properties, branch=branch).merge_append() as append:
                     for data_file in files:
                         append.append_data_file(data_file)
-                expired = _beyond_history(tx.table_metadata)
-                if expired:
-                    ExpireSnapshots(tx).by_ids(expired).commit()
             break
         except HeadMovedError:
             _delete_files(table, files)
@@ -802,14 +798,6 @@ def _reload(catalog: Catalog, identifier: str, retry: RetryPolicy, started: floa
             if not _catalog_locked(exc) or retry.exhausted(attempt, time.monotonic() - started):
                 raise
             time.sleep(retry.delay(attempt))
-
-
-def _beyond_history(metadata) -> list[int]:
-    """Snapshots older than the newest ``MAX_SNAPSHOTS_PROPERTY``, except branch and tag heads."""
-    keep = int(metadata.properties.get(MAX_SNAPSHOTS_PROPERTY, TABLE_PROPERTIES[MAX_SNAPSHOTS_PROPERTY]))
-    protected = {ref.snapshot_id for ref in metadata.refs.values()}
-    newest_first = sorted(metadata.snapshots, key=lambda snap: (snap.timestamp_ms, snap.sequence_number or 0), reverse=True)
-    return [snap.snapshot_id for snap in newest_first[keep:] if snap.snapshot_id not in protected]
 
 
 # What a write whose schema differs from its table's does (dbt's on_schema_change, minus "ignore",
@@ -977,6 +965,7 @@ def restore_snapshot(
     run_id: str,
     extra_properties: dict[str, str] | None = None,
     retry: RetryPolicy | None = None,
+    on_attempt: Callable[[int], None] | None = None,
 ) -> WriteResult | None:
     """Make main hold exactly the data files of ``snapshot_id`` again, as one new commit.
 
@@ -1001,16 +990,29 @@ def restore_snapshot(
         if not removed and not added:
             return None
         try:
+            if on_attempt:
+                on_attempt(attempt)
             with table.transaction() as tx:
                 with tx.update_snapshot(snapshot_properties=properties).overwrite() as overwrite:
                     for data_file in removed:
                         overwrite.delete_data_file(data_file)
                     for data_file in added:
                         overwrite.append_data_file(data_file)
+                # The files re-added are ``snapshot_id``'s: maintenance may expire it and delete
+                # them at any time. A tag set on it (and removed) in this commit makes the catalog
+                # refuse the commit if the snapshot is gone, instead of committing missing files.
+                guard = f"ratatouille-restore-{uuid.uuid4().hex[:12]}"
+                ManageSnapshots(tx).create_tag(snapshot_id, guard).remove_tag(guard).commit()
             break
         except (CommitFailedException, OperationalError, ValueError) as exc:
             if isinstance(exc, OperationalError) and not _catalog_locked(exc):
                 raise
+            if isinstance(exc, ValueError) and f"unknown snapshot {snapshot_id}" in str(exc):
+                raise SnapshotExpiredError(
+                    f"{identifier}: snapshot {snapshot_id} expired (table maintenance) while it was being "
+                    "restored; nothing was committed. Pick a snapshot the retention policy keeps "
+                    "(`rat history`), or raise RATATOUILLE_KEEP_DAYS / RATATOUILLE_KEEP_SNAPSHOTS."
+                ) from None
             if isinstance(exc, ValueError) and not stale_sequence(exc):
                 raise
             if retry.exhausted(attempt, time.monotonic() - started):
@@ -1035,3 +1037,131 @@ def restore_snapshot(
 def _live_files(table: Table, snapshot_id: int) -> dict[str, DataFile]:
     """The data files ``snapshot_id`` reads, by path."""
     return {task.file.file_path: task.file for task in table.scan(snapshot_id=snapshot_id).plan_files()}
+
+
+# What a compaction writes into its snapshot summary, beside the run id: the history shows it as a
+# maintenance commit, and readers of changes know its rows are the same rows as before.
+MAINTENANCE_PROPERTY = "ratatouille.maintenance"
+
+
+@dataclasses.dataclass(frozen=True)
+class FileGroup:
+    """Small files of one partition to be rewritten as fewer files holding the same rows.
+
+    ``partition_files`` is every live file of that partition when the group was planned: if any
+    commit changed the partition since (a write replaced its rows, another compaction ran), the
+    group is skipped rather than replayed on data it has not seen."""
+
+    partition: str  # a readable partition value, e.g. "month=2024-03"
+    inputs: tuple[DataFile, ...]
+    partition_files: frozenset[str]
+
+
+@dataclasses.dataclass
+class RewriteResult:
+    table: str
+    rewritten: list[FileGroup] = dataclasses.field(default_factory=list)
+    skipped: list[FileGroup] = dataclasses.field(default_factory=list)  # the partition changed meanwhile
+    files_added: int = 0
+    snapshot_id: int | None = None
+    attempts: int = 0
+
+
+def partition_label(table: Table, data_file: DataFile) -> str:
+    """``day=2024-03-01`` (or ``""`` for an unpartitioned table): one spelling per partition."""
+    spec = table.specs()[data_file.spec_id]
+    return spec.partition_to_path(data_file.partition, table.schema()) if spec.fields else ""
+
+
+def live_files_by_partition(table: Table) -> dict[str, dict[str, DataFile]]:
+    """Main's live data files, by partition label, then path."""
+    out: dict[str, dict[str, DataFile]] = {}
+    if table.current_snapshot() is None:
+        return out
+    for task in table.scan().plan_files():
+        out.setdefault(partition_label(table, task.file), {})[task.file.file_path] = task.file
+    return out
+
+
+def rewrite_files(
+    catalog: Catalog,
+    identifier: str,
+    groups: list[FileGroup],
+    *,
+    run_id: str,
+    retry: RetryPolicy | None = None,
+    on_attempt: Callable[[int], None] | None = None,
+) -> RewriteResult:
+    """Replace each group's files by the same rows in as few files as the table's writer makes, in
+    one commit on main that removes exactly those files.
+
+    A conflicting commit is retried on the reloaded table; a group whose partition changed in the
+    meantime is dropped (its new files deleted), never committed over data it did not read. Killed
+    at any point, the table is as before or as after: new files not yet committed are orphans the
+    sweep removes, and the replaced files stay readable until their snapshots expire."""
+    from pyiceberg.io.pyarrow import ArrowScan
+    from pyiceberg.table import FileScanTask
+
+    retry = retry or RetryPolicy()
+    result = RewriteResult(table=identifier)
+    written: dict[FileGroup, list[DataFile]] = {}
+    started = time.monotonic()
+    table = catalog.load_table(identifier)
+    pending = list(groups)
+    for attempt in itertools.count(1):
+        result.attempts = attempt
+        live = live_files_by_partition(table)
+        for group in list(pending):
+            if frozenset(live.get(group.partition, {})) != group.partition_files or any(
+                    f.spec_id != table.spec().spec_id for f in group.inputs):
+                pending.remove(group)
+                result.skipped.append(group)
+                _delete_files(table, written.pop(group, []))
+        if not pending:
+            return result
+        write_uuid = uuid.uuid4()
+        counter = itertools.count(0)
+        try:
+            for group in pending:
+                if group in written:
+                    continue
+                tasks = [FileScanTask(f) for f in group.inputs]
+                rows = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue()).to_table(tasks)
+                rows = _cast_to_table_schema(table.schema(), rows)
+                written[group] = list(_dataframe_to_data_files(
+                    table_metadata=table.metadata, df=rows, io=table.io, write_uuid=write_uuid, counter=counter))
+        except BaseException:
+            for files in written.values():
+                _delete_files(table, files)
+            raise
+        if on_attempt:
+            on_attempt(attempt)
+        properties = {RUN_ID_PROPERTY: run_id, MAINTENANCE_PROPERTY: "compact"}
+        tx = None
+        try:
+            with table.transaction() as tx:
+                with tx.update_snapshot(snapshot_properties=properties).overwrite() as overwrite:
+                    for group in pending:
+                        for data_file in group.inputs:
+                            overwrite.delete_data_file(data_file)
+                        for data_file in written[group]:
+                            overwrite.append_data_file(data_file)
+            break
+        except (CommitFailedException, OperationalError, ValueError) as exc:
+            if isinstance(exc, OperationalError) and not _catalog_locked(exc):
+                raise
+            if isinstance(exc, ValueError) and not stale_sequence(exc):
+                raise
+            if not isinstance(exc, CommitFailedException) and tx is not None:
+                _delete_paths(table, _attempt_manifests(table, tx))
+            if retry.exhausted(attempt, time.monotonic() - started):
+                for files in written.values():
+                    _delete_files(table, files)
+                raise CommitConflictError(f"{identifier}: compaction still conflicted after {attempt} attempts: {exc}") from exc
+            log.info("%s: compaction conflicted with a commit (attempt %d); judging the new head", identifier, attempt)
+            time.sleep(retry.delay(attempt))
+            table = _reload(catalog, identifier, retry, started)
+    result.rewritten = pending
+    result.files_added = sum(len(written[g]) for g in pending)
+    result.snapshot_id = table.current_snapshot().snapshot_id  # the transaction updated ``table``
+    return result
