@@ -157,7 +157,7 @@ def _rollback(argv: list[str]) -> int:
     config = {"table": args.table, "to": args.to, "start": start.isoformat() if start else "",
               "end": end.isoformat() if end else ""}
     with dg.DagsterInstance.get() as instance:
-        result = build_definitions().get_job_def(JOB_NAME).execute_in_process(
+        result = build_definitions().resolve_job_def(JOB_NAME).execute_in_process(
             run_config={"ops": {"rollback_table": {"config": config}},
                         "loggers": {"console": {"config": {"log_level": "WARNING"}}}},
             instance=instance, raise_on_error=False,
@@ -253,7 +253,7 @@ def _sweep(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="rat sweep", description=_sweep.__doc__)
     parser.add_argument("tables", nargs="*", help="e.g. bronze.orders (default: every table)")
     parser.add_argument("--older-than", type=age, default=DEFAULT_OLDER_THAN, metavar="AGE",
-                        help="only files older than this (default 1d): younger ones may belong to a write "
+                        help="only files older than this (default 1h): younger ones may belong to a write "
                              "that has not committed yet. 0s only when nothing writes.")
     parser.add_argument("--audit-older-than", type=age, metavar="AGE",
                         help="remove audit branches (rows a failed check held) older than this "
@@ -288,6 +288,65 @@ def _sweep(argv: list[str]) -> int:
     return 1 if failed else 0
 
 
+def _maintain(argv: list[str]) -> int:
+    """Maintain tables: compact small files, expire snapshots by the retention policy
+    (RATATOUILLE_KEEP_DAYS, RATATOUILLE_KEEP_SNAPSHOTS), delete the files nothing references any
+    more, sweep orphans older than RATATOUILLE_ORPHAN_MINUTES; then report each table's health.
+    Runs the `maintenance` job, so the UI records every table's result as its `health` check."""
+    import argparse
+
+    import dagster as dg
+
+    from ratatouille_assets.defs.maintenance import JOB_NAME, OP_NAME, identifier_of
+    from ratatouille_assets.lakehouse.catalog import load_catalog
+    from ratatouille_assets.lakehouse.maintenance import Policy, maintain
+    from ratatouille_assets.lakehouse.tables import list_tables
+    from ratatouille_assets.settings import get_settings
+
+    parser = argparse.ArgumentParser(prog="rat maintain", description=_maintain.__doc__)
+    parser.add_argument("tables", nargs="*", help="e.g. silver.orders (default: every table)")
+    parser.add_argument("--dry-run", action="store_true", help="say what would be done, change nothing")
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    policy = Policy.from_settings(settings)
+    print(f"policy: {policy.describe()}")
+    if args.dry_run:
+        catalog = load_catalog()
+        for name in args.tables or list_tables(catalog):
+            result = maintain(catalog, name, policy, run_id="dry-run", dry_run=True, settings=settings)
+            merged = sum(len(g.inputs) for g in result.compacted.rewritten)
+            print(f"{name:<32} would compact {merged} file(s) in {len(result.compacted.rewritten)} group(s), "
+                  f"expire {len(result.expired.expired)} snapshot(s), sweep {len(result.swept.orphans)} orphan(s) "
+                  f"({result.swept.orphan_bytes:,} bytes)")
+        return 0
+
+    from ratatouille_assets.definitions import build_definitions
+    from ratatouille_assets.demo import ensure_dagster_home
+
+    ensure_dagster_home(settings)
+    with dg.DagsterInstance.get() as instance:
+        result = build_definitions().resolve_job_def(JOB_NAME).execute_in_process(
+            run_config={"ops": {OP_NAME: {"config": {"tables": args.tables}}},
+                        "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
+            instance=instance, raise_on_error=False,
+        )
+        # From the run's log: a failed step's result leaves out what it logged before failing.
+        records = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+    evaluations = sorted((r.dagster_event.event_specific_data for r in records), key=lambda e: e.asset_key.path)
+    warned = 0
+    for found in evaluations:
+        warned += not found.passed
+        label = "ok  " if found.passed else found.severity.value
+        print(f"{identifier_of(found.asset_key):<32} {label} {found.description}")
+    for event in result.all_events:
+        if event.is_step_failure:
+            print(f"error: {event.step_failure_data.error.message.strip()}", file=sys.stderr)
+    print(f"{len(evaluations)} table(s) maintained, {warned} not healthy (run {result.run_id})")
+    if not result.success and not evaluations:
+        return 2  # refused before any table (e.g. a table that is not the project's)
+    return 0 if result.success else 1
+
+
 def _validate(argv: list[str]) -> int:
     """The definitions load (sources, dbt model contract, Soda files): Dagster's own validation."""
     import os
@@ -311,7 +370,8 @@ COMMANDS = {
     "history": ("a table's commits, branches and tags: time, operation, run, window, rows, files", _history),
     "rollback": ("roll a table, or some of its days, back to a snapshot or point in time (a new commit)", _rollback),
     "tables": ("list Iceberg tables with row counts and metadata locations (for iceberg_scan)", _tables),
-    "sweep": ("delete files no snapshot references (killed writes, expired snapshots); --dry-run", _sweep),
+    "maintain": ("compact, expire snapshots by policy, delete unreferenced and orphan files; report health", _maintain),
+    "sweep": ("delete files no snapshot references (killed writes, refused commits); --dry-run", _sweep),
     "validate": ("check that the definitions load: sources, dbt models, Soda files", _validate),
     "example": ("remove | restore: take the example shop out of the project, or bring it back", "ratatouille_assets.project.example"),
     "settings": ("print the resolved settings as RATATOUILLE_* variables (secrets masked)", _settings),

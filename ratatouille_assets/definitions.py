@@ -22,6 +22,7 @@ from ratatouille_assets.defs.automation import (
 from ratatouille_assets.defs.bronze import build_bronze, freshness_checks
 from ratatouille_assets.defs.checks import unknown_datasets
 from ratatouille_assets.defs.dbt import build_dbt_assets, dbt_project
+from ratatouille_assets.defs.maintenance import build_maintenance_job, health_checks, maintenance_schedule
 from ratatouille_assets.defs.partitions import daily_partitions
 from ratatouille_assets.defs.resources import LakehouseResource
 from ratatouille_assets.defs.rollback import build_rollback_job
@@ -76,15 +77,19 @@ def build_definitions() -> dg.Definitions:
     downstream = dg.AssetSelection.assets(*fresh).downstream().resolve(materializable) if fresh else set()
     gold_daily = [k for a in materializable if a.partitions_def for k in a.keys if k.path[0] == "gold" and k in downstream]
     gold_checks, freshness_sensor = gold_freshness(settings, gold_daily)
+    table_keys = [k for a in materializable for k in a.keys]
+    upkeep_job = build_maintenance_job(table_keys)
     sensors = [landing_sensor(sources, partitions, settings), automation_sensor(settings), failure_sensor(settings)]
     if freshness_sensor is not None:
         sensors.append(freshness_sensor)
     return dg.Definitions(
         assets=assets,
-        asset_checks=[*gold_checks, *freshness_checks(sources), *landing_checks(sources, sources_file.start, settings)],
-        jobs=[everything, build_rollback_job({k: a.partitions_def for a in materializable for k in a.keys})],
+        asset_checks=[*gold_checks, *freshness_checks(sources), *landing_checks(sources, sources_file.start, settings),
+                      *health_checks(table_keys)],
+        jobs=[everything, build_rollback_job({k: a.partitions_def for a in materializable for k in a.keys}), upkeep_job],
         # A project with no daily asset yet (only reference sources, or none) has no day to schedule.
-        schedules=[daily_schedule(everything, settings)] if any(a.partitions_def for a in materializable) else [],
+        schedules=[*([daily_schedule(everything, settings)] if any(a.partitions_def for a in materializable) else []),
+                   maintenance_schedule(upkeep_job, settings)],
         sensors=sensors,
         resources={"lakehouse": LakehouseResource()},
         # One process per run: a step subprocess re-imports Dagster, dbt and the code location

@@ -118,8 +118,18 @@ class Settings:
     # to main and a failed check is seen after the fact.
     wap: bool = True
     # Audit branches of runs whose checks failed are kept this many days for inspection, then
-    # removed by maintenance (`rat sweep`).
+    # removed by maintenance (`rat maintain`, `rat sweep`).
     audit_retention_days: int = 7
+    # Maintenance (lakehouse/maintenance.py): a snapshot expires once it is older than keep_days
+    # AND not among a table's newest keep_snapshots (branch and tag heads never expire); an
+    # unreferenced file is an orphan once older than orphan_minutes; compaction merges a
+    # partition's small files towards target_file_mb. The daily job runs at maintenance_hour.
+    keep_days: int = 7
+    keep_snapshots: int = 100
+    orphan_minutes: int = 60
+    target_file_mb: int = 128
+    maintenance_hour: int = 3
+    maintenance_enabled: bool = True
     executor_max_concurrent: int = 4
     s3_endpoint: str | None = None
     s3_region: str | None = None
@@ -173,6 +183,13 @@ def _at_least(name: str, default: str, low: int) -> int:
     value = int(_env(name, default))
     if value < low:
         raise ValueError(f"{ENV_PREFIX}{name} must be >= {low}, got {value}")
+    return value
+
+
+def _hour(name: str, default: str) -> int:
+    value = int(_env(name, default))
+    if not 0 <= value <= 23:
+        raise ValueError(f"{ENV_PREFIX}{name} must be an hour of the day, 0 to 23, got {value}")
     return value
 
 
@@ -265,6 +282,12 @@ def load_settings(environ_home: str | None = None) -> Settings:
         branch=_branch(_env("BRANCH", "main")),
         wap=_switch("WAP", "on"),
         audit_retention_days=_at_least("AUDIT_RETENTION_DAYS", "7", 0),
+        keep_days=_at_least("KEEP_DAYS", "7", 0),
+        keep_snapshots=_at_least("KEEP_SNAPSHOTS", "100", 1),
+        orphan_minutes=_at_least("ORPHAN_MINUTES", "60", 0),
+        target_file_mb=_at_least("TARGET_FILE_MB", "128", 1),
+        maintenance_hour=_hour("MAINTENANCE_HOUR", "3"),
+        maintenance_enabled=_switch("MAINTENANCE_ENABLED", "on"),
         s3_endpoint=_endpoint(_env("S3_ENDPOINT", "")),
         s3_region=_env("S3_REGION", "") or None,
         s3_access_key_id=Secret(_env("S3_ACCESS_KEY_ID", "")),
