@@ -54,6 +54,9 @@ class Plan:
     # The history's sources.yml partitions.granularity: a thousand order lines a day is where the
     # guide says to choose month (day: one small Iceberg file per table and day, the old figure).
     backfill_granularity: str = "month"
+    # Maintain every table (compaction, expiry, sweep) after each this many days of the
+    # incremental history, and before each measured day; 0: never (writes alone).
+    maintain_every: int = 0
 
 
 PLANS = {
@@ -228,14 +231,19 @@ def incremental(work: Path, models: list[Model], plan: Plan, log) -> dict:
         t = time.perf_counter()
         with _environ(env, drop=("RATATOUILLE_TRACE_FILE",)):
             get_settings.cache_clear()
-            history.build(get_settings(), days[built:n - 1], models)
+            history.build(get_settings(), days[built:n - 1], models, plan.maintain_every, done=built)
+            upkeep = None
+            if plan.maintain_every:
+                t_maint = time.perf_counter()
+                upkeep = {**history.maintain_all(get_settings()), "seconds": time.perf_counter() - t_maint}
             before = history.metadata_stats(get_settings())
         built = n
-        log(f"  history: {n - 1} days built ({time.perf_counter() - t:.1f}s), {before['snapshots']} snapshots")
+        log(f"  history: {n - 1} days built ({time.perf_counter() - t:.1f}s), {before['snapshots']} snapshots"
+            + (f", maintained ({upkeep})" if upkeep else ""))
         run = run_ours(home, landing, days[n - 1], plan, fresh=False)
         log(f"  day {n}: {'ok' if run['ok'] else 'FAILED'} {run['wall_s']:.1f}s")
         results[n] = {"wall_s": run["wall_s"], "ok": run["ok"], "peak_rss_bytes": run["peak_rss_bytes"],
-                      "split_s": run.get("split_s"), "metadata_before": before}
+                      "split_s": run.get("split_s"), "metadata_before": before, "maintenance_before": upkeep}
     with _environ(env, drop=("RATATOUILLE_TRACE_FILE",)):
         get_settings.cache_clear()
         after = history.metadata_stats(get_settings())
@@ -466,6 +474,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--history-rows", type=int, help="override the history's order lines/day")
     parser.add_argument("--history-days", type=lambda v: tuple(int(x) for x in v.split(",")),
                         help="override N of the incremental cost (e.g. 1,30,365)")
+    parser.add_argument("--only-history", action="store_true", help="only the incremental cost (day N after N-1 days)")
+    parser.add_argument("--maintain-every", type=int, metavar="DAYS",
+                        help="maintain every table after each DAYS days of the history, and before each measured day")
     args = parser.parse_args(argv)
     plan = PLANS[args.scale]
     if args.rows:
@@ -478,6 +489,8 @@ def main(argv: list[str] | None = None) -> int:
         plan = dataclasses.replace(plan, history_days=args.history_days)
     if args.backfill_days:
         plan = dataclasses.replace(plan, backfill_days=args.backfill_days)
+    if args.maintain_every is not None:
+        plan = dataclasses.replace(plan, maintain_every=args.maintain_every)
     if args.backfill_granularity:
         plan = dataclasses.replace(plan, backfill_granularity=args.backfill_granularity)
     started = time.perf_counter()
@@ -491,6 +504,12 @@ def main(argv: list[str] | None = None) -> int:
     save(models, models_file)
     results: dict = {"scale": args.scale, "date": dt.date.today().isoformat(), "machine": machine(),
                      "plan": dataclasses.asdict(plan), "throughput": []}
+
+    if args.only_history:
+        log(f"incremental cost: N = {', '.join(map(str, plan.history_days))} at {plan.history_rows:,} order lines/day"
+            + (f", maintained every {plan.maintain_every} days" if plan.maintain_every else ", no maintenance"))
+        results["incremental"] = incremental(args.work, models, plan, log)
+        return _finish(args, results, started)
 
     if not args.only_backfill:
         log(f"write-audit-publish on vs off: day 2 at {plan.tiny:,} order lines, {plan.reps} pairs")

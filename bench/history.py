@@ -24,8 +24,11 @@ from ratatouille_assets.settings import Settings
 RUN_ID = "bench-history"
 
 
-def build(settings: Settings, days: list[str], models: list[Model]) -> None:
-    """Load and transform ``days`` (in order) into the warehouse of ``settings``."""
+def build(settings: Settings, days: list[str], models: list[Model], maintain_every: int = 0,
+          done: int = 0) -> None:
+    """Load and transform ``days`` (in order) into the warehouse of ``settings``; with
+    ``maintain_every``, maintain every table after each such number of days (``done``: days built
+    before these, so the rhythm carries across calls)."""
     catalog = load_catalog(settings)
     sources = load_sources(settings.sources_file)
     conn = duck.connect(settings)
@@ -50,8 +53,33 @@ def build(settings: Settings, days: list[str], models: list[Model]) -> None:
                     data = _scd2(conn, catalog, model, data)
                 written = write_window(catalog, model.identifier, data, extra_properties=extra, **common)
                 duck.point_view(conn, model.schema, model.name, written.metadata_location)
+            done += 1
+            if maintain_every and done % maintain_every == 0:
+                maintain_all(settings)
     finally:
         conn.close()
+
+
+# A year built in minutes is all younger than any age limit: the history keeps the newest 100
+# snapshots per table, as a daily job keeping 7 days does for a few commits per table and day.
+BENCH_POLICY = dict(keep_days=0, keep_snapshots=100, orphan_age=dt.timedelta(0))
+
+
+def maintain_all(settings: Settings) -> dict:
+    """The maintenance job's work on every table (nothing else writes meanwhile: no safety window)."""
+    from ratatouille_assets.lakehouse.maintenance import Policy, maintain
+    from ratatouille_assets.lakehouse.tables import list_tables
+
+    catalog = load_catalog(settings)
+    policy = Policy(**BENCH_POLICY)
+    totals = {"expired": 0, "deleted_files": 0, "compacted_files": 0, "orphans": 0}
+    for name in list_tables(catalog):
+        result = maintain(catalog, name, policy, run_id="bench-maintenance", settings=settings)
+        totals["expired"] += len(result.expired.expired)
+        totals["deleted_files"] += result.expired.deleted_files
+        totals["compacted_files"] += sum(len(g.inputs) for g in result.compacted.rewritten)
+        totals["orphans"] += len(result.swept.orphans)
+    return totals
 
 
 def _scd2(conn, catalog, model: Model, changes):
