@@ -127,6 +127,10 @@ def test_rat_maintain_runs_the_job_for_the_tables_named(project):
     dry = subprocess.run([*rat, "--dry-run", "bronze.readings"], capture_output=True, text=True, env=env, check=True)
     assert "would compact 12 file(s) in 1 group(s), expire 11 snapshot(s)" in dry.stdout
     assert len(catalog.load_table("bronze.readings").inspect.files()) == 12
+    dev = subprocess.run([*rat, "bronze.readings"], capture_output=True, text=True,
+                         env={**env, "RATATOUILLE_BRANCH": "feature"})
+    assert dev.returncode == 2 and "dev mode (RATATOUILLE_BRANCH=feature) never writes main" in dev.stderr
+    assert len(catalog.load_table("bronze.readings").inspect.files()) == 12  # untouched
     done = subprocess.run([*rat, "bronze.readings"], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     line = next(line for line in done.stdout.splitlines() if line.startswith("bronze.readings"))

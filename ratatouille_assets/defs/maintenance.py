@@ -93,6 +93,9 @@ def build_maintenance_job(keys: Iterable[dg.AssetKey]) -> dg.JobDefinition:
         catalog = lakehouse.catalog()
         settings = lakehouse.settings()
         policy = Policy.from_settings(settings)
+        if settings.branch != "main":
+            raise dg.Failure(f"dev mode (RATATOUILLE_BRANCH={settings.branch}) never writes main, and maintenance "
+                             "commits to main: run it without RATATOUILLE_BRANCH")
         chosen = [t.strip().replace("/", ".") for t in config.tables] or sorted(known)
         unknown = [t for t in chosen if t not in known]
         if unknown:
@@ -184,6 +187,7 @@ def maintenance_schedule(job, settings: Settings) -> dg.ScheduleDefinition:
         job=job,
         cron_schedule=f"0 {settings.maintenance_hour} * * *",
         execution_timezone=settings.timezone,
-        default_status=dg.DefaultScheduleStatus.RUNNING if settings.maintenance_enabled else dg.DefaultScheduleStatus.STOPPED,
+        default_status=(dg.DefaultScheduleStatus.RUNNING if settings.maintenance_enabled and settings.branch == "main"
+                        else dg.DefaultScheduleStatus.STOPPED),
         description="Every table maintained once a day (RATATOUILLE_MAINTENANCE_HOUR; off with RATATOUILLE_MAINTENANCE_ENABLED=false)",
     )
