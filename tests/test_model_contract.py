@@ -144,8 +144,9 @@ def test_the_generated_dbt_sources_follow_sources_yml(project):
     defs = build_definitions()
     assert "freshness:\n      warn_after:\n        count: 6\n        period: hour" in generated.read_text()
     checks = {(key.asset_key.to_user_string(), key.name) for c in defs.asset_checks for key in c.check_keys}
-    # Beside the landing check every source has.
-    assert checks == {("bronze/events", "freshness_check"), ("bronze/events", "landing_files_read")}
+    # Beside the landing check every source has, and the health check every table has.
+    assert checks == {("bronze/events", "freshness_check"), ("bronze/events", "landing_files_read"),
+                      ("bronze/events", "health"), ("silver/events", "health")}
 
 
 # ---- what a model writes (dbt runs) -----------------------------------------------------------

@@ -39,6 +39,7 @@ from ratatouille_assets.lakehouse.dbt_plugin import (
     AUDIT_DIR_NAME,
     LANDING_DAY_COLUMN,
     REJECTED_SUFFIX,
+    ROOT_RUN_VAR,
     read_writes,
 )
 from ratatouille_assets.lakehouse.tables import day_counts, describe
@@ -174,6 +175,12 @@ def _materialized(
             for day, count in rows.items()
         })
     return metadata
+
+
+def root_run_id(run: dg.DagsterRun) -> str:
+    """The first run of a run's re-executions (the run itself when it is no re-execution): what
+    makes an append once-only across them. Dagster sets it on the run and as its tag."""
+    return run.root_run_id or run.get_root_run_id() or run.run_id
 
 
 def _run_dbt(
@@ -388,6 +395,7 @@ def build_dbt_assets(
                     )
                 extra = ("--full-refresh",)
             variables = dbt_vars(window.start, window.end, run_id=context.run.run_id, partition_key=label)
+            variables[ROOT_RUN_VAR] = root_run_id(context.run)
             # A model without its own partition_granularity gets the project's (sources.yml: partitions.granularity).
             variables["partition_granularity"] = sources.granularity
             yield from _run_dbt(context, lakehouse, variables, models, extra, window=_days(window))
@@ -411,7 +419,8 @@ def build_dbt_assets(
             and run with it, after the dimensions: ``cautious`` keeps them out of this invocation.
             """
             extra = ("--indirect-selection", "cautious", *(("--full-refresh",) if config.full_refresh else ()))
-            yield from _run_dbt(context, lakehouse, {"dagster_run_id": context.run.run_id}, models, extra)
+            variables = {"dagster_run_id": context.run.run_id, ROOT_RUN_VAR: root_run_id(context.run)}
+            yield from _run_dbt(context, lakehouse, variables, models, extra)
 
         assets.append(dbt_current)
     return assets

@@ -89,6 +89,8 @@ def as_of_var():
 # (made from the readers' branch) and the run publishes the models whose checks passed, after the
 # invocation. A plain `dbt run` has no such var and writes the readers' branch directly.
 AUDIT_BRANCH_VAR = "ratatouille_audit_branch"
+# The dbt var holding the Dagster root run id (a run and its re-executions share it): an append's key.
+ROOT_RUN_VAR = "dagster_root_run_id"
 WRITES_DIR_NAME = "ratatouille_writes"
 
 
@@ -214,6 +216,10 @@ class Plugin(BasePlugin):
             common["fork_from"] = settings.branch
         if partition_by:
             common["granularity"] = options.get("partition_granularity") or "day"
+        if options.get("strategy") == "append":
+            # The model's rows (and its rejects) are added, nothing replaced; once per Dagster run
+            # and its re-executions (the root run id), so a replay adds nothing.
+            common["append"] = str(options.get("append_key") or options["run_id"])
         write = rebuild_table if full_refresh else write_window
         if options.get("strategy") in HEAD_DEPENDENT_STRATEGIES and not full_refresh:
             return self._merge(cursor, options, identifier, branch, common)

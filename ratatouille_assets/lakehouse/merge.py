@@ -19,7 +19,7 @@ from duckdb import DuckDBPyConnection
 from ratatouille_assets.lakehouse.duck import quote_ident as q
 from ratatouille_assets.lakehouse.errors import LakehouseError
 
-STRATEGIES = ("overwrite_window", "replace", "merge", "scd2")
+STRATEGIES = ("overwrite_window", "replace", "append", "merge", "scd2")
 SAMPLE_KEYS = 5
 
 

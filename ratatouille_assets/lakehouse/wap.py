@@ -16,6 +16,8 @@ Publishing never lets rows through that were not audited:
   other days are those of today's head, each audited by the run that published it. A merge's
   rows are computed from the head it read, so they are never carried onto another head: the
   publish fails (:class:`HeadMovedError`, the audit branch kept) and the run is to be repeated.
+  An append's rows are the files the run added on the branch: exactly those rows are appended to
+  today's head.
 
 Nothing here knows Dagster or the checks: the caller decides what passed.
 """
@@ -38,8 +40,10 @@ from ratatouille_assets.lakehouse import trace
 from ratatouille_assets.lakehouse.errors import HeadMovedError
 from ratatouille_assets.lakehouse.tables import list_tables
 from ratatouille_assets.lakehouse.write import (
+    APPEND_KEY_PROPERTY,
     HEAD_DEPENDENT_STRATEGIES,
     MAIN_BRANCH,
+    RUN_ID_PROPERTY,
     STRATEGY_PROPERTY,
     RetryPolicy,
     Window,
@@ -146,8 +150,12 @@ def _rebase(
             f"the new head; the audited rows stay on {branch} until the retention period."
         )
     schema = table.schema()
-    scan = table.scan(row_filter=window.to_filter(schema) if window else AlwaysTrue(), snapshot_id=audited)
-    reader = scan.to_arrow_batch_reader()
+    appending = bool(summary) and summary.additional_properties.get(STRATEGY_PROPERTY) == "append"
+    if appending:
+        reader = _added_rows(table, audited)
+    else:
+        scan = table.scan(row_filter=window.to_filter(schema) if window else AlwaysTrue(), snapshot_id=audited)
+        reader = scan.to_arrow_batch_reader()
     carried = {k: v for k, v in (summary.additional_properties if summary else {}).items() if k.startswith("ratatouille.")}
     carried[REBASED_FROM_PROPERTY] = str(audited)
     carried.pop("ratatouille.branch", None)
@@ -166,9 +174,29 @@ def _rebase(
         extra_properties={k: v for k, v in carried.items() if k not in ("ratatouille.run-id", "ratatouille.rows",
                                                                          "ratatouille.partition", "ratatouille.window")},
         retry=retry, granularity=(granularity_of(table, window.column) or "day") if window else "day",
+        append=(summary.additional_properties.get(APPEND_KEY_PROPERTY) or True) if appending else False,
     )
     _remove_branch(catalog, identifier, branch)
     return Publication(identifier, branch, target, result.snapshot_id, "rebased", attempts + result.attempts - 1)
+
+
+def _added_rows(table: Table, audited: int) -> pa.RecordBatchReader:
+    """The rows of the data files ``audited`` holds that the snapshot its run started from did
+    not: what the run's appends added on the branch."""
+    from pyiceberg.io.pyarrow import ArrowScan, schema_to_pyarrow
+
+    run = table.snapshot_by_id(audited).summary.additional_properties.get(RUN_ID_PROPERTY)
+    base = None
+    for snapshot in ancestors_of(table.snapshot_by_id(audited), table.metadata):
+        props = snapshot.summary.additional_properties if snapshot.summary else {}
+        if props.get(RUN_ID_PROPERTY) != run:
+            base = snapshot.snapshot_id
+            break
+    before = {t.file.file_path for t in table.scan(snapshot_id=base).plan_files()} if base is not None else set()
+    added = [t for t in table.scan(snapshot_id=audited).plan_files() if t.file.file_path not in before]
+    if not added:
+        return schema_to_pyarrow(table.schema(), include_field_ids=False).empty_table().to_reader()
+    return ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue()).to_table(added).to_reader()
 
 
 def _remove_branch(catalog: Catalog, identifier: str, branch: str) -> bool:

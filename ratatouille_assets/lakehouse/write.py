@@ -74,6 +74,8 @@ ROWS_PROPERTY = "ratatouille.rows"
 # head it read) or "scd2" (versions added to the history it read). Such a snapshot cannot be
 # carried onto a head that moved (see wap.py).
 STRATEGY_PROPERTY = "ratatouille.strategy"
+# On an append's snapshot: what makes it once-only (the Dagster root run id; see write_window).
+APPEND_KEY_PROPERTY = "ratatouille.append-key"
 HEAD_DEPENDENT_STRATEGIES = ("merge", "scd2")
 # write_window(expect_head=ANY_HEAD): the data does not depend on what the table held.
 ANY_HEAD = object()
@@ -419,6 +421,7 @@ def write_window(
     schema_change: str = "append",
     granularity: str = "day",
     expect_head: int | None | object = ANY_HEAD,
+    append: bool | str = False,
 ) -> WriteResult:
     """Atomically replace ``window`` of ``identifier`` with ``data`` (the whole table if ``window`` is None).
 
@@ -445,6 +448,10 @@ def write_window(
     changes), None for a table with no snapshot; if the branch written (or, for a branch made in
     this commit, its origin) has another head at commit time, :class:`HeadMovedError` is raised and
     nothing is committed: carrying the files over would undo the write that moved it.
+    ``append``: the rows are added, nothing is replaced (strategy='append'). True, or a key naming
+    the work (a Dagster root run id, the same for a run and its re-executions; True: ``run_id``):
+    a write whose key already appended this window to the branch's history (a replay) commits
+    nothing and returns that earlier snapshot.
 
     Raises:
         SchemaEvolutionError: the data cannot fit the table by adding columns or widening types, or
@@ -460,7 +467,7 @@ def write_window(
         return _write_window(
             catalog, identifier, data, window=window, run_id=run_id, partition_key=partition_key, branch=branch,
             fork_from=fork_from, extra_properties=extra_properties, retry=retry or RetryPolicy(), on_attempt=on_attempt, span=span,
-            schema_change=schema_change, granularity=granularity, expect_head=expect_head,
+            schema_change=schema_change, granularity=granularity, expect_head=expect_head, append=append,
         )
 
 
@@ -565,7 +572,18 @@ def _write_window(
     schema_change: str,
     granularity: str,
     expect_head: int | None | object = ANY_HEAD,
+    append: bool | str = False,
 ) -> WriteResult:
+    append_key = (run_id if append is True else append) or None
+    if append_key:
+        try:
+            done = appended_by(catalog.load_table(identifier).metadata, append_key, branch, fork_from, window)
+        except NoSuchTableError:
+            done = None
+        if done is not None:
+            log.info("%s: %s already appended %s (snapshot %d): nothing to do", identifier, append_key,
+                     window or "its rows", done.snapshot_id)
+            return _result_of(identifier, catalog.load_table(identifier), done, attempts=0)
     chunks = _chunks(data, span)
     first = next(chunks, None)
     if first is None:
@@ -611,6 +629,7 @@ def _write_window(
     properties = {
         RUN_ID_PROPERTY: run_id,
         ROWS_PROPERTY: str(rows),
+        **({STRATEGY_PROPERTY: "append", APPEND_KEY_PROPERTY: append_key} if append_key else {}),
         **({PARTITION_PROPERTY: partition_key} if partition_key else {}),
         **({WINDOW_PROPERTY: str(window)} if window else {}),
         # The branch readers see the rows on: for an audit branch, the one it publishes to.
@@ -643,14 +662,22 @@ def _write_window(
                             pass
                         fork = tx.table_metadata.current_snapshot_id
                     ManageSnapshots(tx).create_branch(fork, branch).commit()
-                with warnings.catch_warnings():
-                    # The first write of a window deletes nothing; that is expected, not a problem.
-                    warnings.filterwarnings("ignore", message="Delete operation did not match any records")
-                    tx.delete(row_filter, snapshot_properties=properties, branch=branch)
+                if append_key:
+                    done = appended_by(tx.table_metadata, append_key, branch, fork_from, window)
+                    if done is not None:  # the same run's append committed meanwhile
+                        raise _AlreadyAppended(done)
+                else:
+                    with warnings.catch_warnings():
+                        # The first write of a window deletes nothing; that is expected, not a problem.
+                        warnings.filterwarnings("ignore", message="Delete operation did not match any records")
+                        tx.delete(row_filter, snapshot_properties=properties, branch=branch)
                 with tx.update_snapshot(snapshot_properties=properties, branch=branch).merge_append() as append:
                     for data_file in files:
                         append.append_data_file(data_file)
             break
+        except _AlreadyAppended as already:
+            _delete_files(table, files)
+            return _result_of(identifier, catalog.load_table(identifier), already.snapshot, attempts=attempt)
         except HeadMovedError:
             _delete_files(table, files)
             raise
@@ -700,6 +727,38 @@ def _write_window(
         schema=table.schema(),
         summary=summary,
     )
+
+
+class _AlreadyAppended(Exception):
+    def __init__(self, snapshot) -> None:
+        self.snapshot = snapshot
+
+
+def appended_by(metadata, key: str, branch: str, fork_from: str, window: Window | None):
+    """The snapshot in the history a write to ``branch`` builds on in which the append keyed
+    ``key`` added ``window`` (None: unpartitioned), or None."""
+    head = write_base(metadata, branch, fork_from)
+    want = str(window) if window else None
+    while head is not None:
+        snapshot = metadata.snapshot_by_id(head)
+        if snapshot is None:  # expired: the history before it is gone too
+            return None
+        props = snapshot.summary.additional_properties if snapshot.summary else {}
+        if props.get(APPEND_KEY_PROPERTY) == key and props.get(WINDOW_PROPERTY) == want:
+            return snapshot
+        head = snapshot.parent_snapshot_id
+    return None
+
+
+def _result_of(identifier: str, table: Table, snapshot, attempts: int) -> WriteResult:
+    """What a write that found its work already done returns: that snapshot, nothing written."""
+    summary = dict(snapshot.summary.additional_properties) if snapshot.summary else {}
+    if snapshot.summary:
+        summary["operation"] = snapshot.summary.operation.value
+    return WriteResult(table=identifier, snapshot_id=snapshot.snapshot_id,
+                       metadata_location=table.metadata_location, rows_written=0,
+                       total_rows=int(summary.get("total-records", 0)), attempts=attempts,
+                       schema=table.schema(), summary=summary)
 
 
 def write_base(metadata, branch: str, fork_from: str) -> int | None:

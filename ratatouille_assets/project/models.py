@@ -12,8 +12,10 @@ What a model may be, so that nothing it computes is silently lost:
   the type is checked here when the model's YAML declares ``data_type``, else when it is written).
 - ``partition_granularity``: ``day`` (default), ``month`` or ``year``, with ``partition_by`` only.
 - ``strategy``: ``overwrite_window`` (with ``partition_by``, the default there), ``replace``
-  (without, the default there) or ``merge`` (SCD1 upsert on ``unique_key``, unpartitioned; with
-  optional ``merge_update_columns`` and ``merge_delete_column``, which apply to merge only).
+  (without, the default there), ``append`` (insert only, partitioned or not; a replayed run adds
+  nothing), ``merge`` (SCD1 upsert on ``unique_key``, unpartitioned; with optional
+  ``merge_update_columns`` and ``merge_delete_column``, which apply to merge only) or ``scd2``
+  (history on ``unique_key`` and ``updated_at``, unpartitioned).
 - ``on_schema_change``: ``append_new_columns`` (default), ``sync_all_columns`` or ``fail``;
   dbt's ``ignore`` would drop the new columns' values without a word.
 - names: ``<table>__rejected`` and ``<table>__rebuild`` belong to the platform; two models may

@@ -20,7 +20,8 @@
                       audit branch and published once its checks passed; false writes it
                       straight to the readers' branch (RATATOUILLE_WAP=off: every table).
     strategy:         overwrite_window (default with partition_by: the run replaces its days) |
-                      replace (default without: the run's result is the table) | merge (SCD1
+                      replace (default without: the run's result is the table) | append (the
+                      result's rows are added, nothing replaced; a replayed run adds nothing) | merge (SCD1
                       upsert: the result holds changes, matched on unique_key; unpartitioned
                       models). With merge:
       unique_key:           a column or a list of columns, one row per key in the result;
@@ -64,6 +65,7 @@
       'min_date': (var('min_date') | string) if partition_by else none,
       'max_date': (var('max_date') | string) if partition_by else none,
       'run_id': var('dagster_run_id', invocation_id),
+      'append_key': var('dagster_root_run_id', var('dagster_run_id', invocation_id)),
       'partition_key': var('partition_key', ''),
       'full_refresh': should_full_refresh(),
       'on_schema_change': config.get('on_schema_change'),
