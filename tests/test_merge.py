@@ -189,7 +189,7 @@ def test_the_contract_refuses_merge_configs_that_cannot_work(crm):
     for text in [
         f"{models}/no_key.sql: model 'no_key' has strategy='merge' without unique_key",
         f"{models}/partitioned.sql: model 'partitioned' has strategy='merge' and partition_by",
-        f"{models}/typo.sql: model 'typo' has strategy='upsert': use one of overwrite_window, replace, merge, scd2.",
+        f"{models}/typo.sql: model 'typo' has strategy='upsert': use one of overwrite_window, replace, append, merge, scd2.",
         f"{models}/stray.sql: model 'stray' sets unique_key without strategy='merge'",
         f"{models}/key_updated.sql: model 'key_updated' has merge_update_columns naming its unique_key (id)",
         f"{models}/window.sql: model 'window' has strategy='overwrite_window' but no partition_by",
