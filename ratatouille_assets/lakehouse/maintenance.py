@@ -56,6 +56,7 @@ from ratatouille_assets.lakehouse.write import (
     FileGroup,
     RetryPolicy,
     RewriteResult,
+    _catalog_locked,
     live_files_by_partition,
     rewrite_files,
 )
@@ -322,7 +323,7 @@ def expire_snapshots(
         except (CommitFailedException, OperationalError, ValueError) as exc:
             # Another maintenance run expired some of them first (ValueError: no such snapshot), or
             # the catalog was busy: plan again on the table as it is now.
-            if isinstance(exc, OperationalError) and "locked" not in str(exc.orig) and "busy" not in str(exc.orig):
+            if isinstance(exc, OperationalError) and not _catalog_locked(exc):
                 raise
             if retry.exhausted(attempt, time.monotonic() - started):
                 raise
@@ -427,15 +428,17 @@ class Health:
 
 
 def health(catalog: Catalog, identifier: str, policy: Policy, *, settings: Settings | None = None,
-           now: float | None = None) -> Health:
-    """The figures of one table as it is now (reads its metadata and lists its folder)."""
+           now: float | None = None, swept: SweepResult | None = None) -> Health:
+    """The figures of one table as it is now (reads its metadata and lists its folder; ``swept``:
+    a sweep just made, whose listing then serves instead of a second one)."""
     settings = settings or get_settings()
     table = catalog.load_table(identifier)
     live = live_files_by_partition(table)
     small = sum(n for n in (sum(1 for f in files.values() if f.file_size_in_bytes < policy.small_file_bytes)
                             for files in live.values()) if n > 1)
     busiest = max(live.items(), key=lambda item: len(item[1]), default=("", {}))
-    swept = sweep(catalog, identifier, older_than=policy.orphan_age, dry_run=True, settings=settings, now=now)
+    if swept is None or swept.deleted or swept.orphans:
+        swept = sweep(catalog, identifier, older_than=policy.orphan_age, dry_run=True, settings=settings, now=now)
     return Health(
         table=identifier,
         snapshots=len(table.metadata.snapshots),
@@ -497,4 +500,4 @@ def maintain(
     expired = expire_snapshots(catalog, identifier, policy, dry_run=dry_run, settings=settings, now=now)
     swept = sweep(catalog, identifier, older_than=policy.orphan_age, dry_run=dry_run, settings=settings, now=now)
     return MaintenanceResult(identifier, held, expired, compacted, swept,
-                             health(catalog, identifier, policy, settings=settings, now=now))
+                             health(catalog, identifier, policy, settings=settings, now=now, swept=swept))
