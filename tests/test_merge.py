@@ -5,6 +5,7 @@ a merge is never committed onto a head it did not read."""
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import threading
 import uuid
@@ -176,6 +177,8 @@ def test_the_contract_refuses_merge_configs_that_cannot_work(crm):
     cases = {
         "no_key.sql": "{{ config(strategy='merge') }} select 1 as id",
         "partitioned.sql": "{{ config(strategy='merge', unique_key='id', partition_by='d') }} select 1 as id, current_date as d",
+        "history.sql": ("{{ config(strategy='scd2', unique_key='id', updated_at='d', partition_by='d') }} "
+                        "select 1 as id, current_date as d"),
         "typo.sql": "{{ config(strategy='upsert', unique_key='id') }} select 1 as id",
         "stray.sql": "{{ config(unique_key='id') }} select 1 as id",
         "key_updated.sql": "{{ config(strategy='merge', unique_key='id', merge_update_columns=['id', 'x']) }} select 1 as id, 2 as x",
@@ -188,7 +191,7 @@ def test_the_contract_refuses_merge_configs_that_cannot_work(crm):
     message = str(info.value)
     for text in [
         f"{models}/no_key.sql: model 'no_key' has strategy='merge' without unique_key",
-        f"{models}/partitioned.sql: model 'partitioned' has strategy='merge' and partition_by",
+        f"{models}/history.sql: model 'history' has strategy='scd2' and partition_by: a history is kept per key",
         f"{models}/typo.sql: model 'typo' has strategy='upsert': use one of overwrite_window, replace, append, merge, scd2.",
         f"{models}/stray.sql: model 'stray' sets unique_key without strategy='merge'",
         f"{models}/key_updated.sql: model 'key_updated' has merge_update_columns naming its unique_key (id)",
@@ -196,6 +199,7 @@ def test_the_contract_refuses_merge_configs_that_cannot_work(crm):
     ]:
         assert text in message, text
     assert "silver/accounts.sql" not in message
+    assert "partitioned.sql" not in message  # a partitioned merge is a merge of the days it touches
 
 
 def test_a_merge_is_committed_only_onto_the_head_it_read(settings):
@@ -269,3 +273,149 @@ def test_a_merge_of_a_million_changes_into_ten_million_rows_streams_out_whole():
     digest = "SELECT count(*), count(DISTINCT id), sum(hash(id, name, seats)) FROM {}"
     got, want = conn.execute(digest.format("merged")).fetchone(), conn.execute(digest.format(f"({expected})")).fetchone()
     assert got == want and got[0] == rows + new - deleted == got[1], (got, want)
+
+
+# --- a partitioned merge: only the days the changes touch are rewritten -----------------------------
+
+def test_a_write_of_scattered_days_replaces_exactly_those_days(settings):
+    """The write path's window of chosen days (what a partitioned merge commits): the other days'
+    files stay as they were, and a row of a day not in the window is refused."""
+    from ratatouille_assets.lakehouse.errors import PartitionContractError
+    from ratatouille_assets.lakehouse.write import Window
+
+    catalog = load_catalog(settings)
+    days = [dt.date(2021, 7, 1) + dt.timedelta(days=i) for i in range(6)]
+    first = pa.table({"id": list(range(60)), "d": [days[i % 6] for i in range(60)], "v": ["old"] * 60})
+    write_window(catalog, "silver.parcels", first, window=Window("d", days[0], days[-1]), run_id="r1")
+    files_by_day = _files_by_day(catalog, "silver.parcels")
+    chosen = Window.of_days("d", [days[1], days[4]])
+    assert chosen.only == frozenset({days[1], days[4]}) and str(chosen) == "d:2021-07-02..2021-07-05 (2 days)"
+    new = pa.table({"id": [1, 4, 100], "d": [days[1], days[4], days[4]], "v": ["new", "new", "new"]})
+    write_window(catalog, "silver.parcels", new, window=chosen, run_id="r2")
+    got = catalog.load_table("silver.parcels").scan().to_arrow().to_pylist()
+    expected = [r for r in first.to_pylist() if r["d"] not in (days[1], days[4])] + new.to_pylist()
+    assert sorted(got, key=lambda r: r["id"]) == sorted(expected, key=lambda r: r["id"])
+    after = _files_by_day(catalog, "silver.parcels")
+    assert {d: after[d] for d in after if d not in chosen.only} == {d: files_by_day[d] for d in files_by_day if d not in chosen.only}
+    assert after[days[1]] != files_by_day[days[1]]
+    with pytest.raises(PartitionContractError, match=r"2021-07-03 fall outside the days being written"):
+        write_window(catalog, "silver.parcels", pa.table({"id": [7], "d": [days[2]], "v": ["x"]}), window=chosen, run_id="r3")
+
+
+def _files_by_day(catalog, identifier: str) -> dict:
+    out: dict = {}
+    for row in catalog.load_table(identifier).inspect.files().select(["file_path", "partition"]).to_pylist():
+        out.setdefault(next(iter(row["partition"].values())), set()).add(row["file_path"])
+    return out
+
+
+SHIPMENTS = """
+shipments:
+  description: A carrier's daily export of the shipments created or changed that day.
+  format: csv
+  primary_key: [shipment_id]
+  columns:
+    shipment_id: bigint
+    shipped_on: date
+    status: varchar
+    weight_kg: double
+"""
+SHIPMENT_MODEL = """
+    {{ config(strategy='merge', unique_key='shipment_id', partition_by='shipped_on') }}
+    select shipment_id, shipped_on, status, weight_kg
+    from {{ source('bronze', 'shipments') }} where {{ source_window('shipments') }}
+"""
+FEB20 = dt.date(2023, 2, 20)
+
+
+@pytest.fixture(params=["local"])
+def carrier(request, tmp_path, monkeypatch):
+    use_backend(request, monkeypatch, tmp_path / "rt", "carrier-" + uuid.uuid4().hex[:8])
+    make_project(tmp_path / "project", monkeypatch, sources=SHIPMENTS, start="2023-03-01",
+                 models={"silver/shipments.sql": SHIPMENT_MODEL})
+    with dg.instance_for_test() as instance:
+        yield instance
+    get_settings.cache_clear()
+
+
+def ship_export(day: str, rows: list[tuple]) -> None:
+    body = "shipment_id,shipped_on,status,weight_kg\n" + "".join(
+        ",".join("" if v is None else str(v) for v in row) + "\n" for row in rows)
+    landing = get_settings().landing
+    if s3.is_s3(landing):
+        s3.put_bytes(s3.client(get_settings()), s3.join(landing, "shipments", day, "export.csv"), body.encode())
+        return
+    path = Path(landing) / "shipments" / day / "export.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(body)
+
+
+def ship(instance, day: str):
+    defs = build_definitions()
+    keys = [dg.AssetKey(["bronze", "shipments"]), dg.AssetKey(["silver", "shipments"])]
+    return dg.materialize(list(defs.assets), selection=keys, resources=dict(defs.resources), instance=instance,
+                          partition_key=day)
+
+
+def shipments() -> dict:
+    table = load_catalog(get_settings()).load_table("silver.shipments")
+    got = duck.connect(get_settings()).execute(
+        f"SELECT shipment_id, shipped_on, status, weight_kg FROM {duck.scan_sql(table.metadata_location)}").fetchall()
+    assert len(got) == len({r[0] for r in got}), "one row per key"
+    return {r[0]: r[1:] for r in got}
+
+
+def day_figures(result) -> dict[str, int]:
+    """{partition: row count} of silver.shipments' materializations in a run."""
+    out = {}
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        if materialization.asset_key == dg.AssetKey(["silver", "shipments"]):
+            out[materialization.partition] = materialization.metadata["dagster/row_count"].value
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("carrier", ["local", "s3"], indirect=True)
+def test_a_partitioned_merge_rewrites_only_the_days_its_changes_touch(carrier):
+    instance = carrier
+    # Day 1's export: 300 shipments over ten days of shipping.
+    first = [(i, FEB20 + dt.timedelta(days=i % 10), "created", i / 2) for i in range(1, 301)]
+    ship_export("2023-03-01", first)
+    one = ship(instance, "2023-03-01")
+    assert one.success
+    expected = {i: (d, s, w) for i, d, s, w in first}
+    assert shipments() == expected
+    # Each day has its own count; the nine days before the run's day came from its merge.
+    assert day_figures(one) == {(FEB20 + dt.timedelta(days=k)).isoformat(): 30 for k in range(10)}
+    catalog = load_catalog(get_settings())
+    before = _files_by_day(catalog, "silver.shipments")
+
+    # Day 2: five shipments of Feb 22 delivered, shipment 3 moved from Feb 23 to Feb 25, ten new
+    # shipments, and a row with no shipping day (rejected).
+    delivered = [(i, FEB20 + dt.timedelta(days=2), "delivered", i / 2) for i in (2, 12, 22, 32, 42)]
+    moved = [(3, FEB20 + dt.timedelta(days=5), "rerouted", 1.5)]
+    new = [(i, dt.date(2023, 3, 2), "created", 1.0) for i in range(301, 311)]
+    ship_export("2023-03-02", [*delivered, *moved, *new, (999, None, "created", 2.0)])
+    two = ship(instance, "2023-03-02")
+    assert two.success
+    for i, d, s, w in [*delivered, *moved, *new]:
+        expected[i] = (d, s, w)
+    assert shipments() == expected  # row by row
+    touched = {FEB20 + dt.timedelta(days=k) for k in (2, 3, 5)} | {dt.date(2023, 3, 2)}
+    after = _files_by_day(catalog, "silver.shipments")
+    assert {d: f for d, f in after.items() if d not in touched} == {d: f for d, f in before.items() if d not in touched}
+    assert all(after[d] != before.get(d) for d in touched)
+    summary = catalog.load_table("silver.shipments").current_snapshot().summary.additional_properties
+    assert {k: summary[k] for k in summary if k.startswith("ratatouille.merge.")} == {
+        "ratatouille.merge.inserted": "10", "ratatouille.merge.updated": "6", "ratatouille.merge.deleted": "0",
+        "ratatouille.merge.kept": "294", "ratatouille.merge.days": "4"}
+    assert day_figures(two) == {"2023-03-02": 10, "2023-02-22": 30, "2023-02-23": 29, "2023-02-25": 31}
+    rejected = catalog.load_table("silver.shipments__rejected").scan().to_arrow()
+    assert rejected.select(["shipment_id", "_reject_reason"]).to_pylist() == [
+        {"shipment_id": 999, "_reject_reason": "missing_partition_value"}]
+
+    # The same export again: the table is the same.
+    assert ship(instance, "2023-03-02").success
+    assert shipments() == expected
+    assert catalog.load_table("silver.shipments__rejected").scan().to_arrow().num_rows == 1

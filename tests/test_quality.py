@@ -247,3 +247,21 @@ def test_a_reference_check_on_a_missing_table_says_what_to_build_first(settings,
     write_window(load_catalog(settings), "silver.customers", customers, window=None, run_id="test")
     outcomes = outcomes_by_name(settings, location)
     assert outcomes["customers_exist"].outcome == "fail" and outcomes["customers_exist"].failing_rows == 1
+
+
+def test_a_scan_window_holds_whole_days_of_a_timestamp_and_only_its_chosen_days():
+    """The filter Soda's view of a window gets: a TIMESTAMP partition column's rows are in the window
+    when their day is (not only at midnight), and a window of chosen days holds just those."""
+    import duckdb
+
+    from ratatouille_assets.quality.audit import window_filter
+
+    values = ["2024-01-01 00:00:00", "2024-01-01 23:59:59", "2024-01-02 10:00:00", "2024-01-03 08:00:00"]
+    relation = "(VALUES " + ", ".join(f"(TIMESTAMP '{v}')" for v in values) + ") t(seen_at)"
+    conn = duckdb.connect()
+
+    def kept(window: Window) -> list[str]:
+        return [str(r[0]) for r in conn.execute(f"SELECT seen_at FROM {relation} WHERE {window_filter(window)} ORDER BY 1").fetchall()]
+
+    assert kept(Window("seen_at", D1, D1)) == values[:2]
+    assert kept(Window.of_days("seen_at", [D1, dt.date(2024, 1, 3)])) == [*values[:2], values[3]]

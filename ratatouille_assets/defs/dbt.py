@@ -43,6 +43,7 @@ from ratatouille_assets.lakehouse.dbt_plugin import (
     read_writes,
 )
 from ratatouille_assets.lakehouse.tables import day_counts, describe
+from ratatouille_assets.lakehouse.timetravel import partition_column
 from ratatouille_assets.lakehouse.wap import audit_branch, is_audit_branch, publish
 from ratatouille_assets.lakehouse.write import RetryPolicy, Window
 from ratatouille_assets.project import manifest as dbt_manifest
@@ -148,9 +149,15 @@ def _materialized(
     models: Mapping[dg.AssetKey, Model],
     window: tuple[dt.date, dt.date] | None,
     skipped: str | None,
+    writes: list[dict] = (),
+    elsewhere: dict[str, dict] | None = None,
 ) -> dict[str, Any]:
     """The materialization's metadata: the Iceberg snapshot this run wrote, its rejected rows (and
-    where they are), and for a daily model each partition's own row and rejected counts."""
+    where they are), and for a daily model each partition's own row and rejected counts.
+
+    ``elsewhere`` receives, per day, the figures of days the write replaced outside the run's window
+    (a partitioned merge's changes can reach any day; ``writes``: what the invocation recorded):
+    they get materializations of their own."""
     identifier = ".".join(key.path)
     run_id = context.run.run_id
     info = describe(catalog, identifier, run_id)
@@ -167,13 +174,24 @@ def _materialized(
         days = Window(model.partition_by, *window)
         rows = day_counts(catalog.load_table(identifier), days, info.snapshot_id)
         rejects = None
-        if rejected is not None:
+        # A merge's rejected rows are one table of every run's (not by day): counted in total only.
+        if rejected is not None and partition_column(catalog.load_table(rejected_id)) == model.partition_by:
             rejects = day_counts(catalog.load_table(rejected_id), Window(model.partition_by, *window, nulls_by=LANDING_DAY_COLUMN),
                                  rejected.snapshot_id)
         add_partition_metadata(context, key, {
             day.isoformat(): partition_metadata(count, rejects[day] if rejects is not None else None)
             for day, count in rows.items()
         })
+        written = next((e["window"] for e in writes if e["table"] == identifier), None)
+        outside = [d for d in (written.days() if written is not None else []) if not window[0] <= d <= window[1]]
+        if outside and elsewhere is not None:
+            counts = day_counts(catalog.load_table(identifier), Window.of_days(model.partition_by, outside), info.snapshot_id)
+            elsewhere.update({day.isoformat(): {**partition_metadata(count), "iceberg/snapshot_id": metadata["iceberg/snapshot_id"]}
+                              for day, count in counts.items()})
+            metadata["merge/days_outside_window"] = dg.MetadataValue.int(len(outside))
+    for name in ("inserted", "updated", "deleted", "kept", "days"):
+        if (value := info.properties.get(f"ratatouille.merge.{name}")) is not None:
+            metadata[f"merge/{name}"] = dg.MetadataValue.int(int(value))
     return metadata
 
 
@@ -226,6 +244,7 @@ def _run_dbt(
     }
     blocked = {identifier for identifier, audit in audits.items() if blocked_message(identifier, audit.outcomes)} | failed_tests
     published, held = _publish(context, catalog, invocation.target_path, blocked, settings.commit_retries)
+    writes = read_writes(invocation.target_path)
 
     def materialized(key: dg.AssetKey, event: dg.Output | None) -> Iterator[Any]:
         identifier = ".".join(key.path)
@@ -235,7 +254,8 @@ def _run_dbt(
                 yield check_result(key, outcome, held[identifier])
             reported.add(key)
             return
-        metadata = _materialized(context, catalog, key, models, window, audit.skipped)
+        elsewhere: dict[str, dict] = {}
+        metadata = _materialized(context, catalog, key, models, window, audit.skipped, writes, elsewhere)
         if identifier in published:
             metadata["iceberg/published"] = dg.MetadataValue.text(published[identifier])
         if audit.skipped:
@@ -244,6 +264,9 @@ def _run_dbt(
             yield dg.Output(None, output_name=_output_name(context, key), metadata=scope_to_newest(context, key, metadata))
         else:
             yield event.with_metadata(scope_to_newest(context, key, {**(event.metadata or {}), **metadata}))
+        for day, figures in sorted(elsewhere.items()):  # days a merge rewrote outside the run's window
+            yield dg.AssetMaterialization(asset_key=key, partition=day, metadata=figures,
+                                          description="rewritten by a merge of a run over other days")
         reported.add(key)
         for outcome in audit.outcomes:
             yield check_result(key, outcome)

@@ -123,7 +123,7 @@ def _window_json(window: Window | None):
     if window is None:
         return None
     return {"column": window.column, "start": window.start.isoformat(), "end": window.end.isoformat(),
-            "nulls_by": window.nulls_by}
+            "nulls_by": window.nulls_by, "only": None if window.only is None else sorted(d.isoformat() for d in window.only)}
 
 
 def read_writes(target_path: str | Path) -> list[dict]:
@@ -134,8 +134,10 @@ def read_writes(target_path: str | Path) -> list[dict]:
     entries = [json.loads(p.read_text()) for p in folder.glob("*.json")]
     for entry in entries:
         w = entry["window"]
-        entry["window"] = None if w is None else Window(w["column"], dt.date.fromisoformat(w["start"]),
-                                                          dt.date.fromisoformat(w["end"]), w.get("nulls_by"))
+        only = w.get("only") if w else None
+        entry["window"] = None if w is None else Window(
+            w["column"], dt.date.fromisoformat(w["start"]), dt.date.fromisoformat(w["end"]), w.get("nulls_by"),
+            None if only is None else frozenset(dt.date.fromisoformat(d) for d in only))
     return sorted(entries, key=lambda e: e["written_ns"])
 
 
@@ -257,24 +259,46 @@ class Plugin(BasePlugin):
         namespace, name = options["namespace"], options["table"]
         strategy = options["strategy"]
         staging = options["source_relation"]
-        has_rejects = REJECT_COLUMN in merge.columns(cursor, staging)
-        changes = (f"(SELECT * EXCLUDE ({duck.quote_ident(REJECT_COLUMN)}) FROM {staging} "
-                   f"WHERE {duck.quote_ident(REJECT_COLUMN)} IS NULL)") if has_rejects else staging
+        partition_by = options.get("partition_by") if strategy == "merge" else None
+        staged = merge.columns(cursor, staging)
+        has_rejects = REJECT_COLUMN in staged
+        reason = duck.quote_ident(REJECT_COLUMN)
+        # A partitioned merge's row without a partition value belongs to no day: rejected, as in a window write.
+        if partition_by and partition_by not in staged:
+            raise ModelWriteError(f"partition_by '{partition_by}' is not a column of the model's result (columns: {', '.join(staged)})")
+        no_day = f"{duck.quote_ident(partition_by)} IS NULL" if partition_by else "false"
+        good = f"{reason} IS NULL AND NOT ({no_day})" if has_rejects else f"NOT ({no_day})"
+        changes = f"(SELECT *{f' EXCLUDE ({reason})' if has_rejects else ''} FROM {staging} WHERE {good})"
         target, base = self._read_base(cursor, namespace, name, branch, common["fork_from"])
         started = time.perf_counter()
+        window = None
         if strategy == "scd2":
             plan = scd2.plan_scd2(cursor, changes, target, Scd2Spec.from_config(options.get("unique_key"), options.get("updated_at")))
         else:
-            plan = merge.plan_merge(cursor, changes, target, MergeSpec.from_config(
-                options.get("unique_key"), options.get("merge_update_columns"), options.get("merge_delete_column")))
-        rejected = (cursor.execute(f"SELECT * FROM {staging} WHERE {duck.quote_ident(REJECT_COLUMN)} IS NOT NULL").to_arrow_table()
-                    if has_rejects else None)
+            spec = MergeSpec.from_config(options.get("unique_key"), options.get("merge_update_columns"), options.get("merge_delete_column"))
+            table_rows = None
+            if partition_by:
+                # Only the days the changes touch are read, merged and rewritten.
+                days = merge.touched_days(cursor, changes, target, spec, partition_by)
+                first = dt.date.fromisoformat(options["min_date"])
+                # No change at all: a window of no day (the commit replaces nothing and adds nothing).
+                window = Window.of_days(partition_by, days) if days else Window(partition_by, first, first, only=frozenset())
+                if target:
+                    table_rows = _total_rows(self.catalog.load_table(f"{namespace}.{name}"), base)
+                    target = f"(SELECT * FROM {target} WHERE {window.to_sql(f'CAST({duck.quote_ident(partition_by)} AS DATE)')})"
+            plan = merge.plan_merge(cursor, changes, target, spec, table_rows, len(days) if partition_by else None)
+        rejected = None
+        if has_rejects:
+            rejected = cursor.execute(f"SELECT * REPLACE (coalesce({reason}, '{NULL_PARTITION_REASON}') AS {reason}) "
+                                      f"FROM {staging} WHERE NOT ({good})").to_arrow_table()
+        elif partition_by:
+            rejected = cursor.execute(f"SELECT *, '{NULL_PARTITION_REASON}' AS {reason} FROM {staging} WHERE NOT ({good})").to_arrow_table()
         properties = {STRATEGY_PROPERTY: strategy, **plan.properties(),
                       **rejected_properties(rejected if rejected is not None else _EMPTY_REJECTS)}
         try:
             stream = _ModelStream(cursor.execute(f"SELECT * FROM ({plan.sql})").to_arrow_reader(CHUNK_ROWS))
             with self._lock:
-                result = write_window(self.catalog, identifier, stream, window=None, extra_properties=properties,
+                result = write_window(self.catalog, identifier, stream, window=window, extra_properties=properties,
                                       expect_head=base, **common)
         finally:
             if isinstance(plan, scd2.Scd2Plan):
@@ -295,9 +319,10 @@ class Plugin(BasePlugin):
             duck.point_view(cursor, namespace, name + REJECTED_SUFFIX, written.metadata_location, written.snapshot_id)
             record_write(rejected_id, branch, get_settings().branch, None, written.snapshot_id)
         duck.point_view(cursor, namespace, name, result.metadata_location, result.snapshot_id)
-        record_write(identifier, branch, get_settings().branch, None, result.snapshot_id)
+        record_write(identifier, branch, get_settings().branch, window, result.snapshot_id)
         if self._audit is not None:
-            self._audit(identifier, result.metadata_location, None, audit_dir(), rows=stream.rows,
+            # A partitioned merge's checks judge the days it rewrote.
+            self._audit(identifier, result.metadata_location, window, audit_dir(), rows=stream.rows,
                         rejected=0 if rejected is None else rejected.num_rows, snapshot_id=result.snapshot_id, branch=branch)
 
     def _read_base(self, cursor: DuckDBPyConnection, namespace: str, name: str, branch: str,
@@ -313,6 +338,11 @@ class Plugin(BasePlugin):
             return None, None
         duck.point_view(cursor, namespace, name, table.metadata_location, base)
         return f"{duck.quote_ident(namespace)}.{duck.quote_ident(name)}", base
+
+
+def _total_rows(table, snapshot_id: int | None) -> int:
+    snapshot = table.snapshot_by_id(snapshot_id) if snapshot_id is not None else None
+    return int(snapshot.summary["total-records"]) if snapshot is not None and snapshot.summary else 0
 
 
 _EMPTY_REJECTS = pa.table({REJECT_COLUMN: pa.array([], pa.string())})

@@ -8,11 +8,18 @@ write path as the table's new content, committed only onto the head it was compu
 
 Refused, with the count and a few keys: NULL keys and duplicate keys in the changes (which row
 would win?), duplicate keys in the table (an update would multiply them).
+
+A partitioned table (the model has ``partition_by``) is merged partition by partition: only the
+days the merge touches are read, merged and rewritten (:func:`touched_days`: the days of the
+changes, and the days of the table's rows of the keys they name, since an update may move a row
+to another day); every other day's files stay as they are. Keys are unique across the days
+rewritten, which hold every row of every key the changes name.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 
 from duckdb import DuckDBPyConnection
 
@@ -47,19 +54,48 @@ class MergePlan:
     updated: int
     deleted: int
     kept: int  # rows of the table the changes did not touch
+    days: int | None = None  # a partitioned table: the days rewritten
 
     def properties(self) -> dict[str, str]:
-        return {"ratatouille.merge.inserted": str(self.inserted), "ratatouille.merge.updated": str(self.updated),
-                "ratatouille.merge.deleted": str(self.deleted), "ratatouille.merge.kept": str(self.kept)}
+        props = {"ratatouille.merge.inserted": str(self.inserted), "ratatouille.merge.updated": str(self.updated),
+                 "ratatouille.merge.deleted": str(self.deleted), "ratatouille.merge.kept": str(self.kept)}
+        if self.days is not None:
+            props["ratatouille.merge.days"] = str(self.days)
+        return props
 
 
 def columns(conn: DuckDBPyConnection, relation: str) -> dict[str, str]:
     return {row[0]: row[1] for row in conn.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()}
 
 
-def plan_merge(conn: DuckDBPyConnection, changes: str, target: str | None, spec: MergeSpec) -> MergePlan:
+def touched_days(conn: DuckDBPyConnection, changes: str, target: str | None, spec: MergeSpec, column: str) -> list[dt.date]:
+    """The days (of ``column``, a DATE or the UTC day of a TIMESTAMP) a merge of ``changes`` into
+    ``target`` rewrites: the days of the changes' rows, and the days of the table's rows whose keys
+    the changes name. Reads the keys and ``column`` of the table, nothing else."""
+    src = columns(conn, changes)
+    if column not in src:
+        raise MergeError(f"partition_by '{column}' is not a column of the model's result (columns: {', '.join(src)})")
+    day = f"CAST({q(column)} AS DATE)"
+    days = {row[0] for row in conn.execute(f"SELECT DISTINCT {day} FROM {changes} WHERE {q(column)} IS NOT NULL").fetchall()}
+    if target:
+        keys = spec.unique_key
+        on = " AND ".join(f"t.{q(k)} = s.{q(k)}" for k in keys)
+        key_list = ", ".join(q(k) for k in keys)
+        # Two queries, not a UNION of both in one plan (see plan_merge on DuckDB's hang).
+        days |= {row[0] for row in conn.execute(
+            f"SELECT DISTINCT CAST(t.{q(column)} AS DATE) FROM (SELECT {key_list}, {q(column)} FROM {target}) t "
+            f"SEMI JOIN (SELECT {key_list} FROM {changes}) s ON {on} WHERE t.{q(column)} IS NOT NULL"
+        ).fetchall()}
+    return sorted(days)
+
+
+def plan_merge(conn: DuckDBPyConnection, changes: str, target: str | None, spec: MergeSpec,
+               table_rows: int | None = None, days: int | None = None) -> MergePlan:
     """The merged table's SQL over ``changes`` (a relation of good rows) and ``target`` (the table as
-    read, or None when it does not exist yet), with the counts of what the merge does."""
+    read, or None when it does not exist yet), with the counts of what the merge does.
+
+    A partitioned merge passes as ``target`` the table's rows on the days it rewrites, with
+    ``table_rows`` (the whole table's) and ``days`` (how many) for the counts."""
     src = columns(conn, changes)
     tgt = columns(conn, target) if target else {}
     _check_columns(spec, src, tgt)
@@ -75,7 +111,7 @@ def plan_merge(conn: DuckDBPyConnection, changes: str, target: str | None, spec:
     if not target:
         sql = f"SELECT * EXCLUDE ({q(delete)}) FROM {changes} s WHERE NOT {is_deleted}" if delete else f"SELECT * FROM {changes}"
         inserted = conn.execute(f"SELECT count(*) FROM ({sql})").fetchone()[0]
-        return MergePlan(sql, inserted, 0, 0, 0)
+        return MergePlan(sql, inserted, 0, 0, table_rows or 0, days)
     on = " AND ".join(f"s.{q(k)} = t.{q(k)}" for k in keys)
     keep_old = set() if spec.update_columns is None else {c for c in src if c in tgt and c not in keys and c not in spec.update_columns}
 
@@ -99,9 +135,9 @@ def plan_merge(conn: DuckDBPyConnection, changes: str, target: str | None, spec:
         f"count(*) FILTER (WHERE t.__rat_hit AND NOT {is_deleted}), count(*) FILTER (WHERE t.__rat_hit AND {is_deleted}) "
         f"FROM {changes} s LEFT JOIN (SELECT {', '.join(f'{q(k)}' for k in keys)}, true AS __rat_hit FROM {target}) t ON {on}"
     ).fetchone()
-    total = conn.execute(f"SELECT count(*) FROM {target}").fetchone()[0]
+    total = table_rows if table_rows is not None else conn.execute(f"SELECT count(*) FROM {target}").fetchone()[0]
     inserted, updated, deleted = (int(c) for c in counts)
-    return MergePlan(sql, inserted, updated, deleted, total - updated - deleted)
+    return MergePlan(sql, inserted, updated, deleted, total - updated - deleted, days)
 
 
 def _check_columns(spec: MergeSpec, src: dict[str, str], tgt: dict[str, str]) -> None:

@@ -497,10 +497,9 @@ def _rows(table: Table, target: Snapshot, window: Window | None, settings: Setti
 def _window_sql(table: Table, window: Window) -> str:
     column = duck.quote_ident(window.column)
     day = column if isinstance(table.schema().find_field(window.column).field_type, DateType) else f"CAST({column} AS DATE)"
-    span = f"BETWEEN DATE '{window.start.isoformat()}' AND DATE '{window.end.isoformat()}'"
-    sql = f"({day} {span})"
+    sql = window.to_sql(day)
     if window.nulls_by:
-        sql = f"({sql} OR ({column} IS NULL AND {duck.quote_ident(window.nulls_by)} {span}))"
+        sql = f"({sql} OR ({column} IS NULL AND {window.to_sql(duck.quote_ident(window.nulls_by))}))"
     return sql
 
 

@@ -31,6 +31,7 @@ from pyiceberg.exceptions import (
     ValidationError,
 )
 from pyiceberg.expressions import (
+    AlwaysFalse,
     AlwaysTrue,
     And,
     BooleanExpression,
@@ -118,30 +119,79 @@ class Window:
     ``nulls_by`` names a DATE column that files rows whose partition value is NULL (the rejected
     rows of a model, by their ``_landing_date``): such rows belong to the window when that column
     is in it, so a rerun of the window replaces them like every other row.
+
+    ``only``: the days of ``start..end`` the window holds, when not all of them (a partitioned
+    merge replaces the days its changes touch, which need not be contiguous); empty: no day.
     """
 
     column: str
     start: dt.date
     end: dt.date
     nulls_by: str | None = None
+    only: frozenset[dt.date] | None = None
 
     def __post_init__(self) -> None:
         if self.end < self.start:
             raise ValueError(f"window end {self.end} is before its start {self.start}")
+        if self.only is not None:
+            object.__setattr__(self, "only", frozenset(self.only))
+            if any(d < self.start or d > self.end for d in self.only):
+                raise ValueError(f"window days {sorted(self.only)} are not all in {self.start}..{self.end}")
+
+    @classmethod
+    def of_days(cls, column: str, days: Iterable[dt.date], nulls_by: str | None = None) -> Window:
+        """The window of exactly ``days`` (not empty)."""
+        chosen = frozenset(days)
+        if not chosen:
+            raise ValueError("a window of days needs at least one day")
+        window = cls(column, min(chosen), max(chosen), nulls_by)
+        return window if len(chosen) == len(window.days()) else dataclasses.replace(window, only=chosen)
 
     def __str__(self) -> str:
-        return f"{self.column}:{self.start.isoformat()}..{self.end.isoformat()}"
+        text = f"{self.column}:{self.start.isoformat()}..{self.end.isoformat()}"
+        return text if self.only is None else f"{text} ({len(self.only)} days)"
 
     def days(self) -> list[dt.date]:
-        return [self.start + dt.timedelta(days=i) for i in range((self.end - self.start).days + 1)]
+        every = [self.start + dt.timedelta(days=i) for i in range((self.end - self.start).days + 1)]
+        return every if self.only is None else [d for d in every if d in self.only]
+
+    def runs(self) -> list[tuple[dt.date, dt.date]]:
+        """The window as ranges of consecutive days, first to last."""
+        if self.only is None:
+            return [(self.start, self.end)]
+        out: list[tuple[dt.date, dt.date]] = []
+        for day in sorted(self.only):
+            if out and day == out[-1][1] + dt.timedelta(days=1):
+                out[-1] = (out[-1][0], day)
+            else:
+                out.append((day, day))
+        return out
 
     def to_filter(self, schema: Schema | None = None) -> BooleanExpression:
         """The rows of the window, as an Iceberg filter on ``schema`` (a timestamp column: its days)."""
         kind = _column_kind(schema, self.column) if schema is not None else "date"
-        expression = _day_range(self.column, self.start, self.end, kind)
+        runs = self.runs()
+        expression = _any([_day_range(self.column, start, end, kind) for start, end in runs])
         if self.nulls_by is not None:
-            expression = Or(expression, And(IsNull(self.column), _day_range(self.nulls_by, self.start, self.end, "date")))
+            nulls = _any([_day_range(self.nulls_by, start, end, "date") for start, end in runs])
+            expression = Or(expression, And(IsNull(self.column), nulls))
         return expression
+
+    def to_sql(self, day_expression: str) -> str:
+        """The window as a SQL condition on ``day_expression`` (a DATE expression), without ``nulls_by``."""
+        ranges = [f"{day_expression} BETWEEN DATE '{a.isoformat()}' AND DATE '{b.isoformat()}'" for a, b in self.runs()]
+        return "(" + " OR ".join(ranges) + ")" if ranges else "false"
+
+
+def _any(expressions: list[BooleanExpression]) -> BooleanExpression:
+    """Or of ``expressions`` as a balanced tree (pyiceberg's visitors recurse: a chain of a thousand
+    days would exceed Python's recursion limit)."""
+    if not expressions:
+        return AlwaysFalse()
+    if len(expressions) == 1:
+        return expressions[0]
+    middle = len(expressions) // 2
+    return Or(_any(expressions[:middle]), _any(expressions[middle:]))
 
 
 def _day_range(column: str, start: dt.date, end: dt.date, kind: str) -> BooleanExpression:
@@ -397,6 +447,15 @@ def _check_window(identifier: str, data: pa.Table, window: Window | None) -> Non
             f"{identifier}: rows with {window.column} from {lo} to {hi} fall outside the window being written "
             f"({window.start}..{window.end}); a write may only replace the window it owns"
         )
+    if window.only is not None:
+        days = col if pa.types.is_date(col.type) else pc.cast(col, pa.date32())
+        stray = sorted(d for d in pc.unique(days).to_pylist() if d not in window.only)
+        if stray:
+            raise PartitionContractError(
+                f"{identifier}: rows with {window.column} on {', '.join(str(d) for d in stray[:5])}"
+                f"{' …' if len(stray) > 5 else ''} fall outside the days being written ({window}); a write may only "
+                "replace the days it owns"
+            )
 
 
 Chunks = pa.Table | Iterable[pa.Table]

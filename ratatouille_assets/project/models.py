@@ -13,8 +13,9 @@ What a model may be, so that nothing it computes is silently lost:
 - ``partition_granularity``: ``day`` (default), ``month`` or ``year``, with ``partition_by`` only.
 - ``strategy``: ``overwrite_window`` (with ``partition_by``, the default there), ``replace``
   (without, the default there), ``append`` (insert only, partitioned or not; a replayed run adds
-  nothing), ``merge`` (SCD1 upsert on ``unique_key``, unpartitioned; with optional
-  ``merge_update_columns`` and ``merge_delete_column``, which apply to merge only) or ``scd2``
+  nothing), ``merge`` (SCD1 upsert on ``unique_key``; with ``partition_by``, only
+  the days the changes touch are rewritten; with optional ``merge_update_columns`` and
+  ``merge_delete_column``, which apply to merge only) or ``scd2``
   (history on ``unique_key`` and ``updated_at``, unpartitioned).
 - ``on_schema_change``: ``append_new_columns`` (default), ``sync_all_columns`` or ``fail``;
   dbt's ``ignore`` would drop the new columns' values without a word.
@@ -166,9 +167,9 @@ def _strategy_problems(config: Mapping[str, Any], where: str, partition_by) -> l
         extra = keyed + merge_options + dated
         return [f"{where} sets {', '.join(extra)}, which apply to strategy='merge' or 'scd2' only."] if extra else []
     problems = []
-    if partitioned:
-        problems.append(f"{where} has strategy='{strategy}' and partition_by: {strategy} is for unpartitioned tables "
-                        "(dimensions, reference data) so far; remove partition_by.")
+    if partitioned and strategy == "scd2":
+        problems.append(f"{where} has strategy='scd2' and partition_by: a history is kept per key across all time, "
+                        "not per day; remove partition_by.")
     keys = _names(config.get("unique_key"))
     if keys is None:
         problems.append(f"{where} has strategy='{strategy}' without unique_key: name the column(s) a row is matched "

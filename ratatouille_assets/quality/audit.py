@@ -41,7 +41,8 @@ def _parse_checks(soda_dir: Path, stamp: tuple) -> dict[str, DatasetChecks]:
 def window_filter(window: Window | None) -> str | None:
     if window is None:
         return None
-    return f"{quote_ident(window.column)} BETWEEN DATE '{window.start}' AND DATE '{window.end}'"
+    # CAST: a TIMESTAMP partition column's day (a DATE column is unchanged, and still pruned).
+    return window.to_sql(f"CAST({quote_ident(window.column)} AS DATE)")
 
 
 def window_now(window: Window | None) -> dt.datetime | None:
