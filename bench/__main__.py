@@ -214,7 +214,11 @@ def throughput(work: Path, rows_per_day: int, models_file: Path, plan: Plan, log
 
 
 def incremental(work: Path, models: list[Model], plan: Plan, log) -> dict:
-    """Day N after N-1 days of history, for each N in ``plan.history_days``, in one growing warehouse."""
+    """Day N after N-1 days of history, for each N in ``plan.history_days``, in one growing warehouse.
+
+    Each N > 1 is run ``plan.reps`` times (each run replaces day N), interleaved with day 1 in a
+    fresh, empty warehouse of its own: the ratio for N is the median of those pairs' ratios, so a
+    slow hour of the machine weighs on both sides alike."""
     n_max = max(plan.history_days)
     spec = SampleSpec(days=n_max, rows_per_day=plan.history_rows)
     landing = work / f"landing-history-{plan.history_rows}"
@@ -222,7 +226,7 @@ def incremental(work: Path, models: list[Model], plan: Plan, log) -> dict:
     t = time.perf_counter()
     generate(spec, str(landing))
     log(f"  generated {n_max} days x {plan.history_rows:,} order lines in {time.perf_counter() - t:.1f}s")
-    home = work / "history"
+    home, first_home = work / "history", work / "history-day1"
     shutil.rmtree(home, ignore_errors=True)
     env = _env(home, landing, plan)
     days = [spec.day(i).isoformat() for i in range(n_max)]
@@ -238,22 +242,40 @@ def incremental(work: Path, models: list[Model], plan: Plan, log) -> dict:
                 upkeep = {**history.maintain_all(get_settings()), "seconds": time.perf_counter() - t_maint}
             before = history.metadata_stats(get_settings())
         built = n
-        log(f"  history: {n - 1} days built ({time.perf_counter() - t:.1f}s), {before['snapshots']} snapshots"
-            + (f", maintained ({upkeep})" if upkeep else ""))
-        run = run_ours(home, landing, days[n - 1], plan, fresh=False)
-        log(f"  day {n}: {'ok' if run['ok'] else 'FAILED'} {run['wall_s']:.1f}s")
-        results[n] = {"wall_s": run["wall_s"], "ok": run["ok"], "peak_rss_bytes": run["peak_rss_bytes"],
-                      "split_s": run.get("split_s"), "metadata_before": before, "maintenance_before": upkeep}
+        log(f"  history: {n - 1} days built ({time.perf_counter() - t:.1f}s), {before['snapshots']} snapshots, "
+            f"{before['data_files']} data files" + (f", maintained ({upkeep})" if upkeep else ""))
+        runs, firsts = [], []
+        for rep in range(plan.reps):
+            for side in (("n", "first") if rep % 2 == 0 else ("first", "n")):
+                if side == "n":
+                    runs.append(run_ours(home, landing, days[n - 1], plan, fresh=False))
+                    log(f"  day {n} (rep {rep + 1}): {'ok' if runs[-1]['ok'] else 'FAILED'} {runs[-1]['wall_s']:.1f}s")
+                elif n > 1:  # day 1 on an empty warehouse: the pair's baseline
+                    firsts.append(run_ours(first_home, landing, days[0], plan, fresh=True))
+                    log(f"  day 1, empty warehouse (rep {rep + 1}): {'ok' if firsts[-1]['ok'] else 'FAILED'} "
+                        f"{firsts[-1]['wall_s']:.1f}s")
+        ok = [r for r in runs if r["ok"]]
+        pairs = [a["wall_s"] / b["wall_s"] for a, b in zip(runs, firsts) if a["ok"] and b["ok"]]
+        results[n] = {
+            "wall_s": _median([r["wall_s"] for r in ok]) if ok else None, "walls_s": [r["wall_s"] for r in runs],
+            "ok": len(ok) == len(runs), "peak_rss_bytes": max((r["peak_rss_bytes"] for r in runs), default=0),
+            "split_s": {k: _median([r["split_s"][k] for r in ok]) for k in ok[0]["split_s"]} if ok and ok[0].get("split_s") else None,
+            "day1_walls_s": [r["wall_s"] for r in firsts],
+            "ratio_to_day1": _median(pairs) if pairs else None,
+            "metadata_before": before, "maintenance_before": upkeep,
+        }
     with _environ(env, drop=("RATATOUILLE_TRACE_FILE",)):
         get_settings.cache_clear()
         after = history.metadata_stats(get_settings())
         latency = queries.dashboard_latency(get_settings())
     get_settings.cache_clear()
-    first, last = results[min(results)], results[max(results)]
+    shutil.rmtree(first_home, ignore_errors=True)
+    last = results[max(results)]
     return {
         "rows_per_day": plan.history_rows,
+        "maintain_every": plan.maintain_every,
         "days": results,
-        "ratio_last_to_first": last["wall_s"] / first["wall_s"] if first["ok"] and last["ok"] else None,
+        "ratio_last_to_first": last.get("ratio_to_day1"),
         "metadata_after": after,
         "gold_queries": latency,
     }
@@ -425,12 +447,16 @@ def report(results: dict) -> str:
                      f"{big['rows_per_day']:,} order lines (peak {big['peak_rss_bytes'] / GB:.2f} GB)")
     inc = results.get("incremental")
     if inc:
-        days = ", ".join(f"day {n}: {d['wall_s']:.1f}s" for n, d in inc["days"].items())
+        days = ", ".join(f"day {n}: {d['wall_s']:.1f}s" + (f" ({d['ratio_to_day1']:.2f}x day 1)" if d.get("ratio_to_day1") else "")
+                         for n, d in inc["days"].items() if d.get("wall_s"))
         ratio = f"{inc['ratio_last_to_first']:.2f}" if inc.get("ratio_last_to_first") else "-"
         meta = inc["metadata_after"]
-        lines += ["", f"Incremental ({inc['rows_per_day']:,} rows/day): {days}; last/first = {ratio}",
-                  f"  after: {meta['snapshots']} snapshots in {meta['tables']} tables, current metadata "
-                  f"{meta['current_metadata_bytes'] / 1024:.0f} KiB, all metadata files {meta['metadata_dir_bytes'] / 1024**2:.1f} MiB"]
+        upkeep = f"maintained every {inc['maintain_every']} days" if inc.get("maintain_every") else "no maintenance"
+        lines += ["", f"Incremental ({inc['rows_per_day']:,} rows/day, {upkeep}): {days}; last/first = {ratio} "
+                      "(median of pairs with day 1 on an empty warehouse)",
+                  f"  after: {meta['snapshots']} snapshots, {meta.get('data_files', '?')} data files in {meta['tables']} tables, "
+                  f"current metadata {meta['current_metadata_bytes'] / 1024:.0f} KiB, all metadata files "
+                  f"{meta['metadata_dir_bytes'] / 1024**2:.1f} MiB"]
         q = inc["gold_queries"]
         lines.append(f"Gold dashboard queries over {q['days']} ({q['kpi_rows']:,} KPI rows): "
                      f"p50 {q['p50_ms']:.1f} ms, p95 {q['p95_ms']:.1f} ms")

@@ -118,18 +118,21 @@ def table_stats(settings: Settings) -> dict[str, dict]:
 
 
 def metadata_stats(settings: Settings) -> dict:
-    """Snapshots and metadata bytes over every table: the cost that grows with each commit."""
+    """Snapshots, live data files and metadata bytes over every table: what grows with each commit."""
     import os
 
     catalog = load_catalog(settings)
-    snapshots = current_bytes = all_bytes = tables = 0
+    snapshots = current_bytes = all_bytes = tables = data_files = 0
     for (namespace,) in catalog.list_namespaces():
         for identifier in catalog.list_tables(namespace):
             table = catalog.load_table(identifier)
             tables += 1
             snapshots += len(table.metadata.snapshots)
+            snapshot = table.current_snapshot()
+            if snapshot is not None:
+                data_files += sum((m.added_files_count or 0) + (m.existing_files_count or 0) for m in snapshot.manifests(table.io))
             current_bytes += os.path.getsize(table.metadata_location.removeprefix("file://"))
             folder = os.path.dirname(table.metadata_location.removeprefix("file://"))
             all_bytes += sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder))
-    return {"tables": tables, "snapshots": snapshots, "current_metadata_bytes": current_bytes,
+    return {"tables": tables, "snapshots": snapshots, "data_files": data_files, "current_metadata_bytes": current_bytes,
             "metadata_dir_bytes": all_bytes}
