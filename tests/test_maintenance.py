@@ -8,12 +8,9 @@ manifests, all files, the metadata log), not the sweep's walk of the metadata.""
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import multiprocessing as mp
 import os
-import random
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -22,26 +19,12 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from bench.killstorm import D0, DAYS, kill_maintenance, kill_writers, month_rows, rows_of, write_days, write_one
+from bench.killstorm import WRITTEN as TABLE
 from ratatouille_assets.lakehouse import duck
 from ratatouille_assets.lakehouse.catalog import load_catalog
 from ratatouille_assets.lakehouse.maintenance import Policy, SweepRefusedError, expire_snapshots, sweep
 from ratatouille_assets.lakehouse.write import Window, write_window
-
-TABLE = "bronze.killed"
-D0 = dt.date(2024, 1, 1)
-DAYS = 5
-
-
-def rows_of(write: int) -> pa.Table:
-    """Write number ``write``'s rows: its own day, its own count, labelled with its number."""
-    day = D0 + dt.timedelta(days=write % DAYS)
-    n = 50 + write % 13
-    return pa.table({"id": pa.array(range(n), pa.int64()), "day": [day] * n, "write": pa.array([write] * n, pa.int64())})
-
-
-def write_one(write: int) -> None:
-    day = D0 + dt.timedelta(days=write % DAYS)
-    write_window(load_catalog(), TABLE, rows_of(write), window=Window("day", day, day), run_id=f"w{write}")
 
 
 def files_under(location: str) -> set[str]:
@@ -67,52 +50,12 @@ def table_rows(settings, identifier: str) -> list[tuple]:
         f"SELECT day, write, id FROM iceberg_scan('{location}') ORDER BY ALL").fetchall()
 
 
-def killer(kills: int, seed: int, results) -> None:
-    """Spawned: fork one writer per try and SIGKILL it at a random point of its write.
-
-    Forked from a process that has imported everything but run nothing (no threads yet), so a
-    writer starts in milliseconds and the kill lands inside the write, not inside imports."""
-    rng = random.Random(seed)
-    outcomes = []
-
-    def fork_write(write: int) -> int:
-        pid = os.fork()
-        if pid == 0:
-            try:
-                write_one(write)
-                os._exit(0)
-            except BaseException:  # noqa: BLE001 - the child reports by exit code
-                os._exit(1)
-        return pid
-
-    durations = []
-    for write in range(3):  # uninterrupted writes: the table exists, and how long one takes
-        started = time.monotonic()
-        _, status = os.waitpid(fork_write(write), 0)
-        assert os.waitstatus_to_exitcode(status) == 0
-        durations.append(time.monotonic() - started)
-    typical = statistics.median(durations)
-    for write in range(3, 3 + kills):
-        pid = fork_write(write)
-        time.sleep(rng.uniform(0, 1.2 * typical))
-        os.kill(pid, signal.SIGKILL)
-        _, status = os.waitpid(pid, 0)
-        outcomes.append((write, os.waitstatus_to_exitcode(status)))
-    results.put((typical, outcomes))
-
-
 @pytest.mark.slow  # ~20 s: fifty forked writers
 def test_kill_9_at_random_points_then_the_sweep_leaves_only_referenced_files(settings):
     catalog = load_catalog(settings)
     write_window(catalog, TABLE, rows_of(0), window=Window("day", D0, D0), run_id="create")
 
-    ctx = mp.get_context("spawn")
-    results = ctx.Queue()
-    proc = ctx.Process(target=killer, args=(50, 1402, results))
-    proc.start()
-    typical, outcomes = results.get(timeout=900)
-    proc.join(timeout=60)
-    assert proc.exitcode == 0
+    typical, outcomes = kill_writers(50, 1402)
     killed = [w for w, code in outcomes if code == -signal.SIGKILL]
     finished = [w for w, code in outcomes if code == 0]
     assert len(killed) >= 25, f"only {len(killed)} of 50 writers were killed mid-write (a write took {typical:.2f} s)"
@@ -272,20 +215,6 @@ def test_a_sweep_beside_a_writer_judges_the_newest_metadata(settings, caplog):
 
 
 # --- expiry, compaction, health, and maintenance beside writers -----------------------------------
-
-def month_rows(day: dt.date, n: int = 40) -> pa.Table:
-    base = (day - D0).days * 1000
-    return pa.table({"id": pa.array(range(base, base + n), pa.int64()), "day": [day] * n,
-                     "amount": pa.array([(base + i) * 0.25 for i in range(n)], pa.float64()),
-                     "note": [f"{day:%a} #{i}" for i in range(n)]})
-
-
-def write_days(catalog, identifier: str, days: list[dt.date], tag: str = "w") -> None:
-    """One write per day into a month-partitioned table: each day adds a file to its month."""
-    for d in days:
-        write_window(catalog, identifier, month_rows(d), window=Window("day", d, d), run_id=f"{tag}-{d}",
-                     granularity="month")
-
 
 def content(settings, identifier: str) -> list[tuple]:
     """Every row, ordered, read by DuckDB (not pyiceberg): what any reader sees."""
@@ -447,36 +376,22 @@ def test_a_write_racing_a_compaction_of_the_same_partition_loses_nothing(setting
     assert content(settings, "gold.race") == expected({replaced: again})
 
 
-def maintain_forever(policy_args: dict, seed: int) -> None:
-    """Spawned child: maintenance of gold.killed in a loop (killed from outside)."""
-    from ratatouille_assets.lakehouse.maintenance import maintain
-
-    catalog = load_catalog()
-    for i in itertools.count():
-        write_days(catalog, "gold.killed", [D0 + dt.timedelta(days=(seed + i) % 60)], tag=f"k{seed}-{i}")
-        maintain(catalog, "gold.killed", Policy(**policy_args), run_id=f"maint-{seed}-{i}")
-
-
 @pytest.mark.slow  # ~40 s: maintenance killed eight times
 def test_maintenance_killed_at_any_point_leaves_a_readable_table_and_the_sweep_leaves_no_orphan(settings):
     from ratatouille_assets.lakehouse.maintenance import health, maintain
 
     catalog = load_catalog(settings)
     write_days(catalog, "gold.killed", [D0 + dt.timedelta(days=i) for i in range(60)])
-    ctx = mp.get_context("spawn")
-    rng = random.Random(1603)
     policy_args = {"keep_days": 0, "keep_snapshots": 3, "orphan_age": dt.timedelta(0)}
-    for kill in range(8):
-        proc = ctx.Process(target=maintain_forever, args=(policy_args, kill))
-        proc.start()
-        time.sleep(rng.uniform(2.0, 6.0))  # imports take ~2 s; then writes and maintenance run
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.join(timeout=60)
+
+    def readable(kill: int) -> None:
         # Readable after every kill, and every day holds exactly one write's rows.
         rows = content(settings, "gold.killed")
         assert sorted({r[1] for r in rows}) == [D0 + dt.timedelta(days=i) for i in range(60)]
         for d in {r[1] for r in rows}:
             assert sorted(r for r in rows if r[1] == d) == sorted(tuple(x.values()) for x in month_rows(d).to_pylist())
+
+    kill_maintenance(8, 1603, policy_args, after_each=readable)
     location = catalog.load_table("gold.killed").location()
     leftovers = files_under(location) - referenced_by_pyiceberg(catalog, "gold.killed")
     result = maintain(catalog, "gold.killed", Policy(**policy_args), run_id="final", settings=settings)
