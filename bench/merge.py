@@ -34,8 +34,8 @@ import duckdb
 
 from ratatouille_assets.lakehouse import duck
 from ratatouille_assets.lakehouse.catalog import load_catalog
-from ratatouille_assets.lakehouse.merge import MergeSpec, plan_merge
-from ratatouille_assets.lakehouse.write import STRATEGY_PROPERTY, write_window
+from ratatouille_assets.lakehouse.merge import MergeSpec, plan_merge, touched_days
+from ratatouille_assets.lakehouse.write import STRATEGY_PROPERTY, Window, write_window
 from ratatouille_assets.settings import get_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,25 +43,39 @@ SPEC = MergeSpec(("account_id",))
 TABLE = "silver.accounts"
 
 
-def accounts_sql(rows: int) -> str:
+def accounts_sql(rows: int, days: int = 0) -> str:
+    """The table; with ``days``, a DATE column ``day`` spreads the keys over that many days in order."""
+    day = f", DATE '2024-01-01' + CAST(range * {days} // {rows} AS INTEGER) AS day" if days else ""
     return (f"SELECT range AS account_id, 'account ' || range AS name, ['free', 'team', 'pro'][range % 3 + 1] AS tier, "
-            f"CAST(range % 97 AS INTEGER) AS seats, TIMESTAMP '2024-01-01' + to_seconds(range) AS updated_at FROM range({rows})")
+            f"CAST(range % 97 AS INTEGER) AS seats, TIMESTAMP '2024-01-01' + to_seconds(range) AS updated_at{day} FROM range({rows})")
 
 
-def changes_sql(rows: int, changes: int) -> str:
-    """Half updates of keys spread over the table (every (2·rows/changes)-th key), half new keys."""
-    updates, step = changes // 2, max(1, (2 * rows) // max(changes, 1))
-    return (f"SELECT range * {step} AS account_id, 'renamed ' || range AS name, 'pro' AS tier, CAST(7 AS INTEGER) AS seats, "
-            f"TIMESTAMP '2025-01-01' AS updated_at FROM range({updates}) UNION ALL "
+def changes_sql(rows: int, changes: int, days: int = 0, touched: int = 0) -> str:
+    """Half updates of keys spread over the table (every (2·rows/changes)-th key), half new keys.
+    With ``days``: the updates are spread over the keys of the last ``touched`` days (keeping their
+    day), the new keys fall on the day after the table's last."""
+    updates = changes // 2
+    if not days:
+        first, span, day, new_day = 0, rows, "", ""
+    else:
+        first = rows - rows * touched // days
+        span, new_day = rows - first, f", DATE '2024-01-01' + {days} AS day"
+        day = f", DATE '2024-01-01' + CAST(({first} + range * {max(1, span // max(updates, 1))}) * {days} // {rows} AS INTEGER) AS day"
+    step = max(1, span // max(updates, 1))
+    return (f"SELECT {first} + range * {step} AS account_id, 'renamed ' || range AS name, 'pro' AS tier, CAST(7 AS INTEGER) AS seats, "
+            f"TIMESTAMP '2025-01-01' AS updated_at{day} FROM range({updates}) UNION ALL "
             f"SELECT {rows} + range AS account_id, 'new ' || range AS name, 'free' AS tier, CAST(1 AS INTEGER) AS seats, "
-            f"TIMESTAMP '2025-01-01' AS updated_at FROM range({changes - updates})")
+            f"TIMESTAMP '2025-01-01' AS updated_at{new_day} FROM range({changes - updates})")
 
 
 def _hash(conn: duckdb.DuckDBPyConnection, relation: str) -> tuple[int, int]:
     return conn.execute(f"SELECT count(*), sum(hash(account_id, name, tier, seats, updated_at)) FROM {relation}").fetchone()
 
 
-def run(work: Path, rows: int, changes: int, reps: int, upsert_rows: int, log) -> dict:
+def run(work: Path, rows: int, changes: int, reps: int, upsert_rows: int, log, days: int = 0, touched: int = 0) -> dict:
+    """``days`` > 0: the table is partitioned by day over that many days and the updates touch the
+    last ``touched`` of them; both sides then rewrite only the days the changes touch (ours: the
+    plugin's partitioned merge; plain DuckDB: the same days, Parquet files partitioned by day)."""
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     os.environ["RATATOUILLE_HOME"] = str(work / "home")
@@ -71,12 +85,24 @@ def run(work: Path, rows: int, changes: int, reps: int, upsert_rows: int, log) -
     conn = duck.connect(settings)
     files = work / "parquet"
     files.mkdir()
-    conn.execute(f"COPY ({accounts_sql(rows)}) TO '{files}/accounts.parquet' (FORMAT parquet)")
-    conn.execute(f"COPY ({changes_sql(rows, changes)}) TO '{files}/changes.parquet' (FORMAT parquet)")
-    log(f"table of {rows:,} rows, {changes:,} changes written as Parquet")
-    reader = conn.execute(f"SELECT * FROM '{files}/accounts.parquet'").to_arrow_reader(500_000)
-    base = write_window(catalog, TABLE, (b for b in _tables(reader)), window=None, run_id="bench-base")
+    by_day = " (FORMAT parquet, PARTITION_BY (day))" if days else " (FORMAT parquet)"
+    table_files = f"{files}/accounts" + ("" if days else ".parquet")
+    conn.execute(f"COPY ({accounts_sql(rows, days)}) TO '{table_files}'{by_day}")
+    conn.execute(f"COPY ({changes_sql(rows, changes, days, touched)}) TO '{files}/changes.parquet' (FORMAT parquet)")
+    read_table = f"read_parquet('{table_files}/*/*.parquet', hive_partitioning = true)" if days else f"read_parquet('{table_files}')"
+    log(f"table of {rows:,} rows{f' over {days} days' if days else ''}, {changes:,} changes written as Parquet")
+    window = Window("day", dt.date(2024, 1, 1), dt.date(2024, 1, 1) + dt.timedelta(days=days - 1)) if days else None
+    reader = conn.execute(f"SELECT * FROM ({accounts_sql(rows, days)})").to_arrow_reader(500_000)
+    base = write_window(catalog, TABLE, (b for b in _tables(reader)), window=window, run_id="bench-base")
     log(f"Iceberg table built: snapshot {base.snapshot_id}")
+
+    def merge_in(c, target: str) -> tuple:
+        """The plan over ``target`` as the plugin makes it (partitioned: the touched days only)."""
+        if not days:
+            return plan_merge(c, "changes", target, SPEC), None
+        chosen = Window.of_days("day", touched_days(c, "changes", target, SPEC, "day"))
+        restricted = f"(SELECT * FROM {target} WHERE {chosen.to_sql('day')})"
+        return plan_merge(c, "changes", restricted, SPEC, table_rows=rows, days=len(chosen.days())), chosen
 
     def ours() -> tuple[float, dict]:
         table = catalog.load_table(TABLE)
@@ -86,29 +112,31 @@ def run(work: Path, rows: int, changes: int, reps: int, upsert_rows: int, log) -
         started = time.perf_counter()
         c.execute(f"CREATE VIEW target AS SELECT * FROM {duck.scan_sql(base.metadata_location, base.snapshot_id)}")
         c.execute(f"CREATE VIEW changes AS SELECT * FROM read_parquet('{files}/changes.parquet')")
-        plan = plan_merge(c, "changes", "target", SPEC)
+        plan, chosen = merge_in(c, "target")
         stream = _tables(c.execute(f"SELECT * FROM ({plan.sql})").to_arrow_reader(500_000))
-        result = write_window(catalog, TABLE, stream, window=None, run_id="bench-merge", expect_head=base.snapshot_id,
+        result = write_window(catalog, TABLE, stream, window=chosen, run_id="bench-merge", expect_head=base.snapshot_id,
                               extra_properties={STRATEGY_PROPERTY: "merge", **plan.properties()})
         seconds = time.perf_counter() - started
         c.close()
         return seconds, {"snapshot_id": result.snapshot_id, "inserted": plan.inserted, "updated": plan.updated,
-                         "kept": plan.kept, "metadata_location": result.metadata_location}
+                         "kept": plan.kept, "days_rewritten": plan.days, "metadata_location": result.metadata_location}
 
     def raw() -> float:
         c = duckdb.connect()
         c.execute(f"SET memory_limit = '{settings.duckdb_memory_limit}'")
         c.execute(f"SET threads = {settings.duckdb_threads}")
+        shutil.rmtree(files / "merged", ignore_errors=True)
         started = time.perf_counter()
-        c.execute(f"CREATE VIEW target AS SELECT * FROM read_parquet('{files}/accounts.parquet')")
+        c.execute(f"CREATE VIEW target AS SELECT * FROM {read_table}")
         c.execute(f"CREATE VIEW changes AS SELECT * FROM read_parquet('{files}/changes.parquet')")
-        plan = plan_merge(c, "changes", "target", SPEC)
-        c.execute(f"COPY ({plan.sql}) TO '{files}/merged.parquet' (FORMAT parquet)")
+        plan, _ = merge_in(c, "target")
+        c.execute(f"COPY ({plan.sql}) TO '{files}/merged' {by_day}" if days else
+                  f"COPY ({plan.sql}) TO '{files}/merged.parquet' (FORMAT parquet)")
         seconds = time.perf_counter() - started
         c.close()
         return seconds
 
-    out: dict = {"rows": rows, "changes": changes, "ours_s": [], "raw_s": []}
+    out: dict = {"rows": rows, "changes": changes, "days": days, "touched": touched, "ours_s": [], "raw_s": []}
     for rep in range(reps):
         for side in (("ours", "raw") if rep % 2 == 0 else ("raw", "ours")):
             if side == "ours":
@@ -120,7 +148,13 @@ def run(work: Path, rows: int, changes: int, reps: int, upsert_rows: int, log) -
             log(f"  rep {rep + 1} {side:<4} {out[side + '_s'][-1]:6.2f}s")
     detail = out["ours_detail"]
     ours_hash = _hash(conn, duck.scan_sql(detail.pop("metadata_location")))
-    raw_hash = _hash(conn, f"read_parquet('{files}/merged.parquet')")
+    if days:  # the untouched days' files as they were, and the merged days
+        merged = f"read_parquet('{files}/merged/*/*.parquet', hive_partitioning = true)"
+        conn.execute(f"CREATE TEMP TABLE rewritten AS SELECT DISTINCT day FROM {merged}")
+        raw_hash = _hash(conn, f"(SELECT * FROM {read_table} WHERE day NOT IN (SELECT day FROM rewritten) "
+                               f"UNION ALL SELECT * FROM {merged})")
+    else:
+        raw_hash = _hash(conn, f"read_parquet('{files}/merged.parquet')")
     out["same_content"] = ours_hash == raw_hash
     out["merged_rows"] = ours_hash[0]
     assert ours_hash == raw_hash, (ours_hash, raw_hash)
@@ -180,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--changes", type=int, default=1_000_000, help="changed rows (half updates, half new)")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--upsert-rows", type=int, default=100_000, help="table size for pyiceberg's upsert (0: skip)")
+    parser.add_argument("--days", type=int, default=0, help="partition the table by day over this many days (0: unpartitioned)")
+    parser.add_argument("--touched", type=int, default=7, help="with --days: the updates touch the last this many days")
     parser.add_argument("--work", type=Path, default=ROOT / ".ratatouille" / "bench" / "merge")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)
@@ -191,13 +227,14 @@ def main(argv: list[str] | None = None) -> int:
     from bench.__main__ import machine
 
     results = {"date": dt.date.today().isoformat(), "machine": machine(),
-               "merge": run(args.work, args.rows, args.changes, args.reps, args.upsert_rows, log)}
+               "merge": run(args.work, args.rows, args.changes, args.reps, args.upsert_rows, log, args.days, args.touched)}
     m = results["merge"]
     results["seconds"] = time.perf_counter() - started
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"{results['date']}-{platform.node()}-merge-{dt.datetime.now():%H%M%S}.json"
     path.write_text(json.dumps(results, indent=2, default=str))
-    print(f"\nMerge of {m['changes']:,} changes into {m['rows']:,} rows -> {m['merged_rows']:,}: ours {m['ours_median_s']:.2f}s, "
+    where = f" ({m['days']} days, {m['ours_detail']['days_rewritten']} rewritten)" if m["days"] else ""
+    print(f"\nMerge of {m['changes']:,} changes into {m['rows']:,} rows{where} -> {m['merged_rows']:,}: ours {m['ours_median_s']:.2f}s, "
           f"plain DuckDB {m['raw_median_s']:.2f}s, ratio {m['ratio_median']:.2f} (median of {len(m['ours_s'])} pairs); "
           f"same content: {m['same_content']}")
     if "pyiceberg_upsert" in m:
