@@ -331,7 +331,7 @@ FEB20 = dt.date(2023, 2, 20)
 @pytest.fixture(params=["local"])
 def carrier(request, tmp_path, monkeypatch):
     use_backend(request, monkeypatch, tmp_path / "rt", "carrier-" + uuid.uuid4().hex[:8])
-    make_project(tmp_path / "project", monkeypatch, sources=SHIPMENTS, start="2023-03-01",
+    make_project(tmp_path / "project", monkeypatch, sources=SHIPMENTS, start="2023-02-01",
                  models={"silver/shipments.sql": SHIPMENT_MODEL})
     with dg.instance_for_test() as instance:
         yield instance

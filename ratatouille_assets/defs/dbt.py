@@ -264,9 +264,11 @@ def _run_dbt(
             yield dg.Output(None, output_name=_output_name(context, key), metadata=scope_to_newest(context, key, metadata))
         else:
             yield event.with_metadata(scope_to_newest(context, key, {**(event.metadata or {}), **metadata}))
+        partitions = context.assets_def.partitions_def
         for day, figures in sorted(elsewhere.items()):  # days a merge rewrote outside the run's window
-            yield dg.AssetMaterialization(asset_key=key, partition=day, metadata=figures,
-                                          description="rewritten by a merge of a run over other days")
+            if partitions is not None and partitions.has_partition_key(day):  # not before partitions.start
+                yield dg.AssetMaterialization(asset_key=key, partition=day, metadata=figures,
+                                              description="rewritten by a merge of a run over other days")
         reported.add(key)
         for outcome in audit.outcomes:
             yield check_result(key, outcome)
