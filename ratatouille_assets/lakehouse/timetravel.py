@@ -164,9 +164,12 @@ class HistoryEntry:
             return True
         if not self.window:
             return True  # a write of the whole table
-        _, _, span = self.window.partition(":")
-        start, _, end = span.partition("..")
-        return dt.date.fromisoformat(start) <= day <= dt.date.fromisoformat(end)
+        _, _, spans = self.window.partition(":")
+        for span in filter(None, spans.split(",")):  # several: the days a partitioned merge rewrote
+            start, _, end = span.partition("..")
+            if dt.date.fromisoformat(start) <= day <= dt.date.fromisoformat(end):
+                return True
+        return False
 
 
 def history(

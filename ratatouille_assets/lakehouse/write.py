@@ -148,8 +148,8 @@ class Window:
         return window if len(chosen) == len(window.days()) else dataclasses.replace(window, only=chosen)
 
     def __str__(self) -> str:
-        text = f"{self.column}:{self.start.isoformat()}..{self.end.isoformat()}"
-        return text if self.only is None else f"{text} ({len(self.only)} days)"
+        """``column:start..end``; with chosen days, their runs: ``column:a..b,c..c`` (no day: ``column:``)."""
+        return f"{self.column}:" + ",".join(f"{a.isoformat()}..{b.isoformat()}" for a, b in self.runs())
 
     def days(self) -> list[dt.date]:
         every = [self.start + dt.timedelta(days=i) for i in range((self.end - self.start).days + 1)]
