@@ -28,14 +28,12 @@ def _query(argv: list[str]) -> int:
     """Run SQL over every table (``bronze.x``, ``silver.y``, ``gold.z``: views on Iceberg) in DuckDB."""
     import argparse
 
-    import duckdb
-
-    from ratatouille_assets.lakehouse import duck
-    from ratatouille_assets.lakehouse.catalog import load_catalog
-
     parser = argparse.ArgumentParser(prog="rat query", description=_query.__doc__)
     parser.add_argument("sql", help='e.g. "SELECT * FROM gold.kpi_daily_sales LIMIT 10"')
-    parser.add_argument("--csv", action="store_true", help="print CSV (header + rows) instead of a table")
+    parser.add_argument("--format", choices=FORMATS, default=None,
+                        help="table (default on a terminal), csv, json (JSON lines) or parquet (needs --output)")
+    parser.add_argument("--output", "-o", metavar="FILE", help="write the result to FILE instead of standard output")
+    parser.add_argument("--csv", action="store_true", help="the same as --format csv")
     parser.add_argument("--max-rows", type=int, default=100, help="rows shown as a table (default 100)")
     parser.add_argument(
         "--as-of", action="append", default=[], metavar="POINT",
@@ -44,33 +42,138 @@ def _query(argv: list[str]) -> int:
              "TABLE=POINT one table (repeatable)",
     )
     args = parser.parse_args(argv)
-    from ratatouille_assets.lakehouse.errors import LakehouseError
-    from ratatouille_assets.lakehouse.timetravel import register_views
+    fmt = "csv" if args.csv else (args.format or ("csv" if args.output and args.output.endswith(".csv") else "table"))
+    if fmt == "parquet" and not args.output:
+        print("error: --format parquet writes a file: give --output FILE", file=sys.stderr)
+        return 2
+    from ratatouille_assets.sdk import Lakehouse, NotFoundError, RatError
 
-    conn = duck.connect()
+    lakehouse = Lakehouse()
     try:
-        from ratatouille_assets.settings import get_settings
+        relation = lakehouse.sql(args.sql, as_of=_as_of(args.as_of))
+        write_result(relation, fmt, args.output, args.max_rows)
+    except RatError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, NotFoundError) else 1
+    return 0
 
-        register_views(conn, load_catalog(), _as_of(args.as_of), branch=get_settings().branch)
-    except (LakehouseError, ValueError) as exc:
+
+FORMATS = ("table", "csv", "json", "parquet")
+
+
+def write_result(relation, fmt: str, output: str | None, max_rows: int = 100) -> None:
+    """``relation`` as a table (on the terminal), CSV, JSON lines or Parquet, to ``output`` or stdout.
+    Rows stream in batches: a result larger than memory can go to a file."""
+    import contextlib
+    import csv
+    import json
+
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        reader = relation.arrow()
+        with pq.ParquetWriter(output, reader.schema) as writer:
+            for batch in reader:
+                writer.write_batch(batch)
+        return
+    if fmt == "table" and not output:
+        relation.show(max_rows=max_rows, max_width=200)
+        return
+    with (open(output, "w", newline="") if output else contextlib.nullcontext(sys.stdout)) as out:
+        if fmt == "table":
+            out.write(str(relation) + "\n")
+            return
+        columns = relation.columns
+        writer = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
+        if writer:
+            writer.writerow(columns)
+        for batch in relation.arrow():
+            for row in batch.to_pylist():
+                if writer:
+                    writer.writerow(row[c] for c in columns)
+                else:
+                    out.write(json.dumps(row, default=_json_value) + "\n")
+
+
+def _json_value(value):
+    import datetime as dt
+    import decimal
+
+    if isinstance(value, (dt.date, dt.datetime, dt.time)):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    return str(value)
+
+
+def _schema(argv: list[str]) -> int:
+    """A table's columns: name, type (as DuckDB reads them), nullable."""
+    import argparse
+
+    from ratatouille_assets.sdk import Lakehouse, RatError
+
+    parser = argparse.ArgumentParser(prog="rat schema", description=_schema.__doc__)
+    parser.add_argument("table", help="e.g. gold.kpi_daily_sales")
+    args = parser.parse_args(argv)
+    try:
+        for name, kind, nullable in Lakehouse().schema(args.table).fetchall():
+            print(f"{name:<32} {kind:<28} {'' if nullable else 'not null'}")
+    except RatError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    try:
-        relation = conn.sql(args.sql)
-        if relation is None:
-            return 0
-        if args.csv:
-            import csv
-
-            writer = csv.writer(sys.stdout, lineterminator="\n")
-            writer.writerow(relation.columns)
-            writer.writerows(relation.fetchall())
-        else:
-            relation.show(max_rows=args.max_rows, max_width=200)
-    except duckdb.Error as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     return 0
+
+
+def _sql(argv: list[str]) -> int:
+    """An interactive SQL shell over every table (DuckDB; end a statement with ';', .quit to leave)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="rat sql", description=_sql.__doc__)
+    parser.add_argument("--max-rows", type=int, default=40, help="rows shown per result (default 40)")
+    args = parser.parse_args(argv)
+    from ratatouille_assets.sdk import Lakehouse, RatError
+
+    try:
+        import readline  # noqa: F401 - line editing and history for input()
+    except ImportError:
+        pass
+    lakehouse = Lakehouse()
+    tables = lakehouse.tables()
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print(f"rat sql: {len(tables)} tables ({', '.join(tables[:6])}{', ...' if len(tables) > 6 else ''}); "
+              "end a statement with ';'. .tables lists them, .quit leaves.")
+    pending: list[str] = []
+    failed = False
+    while True:
+        try:
+            line = input("rat> " if not pending else " ..> ") if interactive else sys.stdin.readline()
+        except (EOFError, KeyboardInterrupt):
+            print()
+            break
+        if not interactive and line == "":
+            break
+        line = line.rstrip("\n")
+        if not pending and line.strip() in (".quit", ".exit", "\\q"):
+            break
+        if not pending and line.strip() == ".tables":
+            print("\n".join(lakehouse.tables()))
+            continue
+        pending.append(line)
+        text = "\n".join(pending).strip()
+        if not text.endswith(";"):
+            continue
+        pending = []
+        try:
+            write_result(lakehouse.sql(text.rstrip(";")), "table", None, args.max_rows)
+        except RatError as exc:
+            failed = True
+            print(f"error: {exc}", file=sys.stderr)
+    return 1 if failed and not interactive else 0
 
 
 def _as_of(points: list[str]) -> str | dict[str, str] | None:
@@ -365,7 +468,9 @@ COMMANDS = {
     "demo": ("generate sample data and materialize every asset for the sample days", "ratatouille_assets.demo"),
     "materialize": ("days through bronze -> silver -> gold in this process (no server needed)", "ratatouille_assets.materialize"),
     "backfill": ("backfill days through every layer on the running webserver (like the UI)", "ratatouille_assets.client"),
-    "query": ("run SQL over the tables (bronze.x, silver.y, gold.z) in DuckDB", _query),
+    "query": ("run SQL over the tables (bronze.x, silver.y, gold.z) in DuckDB; --format csv|json|parquet, --output", _query),
+    "sql": ("an interactive SQL shell over the tables (DuckDB)", _sql),
+    "schema": ("a table's columns and types", _schema),
     "branch": ("data branches: list | diff NAME | publish NAME (fast-forward main) | drop NAME", _branch),
     "history": ("a table's commits, branches and tags: time, operation, run, window, rows, files", _history),
     "rollback": ("roll a table, or some of its days, back to a snapshot or point in time (a new commit)", _rollback),

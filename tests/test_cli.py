@@ -85,6 +85,48 @@ def test_query_prints_the_result_as_a_table_or_as_csv(settings, capfd):
     assert "no_such_table" in capfd.readouterr().err
 
 
+def test_query_writes_csv_json_lines_and_parquet_files_and_schema_and_the_shell_read_the_tables(settings, capfd, tmp_path):
+    import json
+    import subprocess
+
+    import pyarrow.parquet as pq
+
+    day = dt.date(2024, 3, 9)
+    data = pa.table({"id": pa.array([1, 2, 3], pa.int64()), "day": [day] * 3, "price": pa.array([1.5, None, 3.25]),
+                     "label": ["a", "b, with a comma", None]})
+    write_window(load_catalog(settings), "gold.priced", data, window=Window("day", day, day), run_id="r1")
+    sql = "SELECT * FROM gold.priced ORDER BY id"
+
+    assert cli.main(["query", "--format", "json", sql]) == 0
+    assert [json.loads(line) for line in capfd.readouterr().out.splitlines()] == [
+        {"id": 1, "day": "2024-03-09", "price": 1.5, "label": "a"},
+        {"id": 2, "day": "2024-03-09", "price": None, "label": "b, with a comma"},
+        {"id": 3, "day": "2024-03-09", "price": 3.25, "label": None}]
+    out = tmp_path / "priced.csv"
+    assert cli.main(["query", sql, "--output", str(out)]) == 0  # the suffix picks CSV
+    assert out.read_text().splitlines() == ["id,day,price,label", "1,2024-03-09,1.5,a", '2,2024-03-09,,"b, with a comma"',
+                                            "3,2024-03-09,3.25,"]
+    parquet = tmp_path / "priced.parquet"
+    assert cli.main(["query", sql, "--format", "parquet", "--output", str(parquet)]) == 0
+    assert pq.read_table(parquet).to_pylist() == data.to_pylist()
+    assert cli.main(["query", sql, "--format", "parquet"]) == 2
+    assert "give --output FILE" in capfd.readouterr().err
+
+    assert cli.main(["schema", "gold.priced"]) == 0
+    assert [line.split()[:2] for line in capfd.readouterr().out.splitlines()] == [
+        ["id", "BIGINT"], ["day", "DATE"], ["price", "DOUBLE"], ["label", "VARCHAR"]]
+    assert cli.main(["schema", "gold.nope"]) == 2
+
+    # The shell reads statements ending in ';' (here from a pipe, as a script would).
+    shell = subprocess.run([sys.executable, "-m", "ratatouille_assets.cli", "sql"], capture_output=True, text=True,
+                           input=".tables\nSELECT count(*) AS n,\n  sum(price) AS total FROM gold.priced;\n")
+    assert shell.returncode == 0, shell.stderr
+    assert "gold.priced" in shell.stdout and "4.75" in shell.stdout
+    bad = subprocess.run([sys.executable, "-m", "ratatouille_assets.cli", "sql"], capture_output=True, text=True,
+                         input="SELECT * FROM gold.nope;\n")
+    assert bad.returncode == 1 and "nope does not exist" in bad.stderr
+
+
 def dagster_range_error(start: str, end: str, first_partition: str) -> str:
     """The message Dagster's webserver answers a backfill of ``start``..``end`` with (a PythonError),
     raised by Dagster itself on a partitions definition starting at ``first_partition``."""
