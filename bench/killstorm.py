@@ -21,10 +21,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import itertools
-import json
 import multiprocessing as mp
 import os
-import platform
 import random
 import signal
 import statistics
@@ -33,6 +31,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from bench.measure import elapsed_log, save_results
 from ratatouille_assets.lakehouse import duck
 from ratatouille_assets.lakehouse.catalog import load_catalog
 from ratatouille_assets.lakehouse.write import Window, write_window
@@ -203,18 +202,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-
-    def log(message: str) -> None:
-        print(f"[{time.perf_counter() - started:6.0f}s] {message}", flush=True)
+    log = elapsed_log()
 
     from bench.__main__ import machine
 
     out = run(args.work, args.writers, args.maintenance_kills, args.seed, log)
     results = {"date": dt.date.today().isoformat(), "machine": machine(), "killstorm": out,
                "seconds": time.perf_counter() - started}
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"{results['date']}-{platform.node()}-killstorm-{dt.datetime.now():%H%M%S}.json"
-    path.write_text(json.dumps(results, indent=2, default=str))
+    path = save_results(args.out, f"killstorm-{dt.datetime.now():%H%M%S}", results)
     print(f"\n{'table':<14} {'orphans before':>15} {'bytes before':>13} {'orphans after':>14} {'bytes after':>12} "
           f"{'data files':>11} {'rows same':>10}")
     for name, t in out["tables"].items():

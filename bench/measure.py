@@ -92,3 +92,26 @@ def run(
         seconds=time.perf_counter() - start, peak_rss_bytes=peak, returncode=proc.returncode,
         stdout=stdout, stderr=stderr, over_limit=over,
     )
+
+
+def elapsed_log():
+    """A ``log(message)`` that prints each message after the seconds since this call."""
+    started = time.perf_counter()
+
+    def log(message: str) -> None:
+        print(f"[{time.perf_counter() - started:6.0f}s] {message}", flush=True)
+
+    return log
+
+
+def save_results(out: os.PathLike, name: str, results: dict) -> os.PathLike:
+    """``results`` as ``<out>/<date>-<host>-<name>.json`` (``name`` may carry a time of day)."""
+    import datetime as dt
+    import json
+    import platform
+    from pathlib import Path
+
+    Path(out).mkdir(parents=True, exist_ok=True)
+    path = Path(out) / f"{dt.date.today().isoformat()}-{platform.node()}-{name}.json"
+    path.write_text(json.dumps(results, indent=2, default=str))
+    return path

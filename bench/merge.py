@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
-import platform
 import shutil
 import statistics
 import time
@@ -32,6 +30,7 @@ from pathlib import Path
 
 import duckdb
 
+from bench.measure import elapsed_log, save_results
 from ratatouille_assets.lakehouse import duck
 from ratatouille_assets.lakehouse.catalog import load_catalog
 from ratatouille_assets.lakehouse.merge import MergeSpec, plan_merge, touched_days
@@ -220,9 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-
-    def log(message: str) -> None:
-        print(f"[{time.perf_counter() - started:6.0f}s] {message}", flush=True)
+    log = elapsed_log()
 
     from bench.__main__ import machine
 
@@ -230,9 +227,7 @@ def main(argv: list[str] | None = None) -> int:
                "merge": run(args.work, args.rows, args.changes, args.reps, args.upsert_rows, log, args.days, args.touched)}
     m = results["merge"]
     results["seconds"] = time.perf_counter() - started
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"{results['date']}-{platform.node()}-merge-{dt.datetime.now():%H%M%S}.json"
-    path.write_text(json.dumps(results, indent=2, default=str))
+    path = save_results(args.out, f"merge-{dt.datetime.now():%H%M%S}", results)
     where = f" ({m['days']} days, {m['ours_detail']['days_rewritten']} rewritten)" if m["days"] else ""
     print(f"\nMerge of {m['changes']:,} changes into {m['rows']:,} rows{where} -> {m['merged_rows']:,}: ours {m['ours_median_s']:.2f}s, "
           f"plain DuckDB {m['raw_median_s']:.2f}s, ratio {m['ratio_median']:.2f} (median of {len(m['ours_s'])} pairs); "
