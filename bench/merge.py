@@ -59,6 +59,9 @@ def changes_sql(rows: int, changes: int, days: int = 0, touched: int = 0) -> str
     else:
         first = rows - rows * touched // days
         span, new_day = rows - first, f", DATE '2024-01-01' + {days} AS day"
+        if updates > span:
+            raise SystemExit(f"{updates:,} updates do not fit in the {span:,} rows of the last {touched} days: "
+                             "raise --touched or lower --changes")
         day = f", DATE '2024-01-01' + CAST(({first} + range * {max(1, span // max(updates, 1))}) * {days} // {rows} AS INTEGER) AS day"
     step = max(1, span // max(updates, 1))
     return (f"SELECT {first} + range * {step} AS account_id, 'renamed ' || range AS name, 'pro' AS tier, CAST(7 AS INTEGER) AS seats, "
