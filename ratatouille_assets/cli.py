@@ -463,6 +463,23 @@ def _validate(argv: list[str]) -> int:
     os.execv(str(dagster), [str(dagster), "definitions", "validate", "-w", str(project_root() / "workspace.yaml"), *argv])
 
 
+def _serve(argv: list[str]) -> int:
+    """Serve every table to BI tools over the PostgreSQL protocol, read-only (Superset, Metabase,
+    DBeaver, Grafana, psql): schemas bronze, silver and gold, a new snapshot visible to the next query."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="rat serve", description=_serve.__doc__,
+        epilog="Settings (environment): RATATOUILLE_SQL_PASSWORD (required), RATATOUILLE_SQL_USER (ratatouille), "
+               "RATATOUILLE_SQL_HOST (127.0.0.1), RATATOUILLE_SQL_PORT (5433), RATATOUILLE_SQL_STATEMENT_TIMEOUT_SECONDS "
+               "(30), RATATOUILLE_SQL_ROW_LIMIT (100000), RATATOUILLE_SQL_TLS_CERT and RATATOUILLE_SQL_TLS_KEY.",
+    )
+    parser.parse_args(argv)
+    from ratatouille_assets.serve.server import main
+
+    return main()
+
+
 COMMANDS = {
     "generate": ("write deterministic, dirty sample data (the example shop) to the landing zone", "ratatouille_assets.ingest.generator"),
     "demo": ("generate sample data and materialize every asset for the sample days", "ratatouille_assets.demo"),
@@ -480,6 +497,7 @@ COMMANDS = {
     "validate": ("check that the definitions load: sources, dbt models, Soda files", _validate),
     "example": ("remove | restore: take the example shop out of the project, or bring it back", "ratatouille_assets.project.example"),
     "settings": ("print the resolved settings as RATATOUILLE_* variables (secrets masked)", _settings),
+    "serve": ("serve the tables to BI tools over the PostgreSQL protocol, read-only (psql, Superset, Metabase)", _serve),
 }
 
 

@@ -5,8 +5,9 @@ warehouse, an Iceberg SQL catalog on SQLite, the landing zone, and DAGSTER_HOME.
 warehouse at ``s3://...`` and the catalog at ``postgresql://...`` is the whole switch to a server
 stack; the fields for that exist already so the shape does not change later.
 
-Secrets (S3 keys, the catalog's password) are held as ``Secret`` values that never print: ``str``,
-``repr`` and f-strings show ``***``; only ``reveal()`` hands the value to a client.
+Secrets (S3 keys, the catalog's password, the SQL endpoint's password) are held as ``Secret``
+values that never print: ``str``, ``repr`` and f-strings show ``***``; only ``reveal()`` hands the
+value to a client.
 """
 
 from __future__ import annotations
@@ -135,6 +136,19 @@ class Settings:
     s3_region: str | None = None
     s3_access_key_id: Secret = Secret("")
     s3_secret_access_key: Secret = Secret("")
+    # `rat serve`: every table over the PostgreSQL protocol, read-only, for BI tools. Loopback by
+    # default (a container sets sql_host 0.0.0.0); 5433 leaves 5432 to a PostgreSQL on the same
+    # host. One user, whose password has no default: the server refuses to start without one.
+    # Each query is interrupted after sql_statement_timeout_seconds and refused beyond
+    # sql_row_limit rows; with a certificate and key, clients must connect over TLS.
+    sql_host: str = "127.0.0.1"
+    sql_port: int = 5433
+    sql_user: str = "ratatouille"
+    sql_password: Secret = Secret("")
+    sql_statement_timeout_seconds: int = 30
+    sql_row_limit: int = 100_000
+    sql_tls_cert: str | None = None
+    sql_tls_key: str | None = None
 
     @property
     def is_s3(self) -> bool:
@@ -224,6 +238,21 @@ def _endpoint(value: str) -> str | None:
     return value.rstrip("/")
 
 
+def _port(name: str, default: str) -> int:
+    value = int(_env(name, default))
+    if not 1 <= value <= 65535:
+        raise ValueError(f"{ENV_PREFIX}{name} must be a TCP port, 1 to 65535, got {value}")
+    return value
+
+
+def _tls_pair() -> tuple[str | None, str | None]:
+    cert, key = _env("SQL_TLS_CERT", "") or None, _env("SQL_TLS_KEY", "") or None
+    if (cert is None) != (key is None):
+        raise ValueError(f"{ENV_PREFIX}SQL_TLS_CERT and {ENV_PREFIX}SQL_TLS_KEY go together: set both (PEM files) "
+                         "or neither")
+    return cert, key
+
+
 def load_settings(environ_home: str | None = None) -> Settings:
     """Read ``RATATOUILLE_*`` variables; unset ones fall back to the embedded default."""
     root = project_root()
@@ -250,6 +279,7 @@ def load_settings(environ_home: str | None = None) -> Settings:
     executor_max_concurrent = int(_env("EXECUTOR_MAX_CONCURRENT", "4"))
     if executor_max_concurrent < 1:
         raise ValueError(f"{ENV_PREFIX}EXECUTOR_MAX_CONCURRENT must be >= 1, got {executor_max_concurrent}")
+    sql_tls_cert, sql_tls_key = _tls_pair()
     threads = int(_env("DUCKDB_THREADS", str(os.cpu_count() or 2)))
     if threads < 1:
         raise ValueError(f"{ENV_PREFIX}DUCKDB_THREADS must be >= 1, got {threads}")
@@ -292,6 +322,14 @@ def load_settings(environ_home: str | None = None) -> Settings:
         s3_region=_env("S3_REGION", "") or None,
         s3_access_key_id=Secret(_env("S3_ACCESS_KEY_ID", "")),
         s3_secret_access_key=Secret(_env("S3_SECRET_ACCESS_KEY", "")),
+        sql_host=_env("SQL_HOST", "127.0.0.1"),
+        sql_port=_port("SQL_PORT", "5433"),
+        sql_user=_env("SQL_USER", "ratatouille"),
+        sql_password=Secret(_env("SQL_PASSWORD", "")),
+        sql_statement_timeout_seconds=_at_least("SQL_STATEMENT_TIMEOUT_SECONDS", "30", 1),
+        sql_row_limit=_at_least("SQL_ROW_LIMIT", "100000", 1),
+        sql_tls_cert=sql_tls_cert,
+        sql_tls_key=sql_tls_key,
     )
 
 

@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "ratatouille_assets"
-NO_DAGSTER = ("lakehouse", "ingest", "quality", "project")
+NO_DAGSTER = ("lakehouse", "ingest", "quality", "project", "serve")
 # Paths beside the repository that a clone does not have (spelled in parts, so this file is no hit).
 OUTSIDE = ("/".join(("..", "shared")), "/".join(("shared", "DESIGN.md")))
 
