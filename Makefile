@@ -20,7 +20,7 @@ BENCH_SCALE ?= small
 # podman on this kind of machine: runc and lower rlimits (tests/stack/setup-podman.sh writes it).
 STACK_CONF ?= $(CURDIR)/.ratatouille/podman/containers.conf
 
-.PHONY: help uv install manifest demo dev browser postgres stack-images stack-test test test-fast bench validate clean
+.PHONY: help uv install manifest demo dev serve browser postgres stack-images stack-test test test-fast bench validate clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ DEV_BRANCH = $(if $(filter git,$(BRANCH)),$(shell git rev-parse --abbrev-ref HEA
 dev: manifest ## the Dagster UI (webserver + daemon) on the demo data, http://127.0.0.1:3000; BRANCH=<name>|git: dev mode
 	$(if $(DEV_BRANCH),RATATOUILLE_BRANCH=$(DEV_BRANCH) )$(BIN)/python -m ratatouille_assets.devserver --host $(DEV_HOST) --port $(DEV_PORT)
 
+serve: $(VENV)/.installed ## the SQL endpoint for BI tools and psql (PostgreSQL protocol, read-only) on 127.0.0.1:5433; needs RATATOUILLE_SQL_PASSWORD
+	$(BIN)/rat serve
+
 validate: manifest ## check that the definitions load: sources, dbt model contract, Soda files
 	$(BIN)/rat validate
 
@@ -65,10 +68,13 @@ browser: ## install Debian's chromium for the UI tests
 		$$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends chromium; \
 	}
 
-postgres: ## install Debian's PostgreSQL server for the S3/Postgres tests (each test run starts its own cluster)
-	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+postgres: ## install Debian's PostgreSQL server and clients (psql, pgjdbc) for the S3/Postgres and `rat serve` tests
+	@# Each test run starts its own cluster. psql comes with the server; pgjdbc (and a Java runtime,
+	@# if the machine has none) is the driver Metabase and DBeaver use, for tests/test_serve.py.
+	@{ ls /usr/lib/postgresql/*/bin/initdb && test -f /usr/share/java/postgresql.jar && command -v java; } >/dev/null 2>&1 || { \
 		SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
-		$$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends postgresql; \
+		$$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends postgresql libpostgresql-jdbc-java \
+			$$(command -v java >/dev/null || echo default-jre-headless); \
 	}
 
 stack-images: ## podman, debootstrapped images (base, stock Debian), the app image and the test stand-ins (no registry needed)
