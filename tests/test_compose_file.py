@@ -14,7 +14,7 @@ from ratatouille_assets import settings as settings_module
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 ENV_EXAMPLE = (ROOT / ".env.example").read_text()
-LONG_RUNNING = ("postgres", "minio", "code", "webserver", "daemon")
+LONG_RUNNING = ("postgres", "minio", "code", "webserver", "daemon", "sql")
 DAGSTER = ("code", "webserver", "daemon")
 
 
@@ -40,6 +40,7 @@ def test_services_have_healthchecks_and_wait_for_healthy_dependencies():
             assert condition == {"condition": wanted}, (name, dep)
     assert services["code"]["depends_on"].keys() == {"postgres", "minio-init"}
     assert {"postgres", "code"} <= services["webserver"]["depends_on"].keys()
+    assert services["sql"]["depends_on"].keys() == {"postgres", "minio-init"}
     # Named volumes only: data survives `down` and is not tied to a host path.
     for name, service in services.items():
         for volume in service.get("volumes", []):
@@ -65,7 +66,7 @@ def test_dagster_containers_share_one_configuration():
 
 def test_example_passwords_are_placeholders():
     values = example_variables()
-    for key in ("MINIO_ROOT_PASSWORD", "POSTGRES_PASSWORD", "S3_SECRET_ACCESS_KEY"):
+    for key in ("MINIO_ROOT_PASSWORD", "POSTGRES_PASSWORD", "S3_SECRET_ACCESS_KEY", "SQL_PASSWORD"):
         assert values[key].startswith("change-me"), key
     assert values["S3_SECRET_ACCESS_KEY"] == values["MINIO_ROOT_PASSWORD"]
 
@@ -134,3 +135,19 @@ def test_rat_demo_keeps_a_server_instance_file_and_refreshes_its_own(tmp_path, m
     (home / "dagster.yaml").write_text(ours.split("\n", 1)[0] + "\ntelemetry:\n  enabled: true\n")
     ensure_dagster_home(load_settings(str(tmp_path / "rt")))
     assert (home / "dagster.yaml").read_text() == ours
+
+
+def test_the_sql_service_serves_the_stacks_lakehouse_on_all_interfaces_of_its_container():
+    service = COMPOSE["services"]["sql"]
+    env, code = service["environment"], COMPOSE["services"]["code"]["environment"]
+    assert service["command"] == ["rat", "serve"]
+    # The same warehouse and catalog as the code location, and only what reading them needs.
+    for key in ("RATATOUILLE_WAREHOUSE", "RATATOUILLE_S3_ENDPOINT", "RATATOUILLE_CATALOG_URI", "RATATOUILLE_CATALOG_PASSWORD"):
+        assert env[key] == code[key], key
+    known = set(re.findall(r'"(SQL_[A-Z_]+)"', Path(settings_module.__file__).read_text())) | {
+        "WAREHOUSE", "S3_ENDPOINT", "S3_REGION", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY", "CATALOG_URI",
+        "CATALOG_PASSWORD", "DUCKDB_MEMORY_LIMIT", "DUCKDB_THREADS"}
+    assert [k for k in env if k.removeprefix("RATATOUILLE_") not in known] == []
+    assert env["RATATOUILLE_SQL_HOST"] == "0.0.0.0"  # inside its container; published on BIND_ADDRESS
+    assert service["ports"] == ["${BIND_ADDRESS:-127.0.0.1}:${SQL_PORT:-5433}:5433"]
+    assert "RATATOUILLE_SQL_PASSWORD" in service["healthcheck"]["test"][1]

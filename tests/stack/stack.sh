@@ -115,8 +115,8 @@ up() {
     wait_done minio-init
     start code
     wait_healthy code
-    start webserver daemon
-    wait_healthy webserver daemon
+    start webserver daemon sql
+    wait_healthy webserver daemon sql
     podman ps -a --filter "label=io.podman.compose.project=$PROJECT" --format '{{.Names}}\t{{.Status}}'
 }
 

@@ -36,7 +36,7 @@ DAY = SPEC.day(0)
 # The stack's credentials for this run (the compose file's variables, as .env would set them).
 CREDENTIALS = {"MINIO_ROOT_USER": "stacktest", "MINIO_ROOT_PASSWORD": "stack-test-minio-pw",
                "POSTGRES_USER": "stacktest", "POSTGRES_PASSWORD": "stack-test-pg-pw", "POSTGRES_DB": "lakehouse",
-               "BUCKET": "lake"}
+               "BUCKET": "lake", "SQL_PASSWORD": "stack-test-sql-pw"}
 
 
 _RUNS = """
@@ -89,7 +89,7 @@ def stack_env():
     if not os.environ.get("CONTAINERS_CONF"):
         pytest.fail("CONTAINERS_CONF is not set: run `make stack-test` (it writes and selects containers.conf)")
     ports = {"WEBSERVER_PORT": free_port(), "MINIO_PORT": free_port(), "MINIO_CONSOLE_PORT": free_port(),
-             "POSTGRES_PORT": free_port()}
+             "POSTGRES_PORT": free_port(), "SQL_PORT": free_port()}
     # One project name per session: a stack left by a killed run, or another checkout's stack on
     # the same machine (they share podman's storage), has other container names.
     project = os.environ.get("STACK_PROJECT") or f"ratatouille-test-{os.getpid()}"
@@ -155,6 +155,15 @@ def test_a_day_runs_through_the_stack_and_gold_is_right(stack_env, tmp_path, mon
         expected = independent.kpi_daily_sales(duckdb.connect(), str(local), DAY)
         assert len(expected) >= 3
         assert got == expected
+        # The stack's SQL endpoint (the `sql` service, what a BI tool connects to) serves the same gold.
+        import psycopg2
+
+        with psycopg2.connect(host="127.0.0.1", port=stack_env["SQL_PORT"], user="ratatouille", dbname="lakehouse",
+                              password=CREDENTIALS["SQL_PASSWORD"], connect_timeout=10) as bi:
+            cursor = bi.cursor()
+            cursor.execute("SELECT order_date, country, orders, order_lines, units, revenue, avg_order_value "
+                           "FROM gold.kpi_daily_sales WHERE order_date = %s ORDER BY country", (DAY,))
+            assert cursor.fetchall() == got
         snapshot = load_catalog(settings).load_table("gold.kpi_daily_sales").current_snapshot()
         assert snapshot.summary.additional_properties.get("ratatouille.run-id") in {r["runId"] for r in status["runs"]}
 
