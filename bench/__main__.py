@@ -581,7 +581,8 @@ def _finish(args, results: dict, started: float) -> int:
     results["seconds"] = time.perf_counter() - started
     args.out.mkdir(parents=True, exist_ok=True)
     overridden = (args.rows or args.reps or args.no_history or args.history_rows or args.history_days
-                  or args.only_backfill or args.only_wap or args.backfill_days or args.backfill_granularity)
+                  or args.only_backfill or args.only_wap or args.backfill_days or args.backfill_granularity
+                  or args.only_history or args.maintain_every is not None)
     custom = f"-custom-{dt.datetime.now():%H%M%S}" if overridden else ""
     path = args.out / f"{results['date']}-{platform.node()}-{args.scale}{custom}.json"
     path.write_text(json.dumps(results, indent=2, default=str))
