@@ -42,7 +42,8 @@ def build(settings: Settings, days: list[str], models: list[Model], maintain_eve
                 sql = model.for_window(day, day) if model.partition_by else model.sql
                 data = conn.execute(sql).to_arrow_table()
                 window = Window(model.partition_by, date, date) if model.partition_by else None
-                common = dict(window=window, run_id=RUN_ID, partition_key=day if window else None)
+                common = dict(window=window, run_id=RUN_ID, partition_key=day if window else None,
+                              granularity=model.granularity)
                 extra = {}
                 if REJECT_COLUMN in data.column_names:
                     data, rejected = split_rejected(data)

@@ -30,6 +30,7 @@ class Model:
     # strategy='scd2': the key and the updated_at column (plain DuckDB adds the version columns).
     scd2_key: tuple[str, ...] = ()
     scd2_updated_at: str | None = None
+    granularity: str = "day"  # partition_granularity: the Iceberg partitions of a daily model
 
     @property
     def identifier(self) -> str:
@@ -69,6 +70,7 @@ def compile_models(project_dir: Path, work: Path, reporting_currency: str = "USD
             depends_on=tuple(d for d in node["depends_on"]["nodes"] if d in nodes),
             scd2_key=tuple([key] if isinstance(key, str) else key or ()) if scd2 else (),
             scd2_updated_at=config.get("updated_at") if scd2 else None,
+            granularity=config.get("partition_granularity") or "day",
         )
     ordered: list[str] = []
 
