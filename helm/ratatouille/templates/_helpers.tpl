@@ -54,6 +54,8 @@ app.kubernetes.io/part-of: ratatouille
 {{- define "ratatouille.envConfigMap" -}}{{ include "ratatouille.fullname" . }}-env{{- end -}}
 {{- define "ratatouille.workspaceConfigMap" -}}{{ include "ratatouille.fullname" . }}-workspace{{- end -}}
 {{- define "ratatouille.jobNamespace" -}}{{ default .Release.Namespace .Values.runLauncher.jobNamespace }}{{- end -}}
+{{- define "ratatouille.sqlHost" -}}{{ include "ratatouille.fullname" . }}-sql{{- end -}}
+{{- define "ratatouille.sqlEnvConfigMap" -}}{{ include "ratatouille.fullname" . }}-sql-env{{- end -}}
 
 {{/* ---- the resource profile ----------------------------------------------------------------- */}}
 
@@ -63,9 +65,9 @@ app.kubernetes.io/part-of: ratatouille
 {{- if not $p -}}
 {{- fail (printf "profile %q is not defined in `profiles` (defined: %s)" .Values.profile (keys .Values.profiles | sortAlpha | join ", ")) -}}
 {{- end -}}
-{{- range $part := list "code" "webserver" "daemon" "runWorker" "postgres" "minio" -}}
+{{- range $part := list "code" "webserver" "daemon" "runWorker" "postgres" "minio" "sql" -}}
 {{- if not (index $p $part) -}}
-{{- fail (printf "profiles.%s.%s is missing: a profile sets code, webserver, daemon, runWorker, postgres and minio resources" $.Values.profile $part) -}}
+{{- fail (printf "profiles.%s.%s is missing: a profile sets code, webserver, daemon, runWorker, postgres, minio and sql resources" $.Values.profile $part) -}}
 {{- end -}}
 {{- end -}}
 {{- toYaml $p -}}
@@ -96,15 +98,29 @@ app.kubernetes.io/part-of: ratatouille
 {{- max 1 $n -}}
 {{- end -}}
 
+{{/*
+DuckDB's settings for the pod of one part of the profile, from that part's limits:
+(dict "ctx" $ "part" "runWorker"). memory_limit = duckdb.memoryFraction x its memory limit (MiB),
+threads = its cpu limit in whole cores (at least 1).
+*/}}
+{{- define "ratatouille.duckdbMemoryLimitOf" -}}
+{{- $p := include "ratatouille.profile" .ctx | fromYaml -}}
+{{- $mib := include "ratatouille.mebibytes" (index $p .part).limits.memory | float64 -}}
+{{- printf "%dMiB" (mulf $mib .ctx.Values.duckdb.memoryFraction | floor | int64) -}}
+{{- end -}}
+
+{{- define "ratatouille.duckdbThreadsOf" -}}
+{{- $p := include "ratatouille.profile" .ctx | fromYaml -}}
+{{- include "ratatouille.cores" (index $p .part).limits.cpu -}}
+{{- end -}}
+
+{{/* The run worker's (the env ConfigMap of every Dagster pod); the SQL endpoint has its own. */}}
 {{- define "ratatouille.duckdbMemoryLimit" -}}
-{{- $p := include "ratatouille.profile" . | fromYaml -}}
-{{- $mib := include "ratatouille.mebibytes" $p.runWorker.limits.memory | float64 -}}
-{{- printf "%dMiB" (mulf $mib .Values.duckdb.memoryFraction | floor | int64) -}}
+{{- include "ratatouille.duckdbMemoryLimitOf" (dict "ctx" . "part" "runWorker") -}}
 {{- end -}}
 
 {{- define "ratatouille.duckdbThreads" -}}
-{{- $p := include "ratatouille.profile" . | fromYaml -}}
-{{- include "ratatouille.cores" $p.runWorker.limits.cpu -}}
+{{- include "ratatouille.duckdbThreadsOf" (dict "ctx" . "part" "runWorker") -}}
 {{- end -}}
 
 {{- define "ratatouille.maxConcurrentRuns" -}}
@@ -136,6 +152,25 @@ app.kubernetes.io/part-of: ratatouille
 
 {{- define "ratatouille.s3Secret" -}}
 {{- default (printf "%s-s3" (include "ratatouille.fullname" .)) .Values.minio.existingSecret -}}
+{{- end -}}
+
+{{- define "ratatouille.sqlSecret" -}}
+{{- default (printf "%s-sql" (include "ratatouille.fullname" .)) .Values.sql.existingSecret -}}
+{{- end -}}
+
+{{/*
+Where the storage is, without secrets: ConfigMap data lines, the same in the env ConfigMap of
+the Dagster pods and run workers and in the SQL endpoint's (the tables it serves are theirs).
+*/}}
+{{- define "ratatouille.storageSettings" -}}
+{{- $bucket := .Values.minio.bucket -}}
+RATATOUILLE_WAREHOUSE: {{ printf "s3://%s/warehouse" $bucket | quote }}
+RATATOUILLE_LANDING: {{ printf "s3://%s/landing" $bucket | quote }}
+RATATOUILLE_QUARANTINE: {{ printf "s3://%s/quarantine" $bucket | quote }}
+RATATOUILLE_S3_ENDPOINT: {{ include "ratatouille.s3Endpoint" . | quote }}
+RATATOUILLE_S3_REGION: {{ .Values.minio.region | quote }}
+# The catalog's URI without its password (RATATOUILLE_CATALOG_PASSWORD, from the Secret).
+RATATOUILLE_CATALOG_URI: {{ printf "postgresql+psycopg2://%s@%s:%s/%s" .Values.postgres.user (include "ratatouille.postgresHost" .) (include "ratatouille.postgresPort" .) .Values.postgres.database | quote }}
 {{- end -}}
 
 {{/*
@@ -170,6 +205,22 @@ run launcher's run_k8s_config) every run worker and step pod. Values never leave
     secretKeyRef:
       name: {{ include "ratatouille.postgresSecret" . }}
       key: {{ .Values.postgres.passwordKey }}
+{{ include "ratatouille.storageSecretEnv" . }}
+{{- /* boto3's names, for the S3 compute log manager of the instance. */}}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "ratatouille.s3Secret" . }}
+      key: {{ .Values.minio.accessKeyIdKey }}
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "ratatouille.s3Secret" . }}
+      key: {{ .Values.minio.secretAccessKeyKey }}
+{{- end -}}
+
+{{/* The catalog's password and the S3 keys: what reading (and writing) the tables takes. */}}
+{{- define "ratatouille.storageSecretEnv" -}}
 - name: RATATOUILLE_CATALOG_PASSWORD
   valueFrom:
     secretKeyRef:
@@ -185,17 +236,6 @@ run launcher's run_k8s_config) every run worker and step pod. Values never leave
     secretKeyRef:
       name: {{ include "ratatouille.s3Secret" . }}
       key: {{ .Values.minio.secretAccessKeyKey }}
-{{- /* boto3's names, for the S3 compute log manager of the instance. */}}
-- name: AWS_ACCESS_KEY_ID
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "ratatouille.s3Secret" . }}
-      key: {{ .Values.minio.accessKeyIdKey }}
-- name: AWS_SECRET_ACCESS_KEY
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "ratatouille.s3Secret" . }}
-      key: {{ .Values.minio.secretAccessKeyKey }}
 {{- end -}}
 
 {{/* envFrom of every Dagster pod: the settings ConfigMap and any extra Secrets. */}}
@@ -206,6 +246,16 @@ run launcher's run_k8s_config) every run worker and step pod. Values never leave
 - secretRef:
     name: {{ . }}
 {{- end }}
+{{- end -}}
+
+{{/*
+Every pod that reads RATATOUILLE_* settings (and the run workers, through the instance config):
+no {SERVICE}_PORT=tcp://... variables from the namespace's Services. Nothing here finds a service
+that way (DNS does), and with the release named "ratatouille" the SQL endpoint's Service,
+ratatouille-sql, would set RATATOUILLE_SQL_PORT=tcp://<ip>:5433, which the settings refuse.
+*/}}
+{{- define "ratatouille.noServiceLinks" -}}
+enableServiceLinks: false
 {{- end -}}
 
 {{- define "ratatouille.podSecurityContext" -}}
@@ -284,4 +334,42 @@ tolerations: {{- toYaml . | nindent 2 }}
 {{- with .Values.affinity }}
 affinity: {{- toYaml . | nindent 2 }}
 {{- end }}
+{{- end -}}
+
+{{/* ---- the SQL endpoint (rat serve) ----------------------------------------------------------- */}}
+
+{{- define "ratatouille.sqlPort" -}}5433{{- end -}}
+{{- define "ratatouille.sqlTlsDir" -}}/etc/ratatouille/sql-tls{{- end -}}
+
+{{/*
+The SQL endpoint's non-secret settings (ConfigMap data lines): the tables' storage, as every
+Dagster pod has it; its own DuckDB, sized from the profile's `sql` limits; the server's settings.
+*/}}
+{{- define "ratatouille.sqlSettings" -}}
+{{ include "ratatouille.storageSettings" . }}
+RATATOUILLE_DUCKDB_MEMORY_LIMIT: {{ include "ratatouille.duckdbMemoryLimitOf" (dict "ctx" . "part" "sql") | quote }}
+RATATOUILLE_DUCKDB_THREADS: {{ include "ratatouille.duckdbThreadsOf" (dict "ctx" . "part" "sql") | quote }}
+# All interfaces of the pod: the Service (and port-forward) reach it there.
+RATATOUILLE_SQL_HOST: "0.0.0.0"
+RATATOUILLE_SQL_PORT: {{ include "ratatouille.sqlPort" . | quote }}
+RATATOUILLE_SQL_USER: {{ .Values.sql.user | quote }}
+RATATOUILLE_SQL_STATEMENT_TIMEOUT_SECONDS: {{ .Values.sql.statementTimeoutSeconds | int64 | quote }}
+RATATOUILLE_SQL_ROW_LIMIT: {{ .Values.sql.rowLimit | int64 | quote }}
+{{- if .Values.sql.tls.existingSecret }}
+RATATOUILLE_SQL_TLS_CERT: {{ printf "%s/tls.crt" (include "ratatouille.sqlTlsDir" .) | quote }}
+RATATOUILLE_SQL_TLS_KEY: {{ printf "%s/tls.key" (include "ratatouille.sqlTlsDir" .) | quote }}
+{{- end }}
+{{- end -}}
+
+{{/*
+The SQL endpoint's probe: python (the image's venv, with psycopg2) logs in as the one user over
+loopback and, with (dict "query" true), runs SELECT 1, which brings the views up to date from the
+catalog first (one catalog query). sslmode prefer: the same command with and without TLS.
+*/}}
+{{- define "ratatouille.sqlProbe" -}}
+{{- $script := "import os, psycopg2; c = psycopg2.connect(host='127.0.0.1', port=os.environ['RATATOUILLE_SQL_PORT'], user=os.environ['RATATOUILLE_SQL_USER'], password=os.environ['RATATOUILLE_SQL_PASSWORD'], dbname='lakehouse', connect_timeout=5)" -}}
+{{- if .query -}}
+{{- $script = printf "%s; c.cursor().execute('SELECT 1')" $script -}}
+{{- end -}}
+{{- list "python" "-c" (printf "%s; c.close()" $script) | toJson -}}
 {{- end -}}
