@@ -9,12 +9,12 @@ rendered: Deployments, ConfigMaps as envFrom and as volumes, secretKeyRef env, e
 read-only root filesystems, runAsUser/runAsGroup, resource limits, commands and ports):
 
 - Kinds are Pod, Deployment, PersistentVolumeClaim and ConfigMap only: Services, ServiceAccounts
-  and Secrets are not played. The StatefulSet of the bundled Postgres becomes a Deployment (its
-  volumeClaimTemplate an emptyDir). Each Secret becomes a podman secret of the same name holding
+  and Secrets are not played. The StatefulSets of the bundled Postgres and MinIO become Deployments
+  (their volumeClaimTemplates emptyDirs). Each Secret becomes a podman secret of the same name holding
   the rendered Secret's data as JSON ({key: base64 value}), which is what kube play's secretKeyRef
   reads.
 - No Service DNS (and no aardvark-dns here): each pod gets a static IP on a test network and every
-  pod gets hostAliases naming the Services (rat-ratatouille-postgres, rat-ratatouille-code).
+  pod gets hostAliases naming the Services (rat-ratatouille-postgres, -minio and -code).
 - No volumeMounts.subPath: the instance ConfigMap is mounted as the whole $DAGSTER_HOME instead of
   an emptyDir with dagster.yaml laid over it.
 - No fsGroup: an emptyDir is a root-owned anonymous volume the non-root containers cannot write
@@ -248,10 +248,7 @@ def played(tmp_path_factory: pytest.TempPathFactory):
         pytest.fail("podman missing: run `make stack-test`, which installs it")
     if not os.environ.get("CONTAINERS_CONF"):
         pytest.fail("CONTAINERS_CONF is not set: run `make stack-test` (it writes and selects containers.conf)")
-    for image in (APP_IMAGE, POSTGRES_IMAGE):
-        if not image_exists(image):
-            pytest.fail(f"{image} missing: run `tests/stack/stack.sh images` (make stack-images)")
-    for image in (S3_IMAGE,):
+    for image in (APP_IMAGE, POSTGRES_IMAGE, S3_IMAGE):
         if not image_exists(image):
             pytest.fail(f"{image} missing: run `tests/stack/stack.sh images` (make stack-images)")
     tmp_path = tmp_path_factory.mktemp("kube-play")
@@ -336,11 +333,12 @@ def test_the_pods_run_as_the_chart_says(played):
                 "RATATOUILLE_S3_ENDPOINT", "RATATOUILLE_S3_SECRET_ACCESS_KEY"):
         assert sql_env[key] == env[key], key
     assert sql_env["RATATOUILLE_SQL_PASSWORD"] == secret_value(played["secrets"], "rat-ratatouille-sql", "sql-password")
-    assert not [k for k in sql_env if k.startswith("DAGSTER_")]  # nothing of Dagster
+    # Nothing of Dagster's from the chart (the image's own ENV sets DAGSTER_HOME).
+    assert not [k for k in sql_env if k.startswith(("DAGSTER_PG_", "AWS_"))]
 
 
 # Written in the code location's container with its settings (the chart's storage, as a run
-# worker has it): argv[1] is the rows as JSON.
+# worker has it): argv[1] is the rows as JSON, argv[2] the table.
 WRITE = """
 import json, sys
 import pyarrow as pa
