@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import os
 import re
+import tempfile
 import urllib.parse
 from pathlib import Path
 
@@ -99,6 +100,10 @@ class Settings:
     soda_dir: Path
     duckdb_memory_limit: str
     duckdb_threads: int
+    # Where DuckDB spills what does not fit in duckdb_memory_limit. DuckDB's own default is ".tmp"
+    # in the working directory, which the image's app user cannot create (/app is root's): a big
+    # sort in a container failed instead of spilling.
+    duckdb_temp_directory: str
     reporting_currency: str
     timezone: str
     commit_retries: int
@@ -296,6 +301,7 @@ def load_settings(environ_home: str | None = None) -> Settings:
         soda_dir=Path(_env("SODA_DIR", str(root / "soda"))).resolve(),
         duckdb_memory_limit=_env("DUCKDB_MEMORY_LIMIT", "4GB"),
         duckdb_threads=threads,
+        duckdb_temp_directory=_env("DUCKDB_TEMP_DIRECTORY", "") or os.path.join(tempfile.gettempdir(), "ratatouille-duckdb"),
         reporting_currency=_env("REPORTING_CURRENCY", "USD"),
         timezone=_env("TIMEZONE", "UTC"),
         commit_retries=int(_env("COMMIT_RETRIES", "8")),

@@ -43,6 +43,7 @@ def configure(conn: duckdb.DuckDBPyConnection, settings: Settings | None = None)
     conn.execute("SET autoload_known_extensions = false")
     conn.execute(f"SET memory_limit = '{settings.duckdb_memory_limit}'")
     conn.execute(f"SET threads = {int(settings.duckdb_threads)}")
+    conn.execute(f"SET temp_directory = {_sql_text(settings.duckdb_temp_directory)}")
     conn.execute("SET TimeZone = 'UTC'")
     for name in EXTENSIONS:
         conn.execute(f"LOAD '{extension_path(name)}'")

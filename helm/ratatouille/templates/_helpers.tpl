@@ -349,6 +349,8 @@ Dagster pod has it; its own DuckDB, sized from the profile's `sql` limits; the s
 {{ include "ratatouille.storageSettings" . }}
 RATATOUILLE_DUCKDB_MEMORY_LIMIT: {{ include "ratatouille.duckdbMemoryLimitOf" (dict "ctx" . "part" "sql") | quote }}
 RATATOUILLE_DUCKDB_THREADS: {{ include "ratatouille.duckdbThreadsOf" (dict "ctx" . "part" "sql") | quote }}
+# DuckDB spills into the pod's spill emptyDir (sql.yaml).
+RATATOUILLE_DUCKDB_TEMP_DIRECTORY: "/app/.tmp"
 # All interfaces of the pod: the Service (and port-forward) reach it there.
 RATATOUILLE_SQL_HOST: "0.0.0.0"
 RATATOUILLE_SQL_PORT: {{ include "ratatouille.sqlPort" . | quote }}
