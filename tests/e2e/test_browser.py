@@ -171,3 +171,31 @@ def test_partitions_page_shows_the_demo_days_materialized(page: Page) -> None:
     expect(snapshot_row).to_contain_text(str(snapshot_id), timeout=TIMEOUT_MS)
     window_row = page.locator("tr", has=page.get_by_text("iceberg/window", exact=True))
     expect(window_row).to_contain_text(f"order_date:{DEMO_DAYS[0]}..{DEMO_DAYS[-1]}", timeout=TIMEOUT_MS)
+
+
+def test_rat_materialize_launches_a_day_through_the_running_webserver(dagster_dev_demo: DagsterDev) -> None:
+    """The SDK's materialize goes through the server like the UI's Materialize (a backfill the
+    daemon runs); last in this module, so the pages above show the demo's own materializations."""
+    from ratatouille_assets.client import wait_for_backfill
+    from ratatouille_assets.sdk import Lakehouse, RatError
+
+    rat = Lakehouse(get_settings())
+    day = DEMO_DAYS[-1]
+    kpi = f"SELECT * FROM gold.kpi_daily_sales WHERE order_date = DATE '{day}' ORDER BY ALL"
+    rows = rat.sql(kpi).fetchall()
+    before = load_catalog(get_settings()).load_table("gold.kpi_daily_sales").current_snapshot().snapshot_id
+    with pytest.raises(RatError, match="gold.kpi_daily_sales is daily: give partition="):
+        rat.materialize(["gold.kpi_daily_sales"], url=dagster_dev_demo.url)
+    with pytest.raises(RatError, match="no asset gold.nothing"):
+        rat.materialize(["gold.nothing"], partition=day, url=dagster_dev_demo.url)
+
+    backfill = rat.materialize(["gold.kpi_daily_sales"], partition=day, url=dagster_dev_demo.url)
+    status = wait_for_backfill(dagster_dev_demo.url, backfill, timeout=600)
+    assert status["status"] == "COMPLETED_SUCCESS", status
+    snapshot = load_catalog(get_settings()).load_table("gold.kpi_daily_sales").current_snapshot()
+    props = snapshot.summary.additional_properties
+    assert snapshot.snapshot_id != before
+    assert props["ratatouille.run-id"] in {run["runId"] for run in status["runs"]}
+    assert props["ratatouille.window"] == f"order_date:{day}..{day}"
+    assert rat.sql(kpi).fetchall() == rows  # the same inputs, the same day
+    rat.close()
