@@ -26,6 +26,9 @@ RUN if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import distutils.ut
 # ---- build: uv, the locked environment, the dbt manifest -------------------------------------------
 FROM python AS build
 ARG UV_VERSION=0.13.9
+# Extras of pyproject.toml for this image: empty for the platform, `--extra notebook` for the compose
+# `jupyter` service's image (JupyterLab, pandas, matplotlib).
+ARG UV_EXTRAS=""
 # pip only to fetch uv from PyPI; this stage is thrown away.
 RUN --mount=type=secret,id=ca_bundle \
     if [ -f /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi; \
@@ -52,11 +55,11 @@ WORKDIR /app
 COPY pyproject.toml uv.lock ./
 RUN --mount=type=cache,target=/root/.cache/uv --mount=type=secret,id=ca_bundle \
     if [ -f /run/secrets/ca_bundle ]; then export SSL_CERT_FILE=/run/secrets/ca_bundle; fi; \
-    uv sync --frozen --no-dev --no-install-project
+    uv sync --frozen --no-dev --no-install-project ${UV_EXTRAS}
 RUN --mount=type=cache,target=/root/.cache/uv --mount=type=secret,id=ca_bundle \
     if [ -f /run/secrets/ca_bundle ]; then export SSL_CERT_FILE=/run/secrets/ca_bundle; fi; \
     mkdir -p ratatouille_assets && touch README.md ratatouille_assets/__init__.py \
-    && uv sync --frozen --no-dev \
+    && uv sync --frozen --no-dev ${UV_EXTRAS} \
     && rm -rf ratatouille_assets README.md
 
 # The code, and the dbt manifest prepared at build time (the code location never parses): the
@@ -68,9 +71,10 @@ RUN /opt/venv/bin/python -m compileall -q ratatouille_assets \
 
 # ---- runtime ------------------------------------------------------------------------------------
 FROM python
+# /home/ratatouille/notebooks: where the `jupyter` service keeps notebooks (a volume takes its owner).
 RUN useradd --uid 10001 --user-group --home-dir /home/ratatouille --create-home --shell /usr/sbin/nologin ratatouille \
-    && mkdir -p /opt/dagster/home/storage /opt/dagster/logs /var/lib/ratatouille \
-    && chown -R 10001:10001 /opt/dagster/home /opt/dagster/logs /var/lib/ratatouille
+    && mkdir -p /opt/dagster/home/storage /opt/dagster/logs /var/lib/ratatouille /home/ratatouille/notebooks \
+    && chown -R 10001:10001 /opt/dagster/home /opt/dagster/logs /var/lib/ratatouille /home/ratatouille
 # Code and venv read-only for the app user; dbt_project/ writable: every dbt invocation writes its
 # own target/<op>-<run>-<id>/ folder there.
 COPY --from=build /opt/venv /opt/venv

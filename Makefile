@@ -28,13 +28,15 @@ help: ## list the targets
 uv: ## fetch uv (from PyPI, into .ratatouille/tools/) if it is not on PATH
 	@command -v uv >/dev/null 2>&1 || test -x $(UV_LOCAL) || python3 stack/get-uv.py $(UV_LOCAL)
 
+# --extra notebook: JupyterLab, pandas and matplotlib (`.venv/bin/jupyter lab docs/notebooks`, and
+# the test of the starter notebook); the image has them only for the compose `jupyter` service.
 # --compile-bytecode: the .pyc files are written at install time, as in the image (Dockerfile). A
 # venv without them (uv does not write them; PYTHONDONTWRITEBYTECODE=1 keeps Python from doing it
 # on first import) recompiles every module in every process: a run worker of `make dev` spent ~5 s
 # of its ~9 s start compiling Dagster, dbt and pyiceberg. The Makefile is a prerequisite so that a
 # change of these flags reaches an existing venv.
 $(VENV)/.installed: pyproject.toml uv.lock Makefile | uv
-	$(UV) sync --frozen --python 3.11 --compile-bytecode
+	$(UV) sync --frozen --python 3.11 --compile-bytecode --extra notebook
 	@touch $@
 
 install: $(VENV)/.installed ## create .venv from the lock file

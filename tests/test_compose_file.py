@@ -14,7 +14,7 @@ from ratatouille_assets import settings as settings_module
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 ENV_EXAMPLE = (ROOT / ".env.example").read_text()
-LONG_RUNNING = ("postgres", "minio", "code", "webserver", "daemon", "sql")
+LONG_RUNNING = ("postgres", "minio", "code", "webserver", "daemon", "sql", "jupyter")
 DAGSTER = ("code", "webserver", "daemon")
 
 
@@ -41,6 +41,7 @@ def test_services_have_healthchecks_and_wait_for_healthy_dependencies():
     assert services["code"]["depends_on"].keys() == {"postgres", "minio-init"}
     assert {"postgres", "code"} <= services["webserver"]["depends_on"].keys()
     assert services["sql"]["depends_on"].keys() == {"postgres", "minio-init"}
+    assert services["jupyter"]["depends_on"].keys() == {"postgres", "minio-init"}
     # Named volumes only: data survives `down` and is not tied to a host path.
     for name, service in services.items():
         for volume in service.get("volumes", []):
@@ -66,7 +67,7 @@ def test_dagster_containers_share_one_configuration():
 
 def test_example_passwords_are_placeholders():
     values = example_variables()
-    for key in ("MINIO_ROOT_PASSWORD", "POSTGRES_PASSWORD", "S3_SECRET_ACCESS_KEY", "SQL_PASSWORD"):
+    for key in ("MINIO_ROOT_PASSWORD", "POSTGRES_PASSWORD", "S3_SECRET_ACCESS_KEY", "SQL_PASSWORD", "JUPYTER_TOKEN"):
         assert values[key].startswith("change-me"), key
     assert values["S3_SECRET_ACCESS_KEY"] == values["MINIO_ROOT_PASSWORD"]
 
@@ -151,3 +152,16 @@ def test_the_sql_service_serves_the_stacks_lakehouse_on_all_interfaces_of_its_co
     assert env["RATATOUILLE_SQL_HOST"] == "0.0.0.0"  # inside its container; published on BIND_ADDRESS
     assert service["ports"] == ["${BIND_ADDRESS:-127.0.0.1}:${SQL_PORT:-5433}:5433"]
     assert "RATATOUILLE_SQL_PASSWORD" in service["healthcheck"]["test"][1]
+
+
+def test_jupyter_is_an_optional_profile_on_the_stacks_lakehouse_with_the_notebook_extra():
+    service = COMPOSE["services"]["jupyter"]
+    env, code = service["environment"], COMPOSE["services"]["code"]["environment"]
+    assert service["profiles"] == ["notebook"]  # `docker compose up` leaves it out
+    assert service["build"]["args"]["UV_EXTRAS"] == "--extra notebook"
+    assert service["image"] != COMPOSE["services"]["code"]["image"]  # the platform's image stays small
+    for key in ("RATATOUILLE_WAREHOUSE", "RATATOUILLE_S3_ENDPOINT", "RATATOUILLE_CATALOG_URI", "RATATOUILLE_CATALOG_PASSWORD"):
+        assert env[key] == code[key], key
+    assert "/app/docs/notebooks/" in service["command"][-1] and (ROOT / "docs" / "notebooks" / "gold.ipynb").exists()
+    assert service["volumes"] == ["notebooks:/home/ratatouille/notebooks"]
+    assert "${UV_EXTRAS}" in (ROOT / "Dockerfile").read_text()

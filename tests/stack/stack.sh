@@ -20,6 +20,7 @@ cd "$(dirname "$0")/../.."
 PROJECT=${STACK_PROJECT:-ratatouille-test}
 BASE_IMAGE=${BASE_IMAGE:-localhost/debian-base:bookworm}
 export RATATOUILLE_IMAGE=${RATATOUILLE_IMAGE:-localhost/ratatouille:latest}
+export RATATOUILLE_NOTEBOOK_IMAGE=${RATATOUILLE_NOTEBOOK_IMAGE:-localhost/ratatouille-notebook:latest}
 TIMEOUT=${STACK_TIMEOUT:-180}
 CA_BUNDLE=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
 
@@ -51,6 +52,10 @@ images() {
         -t localhost/ratatouille-test-s3:moto tests/stack &
     local s3=$! rc=0
     build "$logs/app.log" "${secret[@]}" --build-arg BASE_IMAGE="$BASE_IMAGE" -t "$RATATOUILLE_IMAGE" . || rc=1
+    # The `jupyter` service's image: the same build plus the notebook extra (its first stages are
+    # the app image's cached layers). podman-compose 1.0.3 knows no profiles: it creates every service.
+    build "$logs/notebook.log" "${secret[@]}" --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg "UV_EXTRAS=--extra notebook" \
+        -t "$RATATOUILLE_NOTEBOOK_IMAGE" . || rc=1
     wait "$pg" || rc=1
     wait "$s3" || rc=1
     rm -rf "$logs"
@@ -115,8 +120,8 @@ up() {
     wait_done minio-init
     start code
     wait_healthy code
-    start webserver daemon sql
-    wait_healthy webserver daemon sql
+    start webserver daemon sql jupyter
+    wait_healthy webserver daemon sql jupyter
     podman ps -a --filter "label=io.podman.compose.project=$PROJECT" --format '{{.Names}}\t{{.Status}}'
 }
 

@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import duckdb
@@ -36,7 +37,7 @@ DAY = SPEC.day(0)
 # The stack's credentials for this run (the compose file's variables, as .env would set them).
 CREDENTIALS = {"MINIO_ROOT_USER": "stacktest", "MINIO_ROOT_PASSWORD": "stack-test-minio-pw",
                "POSTGRES_USER": "stacktest", "POSTGRES_PASSWORD": "stack-test-pg-pw", "POSTGRES_DB": "lakehouse",
-               "BUCKET": "lake", "SQL_PASSWORD": "stack-test-sql-pw"}
+               "BUCKET": "lake", "SQL_PASSWORD": "stack-test-sql-pw", "JUPYTER_TOKEN": "stack-test-notebook-token"}
 
 
 _RUNS = """
@@ -89,7 +90,7 @@ def stack_env():
     if not os.environ.get("CONTAINERS_CONF"):
         pytest.fail("CONTAINERS_CONF is not set: run `make stack-test` (it writes and selects containers.conf)")
     ports = {"WEBSERVER_PORT": free_port(), "MINIO_PORT": free_port(), "MINIO_CONSOLE_PORT": free_port(),
-             "POSTGRES_PORT": free_port(), "SQL_PORT": free_port()}
+             "POSTGRES_PORT": free_port(), "SQL_PORT": free_port(), "JUPYTER_PORT": free_port()}
     # One project name per session: a stack left by a killed run, or another checkout's stack on
     # the same machine (they share podman's storage), has other container names.
     project = os.environ.get("STACK_PROJECT") or f"ratatouille-test-{os.getpid()}"
@@ -111,6 +112,19 @@ def stack_env():
                                   capture_output=True)
             print(logs.stdout[-4000:], logs.stderr[-4000:])
             _stack("down", env)
+
+
+def executed_starter_notebook(env: dict[str, str]) -> dict:
+    """docs/notebooks/gold.ipynb as the jupyter service copied it in, run top to bottom by nbconvert
+    in that container (its kernel, its settings: the stack's S3 and catalog)."""
+    container = f"{env['STACK_PROJECT']}_jupyter_1"  # stack.sh's names
+    run = subprocess.run(["podman", "exec", container, "jupyter", "nbconvert", "--to", "notebook", "--execute",
+                          "--ExecutePreprocessor.timeout=300", "--output", "/tmp/gold-executed.ipynb",
+                          "/home/ratatouille/notebooks/gold.ipynb"], text=True, capture_output=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    out = subprocess.run(["podman", "exec", container, "cat", "/tmp/gold-executed.ipynb"], text=True,
+                         capture_output=True, timeout=60, check=True)
+    return json.loads(out.stdout)
 
 
 def test_webserver_has_the_code_location_loaded(stack_env):
@@ -164,6 +178,17 @@ def test_a_day_runs_through_the_stack_and_gold_is_right(stack_env, tmp_path, mon
             cursor.execute("SELECT order_date, country, orders, order_lines, units, revenue, avg_order_value "
                            "FROM gold.kpi_daily_sales WHERE order_date = %s ORDER BY country", (DAY,))
             assert cursor.fetchall() == got
+        # JupyterLab (the `jupyter` service) answers with its token, and its starter notebook runs
+        # in the container's kernel against the stack's gold: the day's revenue is the sum above.
+        status_url = f"http://127.0.0.1:{stack_env['JUPYTER_PORT']}/api/status?token={CREDENTIALS['JUPYTER_TOKEN']}"
+        with urllib.request.urlopen(status_url, timeout=10) as response:
+            assert response.status == 200
+        notebook = executed_starter_notebook(stack_env)
+        errors = [o for c in notebook["cells"] for o in c.get("outputs", []) if o["output_type"] == "error"]
+        assert errors == [], errors
+        daily = next(c for c in notebook["cells"] if c.get("id") == "daily")["outputs"][0]["data"]["text/plain"]
+        shown = [float(x) for x in re.findall(r"\d+\.\d+", "".join(daily))]
+        assert any(abs(x - float(sum(row[5] for row in got))) < 0.005 for x in shown), daily
         snapshot = load_catalog(settings).load_table("gold.kpi_daily_sales").current_snapshot()
         assert snapshot.summary.additional_properties.get("ratatouille.run-id") in {r["runId"] for r in status["runs"]}
 
