@@ -285,7 +285,7 @@ class Plugin(BasePlugin):
                 window = Window.of_days(partition_by, days) if days else Window(partition_by, first, first, only=frozenset())
                 if target:
                     table_rows = _total_rows(self.catalog.load_table(f"{namespace}.{name}"), base)
-                    target = f"(SELECT * FROM {target} WHERE {window.to_sql(f'CAST({duck.quote_ident(partition_by)} AS DATE)')})"
+                    target = f"(SELECT * FROM {target} WHERE {window.to_sql(duck.quote_ident(partition_by))})"
             plan = merge.plan_merge(cursor, changes, target, spec, table_rows, len(days) if partition_by else None)
         rejected = None
         if has_rejects:

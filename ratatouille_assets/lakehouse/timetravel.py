@@ -482,7 +482,7 @@ def _rows(table: Table, target: Snapshot, window: Window | None, settings: Setti
     try:
         relation = conn.sql(f"SELECT * FROM {duck.scan_sql(table.metadata_location, target.snapshot_id)}")
         keep = [c for c in relation.columns if c in table.schema().column_names]
-        where = f" WHERE {_window_sql(table, window)}" if window else ""
+        where = f" WHERE {_window_sql(window)}" if window else ""
         select = ", ".join(duck.quote_ident(c) for c in keep)
         reader = conn.execute(
             f"SELECT {select} FROM {duck.scan_sql(table.metadata_location, target.snapshot_id)}{where}"
@@ -497,10 +497,9 @@ def _rows(table: Table, target: Snapshot, window: Window | None, settings: Setti
         conn.close()
 
 
-def _window_sql(table: Table, window: Window) -> str:
+def _window_sql(window: Window) -> str:
     column = duck.quote_ident(window.column)
-    day = column if isinstance(table.schema().find_field(window.column).field_type, DateType) else f"CAST({column} AS DATE)"
-    sql = window.to_sql(day)
+    sql = window.to_sql(column)
     if window.nulls_by:
         sql = f"({sql} OR ({column} IS NULL AND {window.to_sql(duck.quote_ident(window.nulls_by))}))"
     return sql

@@ -177,9 +177,12 @@ class Window:
             expression = Or(expression, And(IsNull(self.column), nulls))
         return expression
 
-    def to_sql(self, day_expression: str) -> str:
-        """The window as a SQL condition on ``day_expression`` (a DATE expression), without ``nulls_by``."""
-        ranges = [f"{day_expression} BETWEEN DATE '{a.isoformat()}' AND DATE '{b.isoformat()}'" for a, b in self.runs()]
+    def to_sql(self, expression: str) -> str:
+        """The window as a SQL condition on ``expression`` (a DATE or TIMESTAMP column: a timestamp
+        is in the window when its day is), without ``nulls_by``. Plain comparisons with the column
+        itself, so DuckDB prunes files on it."""
+        ranges = [f"({expression} >= DATE '{a.isoformat()}' AND {expression} < DATE '{(b + dt.timedelta(days=1)).isoformat()}')"
+                  for a, b in self.runs()]
         return "(" + " OR ".join(ranges) + ")" if ranges else "false"
 
 

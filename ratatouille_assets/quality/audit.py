@@ -41,8 +41,7 @@ def _parse_checks(soda_dir: Path, stamp: tuple) -> dict[str, DatasetChecks]:
 def window_filter(window: Window | None) -> str | None:
     if window is None:
         return None
-    # CAST: a TIMESTAMP partition column's day (a DATE column is unchanged, and still pruned).
-    return window.to_sql(f"CAST({quote_ident(window.column)} AS DATE)")
+    return window.to_sql(quote_ident(window.column))
 
 
 def window_now(window: Window | None) -> dt.datetime | None:
