@@ -31,8 +31,11 @@ def _query(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="rat query", description=_query.__doc__)
     parser.add_argument("sql", help='e.g. "SELECT * FROM gold.kpi_daily_sales LIMIT 10"')
     parser.add_argument("--format", choices=FORMATS, default=None,
-                        help="table (default on a terminal), csv, json (JSON lines) or parquet (needs --output)")
-    parser.add_argument("--output", "-o", metavar="FILE", help="write the result to FILE instead of standard output")
+                        help="table (the default, on standard output), csv, json (JSON lines: decimals as exact "
+                             "strings, times in ISO 8601) or parquet (needs --output)")
+    parser.add_argument("--output", "-o", metavar="FILE",
+                        help="write every row to FILE (csv, json or parquet; without --format, from its suffix: "
+                             ".csv, .json/.jsonl, .parquet)")
     parser.add_argument("--csv", action="store_true", help="the same as --format csv")
     parser.add_argument("--max-rows", type=int, default=100, help="rows shown as a table (default 100)")
     parser.add_argument(
@@ -42,9 +45,14 @@ def _query(argv: list[str]) -> int:
              "TABLE=POINT one table (repeatable)",
     )
     args = parser.parse_args(argv)
-    fmt = "csv" if args.csv else (args.format or ("csv" if args.output and args.output.endswith(".csv") else "table"))
+    fmt = "csv" if args.csv else (args.format or (_format_of(args.output) if args.output else "table"))
     if fmt == "parquet" and not args.output:
         print("error: --format parquet writes a file: give --output FILE", file=sys.stderr)
+        return 2
+    if fmt in ("table", None) and args.output:
+        # A table shows the first --max-rows rows: a file of it would hold part of the result.
+        print(f"error: {args.output}: give --format csv, json or parquet (a table is for the terminal; a file gets "
+              "every row)", file=sys.stderr)
         return 2
     from ratatouille_assets.sdk import Lakehouse, NotFoundError, RatError
 
@@ -59,6 +67,13 @@ def _query(argv: list[str]) -> int:
 
 
 FORMATS = ("table", "csv", "json", "parquet")
+_SUFFIXES = {".csv": "csv", ".json": "json", ".jsonl": "json", ".ndjson": "json", ".parquet": "parquet"}
+
+
+def _format_of(path: str) -> str | None:
+    import os
+
+    return _SUFFIXES.get(os.path.splitext(path)[1].lower())
 
 
 def write_result(relation, fmt: str, output: str | None, max_rows: int = 100) -> None:
@@ -76,13 +91,10 @@ def write_result(relation, fmt: str, output: str | None, max_rows: int = 100) ->
             for batch in reader:
                 writer.write_batch(batch)
         return
-    if fmt == "table" and not output:
+    if fmt == "table":
         relation.show(max_rows=max_rows, max_width=200)
         return
     with (open(output, "w", newline="") if output else contextlib.nullcontext(sys.stdout)) as out:
-        if fmt == "table":
-            out.write(str(relation) + "\n")
-            return
         columns = relation.columns
         writer = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
         if writer:

@@ -111,6 +111,13 @@ def test_query_writes_csv_json_lines_and_parquet_files_and_schema_and_the_shell_
     assert pq.read_table(parquet).to_pylist() == data.to_pylist()
     assert cli.main(["query", sql, "--format", "parquet"]) == 2
     assert "give --output FILE" in capfd.readouterr().err
+    # A file never gets the terminal's table (it shows the first --max-rows rows): refused, not cut.
+    assert cli.main(["query", sql, "--output", str(tmp_path / "priced.txt")]) == 2
+    assert "give --format csv, json or parquet" in capfd.readouterr().err
+    assert not (tmp_path / "priced.txt").exists()
+    many = tmp_path / "many.jsonl"
+    assert cli.main(["query", "SELECT range AS n FROM range(250)", "--output", str(many), "--max-rows", "10"]) == 0
+    assert [json.loads(line)["n"] for line in many.read_text().splitlines()] == list(range(250))
 
     assert cli.main(["schema", "gold.priced"]) == 0
     assert [line.split()[:2] for line in capfd.readouterr().out.splitlines()] == [

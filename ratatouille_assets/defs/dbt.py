@@ -172,11 +172,13 @@ def _materialized(
     model = models.get(key)
     if model is not None and model.partition_by and window is not None:
         days = Window(model.partition_by, *window)
-        rows = day_counts(catalog.load_table(identifier), days, info.snapshot_id)
+        table = catalog.load_table(identifier)
+        rows = day_counts(table, days, info.snapshot_id)
         rejects = None
+        rejected_table = catalog.load_table(rejected_id) if rejected is not None else None
         # A merge's rejected rows are one table of every run's (not by day): counted in total only.
-        if rejected is not None and partition_column(catalog.load_table(rejected_id)) == model.partition_by:
-            rejects = day_counts(catalog.load_table(rejected_id), Window(model.partition_by, *window, nulls_by=LANDING_DAY_COLUMN),
+        if rejected_table is not None and partition_column(rejected_table) == model.partition_by:
+            rejects = day_counts(rejected_table, Window(model.partition_by, *window, nulls_by=LANDING_DAY_COLUMN),
                                  rejected.snapshot_id)
         add_partition_metadata(context, key, {
             day.isoformat(): partition_metadata(count, rejects[day] if rejects is not None else None)
@@ -185,7 +187,7 @@ def _materialized(
         written = next((e["window"] for e in writes if e["table"] == identifier), None)
         outside = [d for d in (written.days() if written is not None else []) if not window[0] <= d <= window[1]]
         if outside and elsewhere is not None:
-            counts = day_counts(catalog.load_table(identifier), Window.of_days(model.partition_by, outside), info.snapshot_id)
+            counts = day_counts(table, Window.of_days(model.partition_by, outside), info.snapshot_id)
             elsewhere.update({day.isoformat(): {**partition_metadata(count), "iceberg/snapshot_id": metadata["iceberg/snapshot_id"]}
                               for day, count in counts.items()})
             metadata["merge/days_outside_window"] = dg.MetadataValue.int(len(outside))
