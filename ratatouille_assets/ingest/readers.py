@@ -18,8 +18,10 @@ import dataclasses
 import datetime as dt
 import gzip
 import os
+import queue
 import re
 import tempfile
+import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -36,7 +38,7 @@ from ratatouille_assets.ingest.quarantine import QuarantinedFile, bad_file_messa
 from ratatouille_assets.ingest.sources import Source
 from ratatouille_assets.lakehouse import s3
 from ratatouille_assets.lakehouse.duck import extension_path, quote_ident
-from ratatouille_assets.lakehouse.write import type_fits
+from ratatouille_assets.lakehouse.write import DropSegment, Segment, type_fits
 
 LINEAGE_COLUMNS = ("_landing_date", "_source_file", "_ingested_at", "_run_id")
 # A reference source has no landing day: its rows carry no _landing_date.
@@ -55,6 +57,15 @@ READ_AHEAD = 4
 BATCH_FILES = 256
 BATCH_BYTES = 32 << 20
 BATCHES_AHEAD = 2  # batches read ahead of the writer (each at most BATCH_BYTES on disk)
+# A file larger than this on disk (a compressed file or Parquet counts STREAM_EXPANSION times its
+# size) is not read whole: its rows are streamed to the writer in record batches of
+# STREAM_BATCH_ROWS, so memory is bounded inside a file too (a 25M-row landing file). The writer
+# keeps such a file all-or-nothing (a write Segment): a bad row anywhere in it, even the last,
+# drops every data file of that file and the rest of the window loads as before.
+STREAM_BYTES = 64 << 20
+STREAM_EXPANSION = 4
+STREAM_BATCH_ROWS = 250_000
+STREAM_AHEAD = 2  # record batches DuckDB computes while the writer encodes the current one
 # The column a batched scan names each row's file in (not a name a landing file may use).
 _BATCH_FILE_COLUMN = "__ratatouille_file"
 
@@ -198,6 +209,11 @@ def stream_window(
     ``column_types`` are the bronze table's column types: a file whose extra column has a type
     that cannot go into the table's column (or into the type an earlier file of the window gave
     it) is a bad file of its own, so it does not fail the whole write.
+
+    A file larger than ``STREAM_BYTES`` comes as a write :class:`Segment` of record batches (read
+    in this thread, in order, while the threads read the next files ahead): it is judged as it is
+    read, and a bad one raises :class:`DropSegment` (quarantined) or :class:`BadFile` (fail) from
+    inside the segment; the writer then drops whatever of it was written.
     """
     known = dict(column_types or {})
     jobs = [(day, path) for day, paths in listing.items() for path in paths]
@@ -211,7 +227,29 @@ def stream_window(
         cursor.execute(f"SET TimeZone = {_lit(timezone)}")
         free.append(cursor)
     cursors = list(free)
+    streaming = conn.cursor()  # a streamed file is read from the consumer's side, one at a time
+    streaming.execute(f"SET TimeZone = {_lit(timezone)}")
+    cursors.append(streaming)
     reader = _Reader(source, landing_root, run_id, ingested_at, max_file_bytes)
+
+    def streamed(found: PartitionRead, day: str | None, checked: _Checked) -> Iterator[pa.Table]:
+        started, rows, nulled = time.perf_counter(), 0, {}
+        try:
+            for table in reader.stream(streaming, checked, nulled):
+                if not rows and (bad := _extra_type_conflict(source, table, known, checked.file, day)):
+                    raise bad
+                rows += table.num_rows
+                yield _ordered(source, table)
+        except BadFile as bad:
+            found.read_seconds += time.perf_counter() - started
+            if source.on_bad_file == "fail":
+                raise
+            found.quarantined.append(_quarantine(bad, checked.path, source, day, run_id, quarantine_root))
+            raise DropSegment(checked.file) from None
+        found.read_seconds += time.perf_counter() - started
+        found.files.append(checked.path)
+        found.rows += rows
+        found.nulled += nulled.get("values", 0)
 
     def with_cursor(task, *args):
         cursor = free.pop()
@@ -227,6 +265,9 @@ def stream_window(
             found = reads[day] = PartitionRead()
             while outcomes.peek() is not None and outcomes.peek().day == day:
                 outcome = next(outcomes)
+                if outcome.stream is not None:
+                    yield Segment(streamed(found, day, outcome.stream))
+                    continue
                 path, table, bad = outcome.path, outcome.table, outcome.bad
                 found.read_seconds += outcome.seconds
                 if bad is None:
@@ -259,6 +300,7 @@ class _Outcome:
     table: pa.Table | None
     bad: BadFile | None
     seconds: float
+    stream: _Checked | None = None  # too large to read whole: streamed by the consumer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -309,6 +351,7 @@ class _Reader:
         self.ingested_at, self.max_file_bytes = ingested_at, max_file_bytes
         # A worksheet, or a source whose bad values become NULL (counted per file), is read file by file.
         self.batches = source.format in ("csv", "jsonl", "parquet") and source.on_bad_value != "null"
+        self.streams = source.format in ("csv", "jsonl", "parquet")  # a worksheet is always read whole
         self.real_dirs: dict[str, str] = {}
 
     def outcomes(self, jobs: list[tuple[str | None, str]], submit) -> _Peekable:
@@ -319,8 +362,8 @@ class _Reader:
         reader thread and returns its future; at most READ_AHEAD reads are in flight."""
         if not self.batches:
             reading: collections.deque = collections.deque()
-            for job in jobs:
-                reading.append(submit(self._read_one, *job))
+            for job in jobs:  # checked first where the file may be streamed instead
+                reading.append(submit(self._check if self.streams else self._read_one, *job))
                 if len(reading) >= READ_AHEAD:
                     yield reading.popleft().result()
             while reading:
@@ -383,9 +426,44 @@ class _Reader:
             size, present, extras, casts = _contract(conn, source, path, self.max_file_bytes)
         except _Reject as reject:
             return _Outcome(day, path, None, _bad_file(reject, file, source, day), time.perf_counter() - started)
+        checked = _Checked(day, path, file, size, present, extras, casts)
+        if size * (STREAM_EXPANSION if path.endswith((COMPRESSED_SUFFIX, ".parquet")) else 1) > STREAM_BYTES:
+            return _Outcome(day, path, None, None, time.perf_counter() - started, stream=checked)
         if _BATCH_FILE_COLUMN in present:  # cannot be told from the scan's own column: read it alone
             return self._read_one(conn, day, path)
-        return _Checked(day, path, file, size, present, extras, casts)
+        if not self.batches:  # read alone: bad values made NULL are counted per file
+            try:
+                table = _read_checked(conn, source, checked, run_id=self.run_id, ingested_at=self.ingested_at)
+            except _Reject as reject:
+                return _Outcome(day, path, None, _bad_file(reject, file, source, day), time.perf_counter() - started)
+            return _Outcome(day, path, table, None, time.perf_counter() - started)
+        return checked
+
+    def stream(self, conn: duckdb.DuckDBPyConnection, checked: _Checked, nulled: dict) -> Iterator[pa.Table]:
+        """``checked``'s rows in record batches, as :func:`read_file` would give them whole; the
+        values made NULL (``on_bad_value: null``) in ``nulled['values']`` once all are read.
+
+        Raises:
+            BadFile: at the batch where the file turns out bad (the whole file is judged, as read whole).
+        """
+        source = self.source
+        relation = _data_relation(conn, source, checked.path, checked.present)
+        select = _select(source, checked, run_id=self.run_id, ingested_at=self.ingested_at)
+        try:
+            try:
+                batches = conn.execute(f"SELECT {select} FROM {relation}").to_arrow_reader(STREAM_BATCH_ROWS)
+                for batch in _prefetched(batches, STREAM_AHEAD):
+                    yield pa.Table.from_batches([batch])
+            except (OSError, pa.ArrowException) as exc:  # DuckDB's error, raised through the Arrow stream
+                raise _as_duckdb_error(exc) from exc
+            if source.on_bad_value == "null":
+                nulled["values"] = _nulled_count(conn, relation, checked.casts)
+        except duckdb.Error as exc:
+            if source.on_bad_value == "null":
+                reject = _parse_failure(conn, source, checked.path, exc)
+            else:
+                reject = _read_failure(conn, source, checked.path, relation, checked.casts, checked.present, exc)
+            raise _bad_file(reject, checked.file, source, checked.day) from exc
 
     def _read_batch(self, conn: duckdb.DuckDBPyConnection, batch: list[_Checked]) -> list[_Outcome]:
         """One scan over ``batch`` (files of one batch key), cut into one table per file; if the scan
@@ -523,21 +601,38 @@ def _read(
     conn: duckdb.DuckDBPyConnection, source: Source, path: str, file: str, *, day: str | None, run_id: str,
     ingested_at: dt.datetime, max_file_bytes: int | None,
 ) -> pa.Table:
-    _, present, extras, casts = _contract(conn, source, path, max_file_bytes)
-    relation = _data_relation(conn, source, path, present)
+    size, present, extras, casts = _contract(conn, source, path, max_file_bytes)
+    checked = _Checked(day, path, file, size, present, extras, casts)
+    return _read_checked(conn, source, checked, run_id=run_id, ingested_at=ingested_at)
+
+
+def _select(source: Source, checked: _Checked, *, run_id: str, ingested_at: dt.datetime) -> str:
+    """The select list of a file's read: declared columns cast (or made NULL where a value does
+    not survive, with ``on_bad_value: null``), extra columns as they are, lineage last."""
+    nulling = source.on_bad_value == "null"
     lineage = [
-        *([f"DATE {_lit(day)} AS _landing_date"] if source.partitioned else []),
-        f"{_lit(file)} AS _source_file",
+        *([f"DATE {_lit(checked.day)} AS _landing_date"] if source.partitioned else []),
+        f"{_lit(checked.file)} AS _source_file",
         f"TIMESTAMP {_lit(ingested_at.strftime('%Y-%m-%d %H:%M:%S.%f'))} AS _ingested_at",
         f"{_lit(run_id)} AS _run_id",
     ]
+    return ", ".join([*((cast.nulling_select(c) if nulling else cast.select(c)) for c, cast in checked.casts.items()),
+                      *map(quote_ident, checked.extras), *lineage])
+
+
+def _read_checked(
+    conn: duckdb.DuckDBPyConnection, source: Source, checked: _Checked, *, run_id: str, ingested_at: dt.datetime,
+) -> pa.Table:
+    """A file that passed :func:`_contract`, read whole."""
+    path, casts = checked.path, checked.casts
+    relation = _data_relation(conn, source, path, checked.present)
+    select = _select(source, checked, run_id=run_id, ingested_at=ingested_at)
     if source.on_bad_value == "null":
-        return _read_nulling(conn, source, path, relation, casts, present, extras, lineage)
-    select = ", ".join([*(cast.select(c) for c, cast in casts.items()), *map(quote_ident, extras), *lineage])
+        return _read_nulling(conn, source, path, relation, select, casts)
     try:
         return conn.execute(f"SELECT {select} FROM {relation}").to_arrow_table()
     except duckdb.Error as exc:
-        raise _read_failure(conn, source, path, relation, casts, present, exc) from exc
+        raise _read_failure(conn, source, path, relation, casts, checked.present, exc) from exc
 
 
 def _contract(
@@ -560,19 +655,81 @@ NULLED_KEY = b"ratatouille.nulled-values"
 
 
 def _read_nulling(
-    conn: duckdb.DuckDBPyConnection, source: Source, path: str, relation: str, casts: dict[str, Cast],
-    present: dict[str, str], extras: list[str], lineage: list[str],
+    conn: duckdb.DuckDBPyConnection, source: Source, path: str, relation: str, select: str, casts: dict[str, Cast],
 ) -> pa.Table:
     """A file of a source with ``on_bad_value: null``: a value that does not convert, or would
     change, is NULL; the count (per file, in the table's schema metadata) is reported per day."""
-    select = ", ".join([*(cast.nulling_select(c) for c, cast in casts.items()), *map(quote_ident, extras), *lineage])
     try:
         table = conn.execute(f"SELECT {select} FROM {relation}").to_arrow_table()
-        counted = [cast.nulled(c) for c, cast in casts.items() if cast.value != quote_ident(c)]
-        nulled = sum(conn.execute(f"SELECT {', '.join(counted)} FROM {relation}").fetchone()) if counted else 0
+        nulled = _nulled_count(conn, relation, casts)
     except duckdb.Error as exc:
         raise _parse_failure(conn, source, path, exc) from exc
     return table.replace_schema_metadata({NULLED_KEY: str(nulled).encode()}) if nulled else table
+
+
+def _nulled_count(conn: duckdb.DuckDBPyConnection, relation: str, casts: dict[str, Cast]) -> int:
+    counted = [cast.nulled(c) for c, cast in casts.items() if cast.value != quote_ident(c)]
+    return sum(conn.execute(f"SELECT {', '.join(counted)} FROM {relation}").fetchone()) if counted else 0
+
+
+# DuckDB's error classes by the prefix of their message: an error raised while an Arrow stream is
+# read reaches Python as an OSError carrying only DuckDB's text.
+_DUCKDB_ERRORS = {
+    "Conversion Error": duckdb.ConversionException,
+    "Invalid Input Error": duckdb.InvalidInputException,
+    "Binder Error": duckdb.BinderException,
+    "Out of Memory Error": duckdb.OutOfMemoryException,
+    "IO Error": duckdb.IOException,
+}
+
+
+def _as_duckdb_error(exc: Exception) -> duckdb.Error:
+    text = str(exc)
+    kind = next((k for prefix, k in _DUCKDB_ERRORS.items() if text.startswith(prefix)), duckdb.Error)
+    return kind(text)
+
+
+def _prefetched(batches: Iterator, depth: int) -> Iterator:
+    """``batches``' items, the next ``depth`` computed by a thread while the caller works on the
+    current one (DuckDB and Parquet encoding both release the GIL). An error of the thread is
+    raised here, in order; the thread has ended whenever this generator has."""
+    items: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+    end = object()
+
+    def produce() -> None:
+        try:
+            for item in batches:
+                while not stop.is_set():
+                    try:
+                        items.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            items.put((end, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            items.put((end, exc))
+
+    thread = threading.Thread(target=produce, name="stream-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = items.get()
+            if item is end:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting for room
+            try:
+                items.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        thread.join()
 
 
 @contextlib.contextmanager

@@ -461,7 +461,23 @@ def _check_window(identifier: str, data: pa.Table, window: Window | None) -> Non
             )
 
 
-Chunks = pa.Table | Iterable[pa.Table]
+class Segment:
+    """Rows of a write that are kept all together or not at all: one landing file too large to
+    hold in memory, streamed. Its tables (``tables``, an iterable) are written to data files of
+    their own as they arrive; if iterating them raises :class:`DropSegment`, those files are
+    deleted and the write goes on without any of its rows (any other error fails the write)."""
+
+    def __init__(self, tables: Iterable[pa.Table]) -> None:
+        self.tables = tables
+
+
+class DropSegment(Exception):
+    """Raised while a :class:`Segment` is read: forget every row of it and go on."""
+
+
+Chunks = pa.Table | Iterable[pa.Table | Segment]
+# What _chunks yields around a segment's own chunks, so the writer can forget them.
+_SEGMENT_START, _SEGMENT_END, _SEGMENT_DROPPED = object(), object(), object()
 # Rows handed to pyiceberg at once: its partitioning and Parquet encoding copy what they are given,
 # so this bounds a write's memory whatever the size of the window (10M+ rows a day).
 CHUNK_ROWS = 500_000
@@ -573,7 +589,7 @@ def rebuild_table(catalog: Catalog, identifier: str, data: Chunks, *, window: Wi
     return dataclasses.replace(result, table=identifier, metadata_location=table.metadata_location)
 
 
-def _chunks(data: Chunks, span: dict) -> Iterator[pa.Table]:
+def _chunks(data: Chunks, span: dict) -> Iterator[pa.Table | object]:
     """Normalized chunks of about CHUNK_ROWS rows; time spent waiting for the caller's data is
     recorded as ``input_seconds`` (trace: excluded from the write's own time).
 
@@ -581,6 +597,8 @@ def _chunks(data: Chunks, span: dict) -> Iterator[pa.Table]:
     CHUNK_ROWS, so a partition gets a few large data files instead of one tiny file per input;
     an input whose schema differs (a file with an extra column) starts a new chunk rather than
     being unified by guessed type promotion. At least one (possibly empty) table is yielded.
+    A :class:`Segment`'s chunks come between ``_SEGMENT_START`` and ``_SEGMENT_END`` (or
+    ``_SEGMENT_DROPPED``: forget them), never coalesced with rows outside it.
     """
     source = iter([data] if isinstance(data, pa.Table) else data)
     pending: list[pa.Table] = []
@@ -593,6 +611,21 @@ def _chunks(data: Chunks, span: dict) -> Iterator[pa.Table]:
             break
         finally:
             span["input_seconds"] = span.get("input_seconds", 0.0) + time.perf_counter() - t
+        if isinstance(table, Segment):
+            if pending:
+                yield from _sliced(_concat(pending))
+                pending, pending_rows = [], 0
+            yield _SEGMENT_START
+            try:
+                for chunk in _chunks(table.tables, span):
+                    if not isinstance(chunk, pa.Table):
+                        raise TypeError("a Segment's tables may not hold another Segment")
+                    yield chunk
+            except DropSegment:
+                yield _SEGMENT_DROPPED
+            else:
+                yield _SEGMENT_END
+            continue
         table = normalize_arrow(table)
         if pending and (table.schema != pending[0].schema or pending_rows + table.num_rows > CHUNK_ROWS):
             yield from _sliced(_concat(pending))
@@ -647,7 +680,12 @@ def _write_window(
                      window or "its rows", done.snapshot_id)
             return _result_of(identifier, catalog.load_table(identifier), done, attempts=0)
     chunks = _chunks(data, span)
-    first = next(chunks, None)
+    head: list = []  # up to the first table: its schema creates the table
+    for item in chunks:
+        head.append(item)
+        if isinstance(item, pa.Table):
+            break
+    first = head[-1] if head and isinstance(head[-1], pa.Table) else None
     if first is None:
         raise ValueError(f"{identifier}: nothing to write, not even an empty table with the schema")
     try:
@@ -669,8 +707,19 @@ def _write_window(
     files: list[DataFile] = []
     rows = 0
     write_uuid, counter = uuid.uuid4(), itertools.count(0)
+    segment: tuple[int, int] | None = None  # files and rows before the segment being written
     try:
-        for chunk in itertools.chain([first], chunks):
+        for chunk in itertools.chain(head, chunks):
+            if chunk is _SEGMENT_START:
+                segment = (len(files), rows)
+                continue
+            if chunk is _SEGMENT_END or chunk is _SEGMENT_DROPPED:
+                if chunk is _SEGMENT_DROPPED:
+                    _delete_files(table, files[segment[0]:])
+                    del files[segment[0]:]
+                    rows = segment[1]
+                segment = None
+                continue
             _check_window(identifier, chunk, window)
             if _needs_schema_update(table.schema(), chunk.schema):
                 table = _evolve(catalog, table, identifier, chunk.schema, retry)
