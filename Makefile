@@ -20,7 +20,7 @@ BENCH_SCALE ?= small
 # podman on this kind of machine: runc and lower rlimits (tests/stack/setup-podman.sh writes it).
 STACK_CONF ?= $(CURDIR)/.ratatouille/podman/containers.conf
 
-.PHONY: help uv install manifest demo dev serve browser postgres stack-images stack-test test test-fast bench validate clean
+.PHONY: help uv install notebook-env notebook manifest demo dev serve browser postgres stack-images stack-test test test-fast bench validate clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -28,18 +28,30 @@ help: ## list the targets
 uv: ## fetch uv (from PyPI, into .ratatouille/tools/) if it is not on PATH
 	@command -v uv >/dev/null 2>&1 || test -x $(UV_LOCAL) || python3 stack/get-uv.py $(UV_LOCAL)
 
-# --extra notebook: JupyterLab, pandas and matplotlib (`.venv/bin/jupyter lab docs/notebooks`, and
-# the test of the starter notebook); the image has them only for the compose `jupyter` service.
 # --compile-bytecode: the .pyc files are written at install time, as in the image (Dockerfile). A
 # venv without them (uv does not write them; PYTHONDONTWRITEBYTECODE=1 keeps Python from doing it
 # on first import) recompiles every module in every process: a run worker of `make dev` spent ~5 s
 # of its ~9 s start compiling Dagster, dbt and pyiceberg. The Makefile is a prerequisite so that a
 # change of these flags reaches an existing venv.
 $(VENV)/.installed: pyproject.toml uv.lock Makefile | uv
-	$(UV) sync --frozen --python 3.11 --compile-bytecode --extra notebook
+	$(UV) sync --frozen --python 3.11 --compile-bytecode
 	@touch $@
 
 install: $(VENV)/.installed ## create .venv from the lock file
+
+# JupyterLab, pandas and matplotlib (the `notebook` extra) live in an environment of their own, made
+# from the same lock with the project installed: in .venv they would cost every run worker ~1.4 s of
+# imports it never uses (jupyter-events pulls in rfc3987-syntax, which jsonschema imports and which
+# builds a grammar at import time: 1.1 s, in every process that imports dbt).
+NOTEBOOK_VENV := $(CURDIR)/.ratatouille/notebook-venv
+$(NOTEBOOK_VENV)/.installed: pyproject.toml uv.lock Makefile | uv
+	UV_PROJECT_ENVIRONMENT=$(NOTEBOOK_VENV) $(UV) sync --frozen --python 3.11 --compile-bytecode --extra notebook
+	@touch $@
+
+notebook-env: $(NOTEBOOK_VENV)/.installed ## the JupyterLab environment (.ratatouille/notebook-venv: the project plus JupyterLab, pandas, matplotlib)
+
+notebook: manifest notebook-env ## JupyterLab on docs/notebooks, reading your lakehouse (the starter notebook reads gold)
+	$(NOTEBOOK_VENV)/bin/jupyter lab docs/notebooks
 
 dbt_project/target/manifest.json: $(VENV)/.installed sources.yml $(shell find dbt_project/models dbt_project/macros dbt_project/tests -type f 2>/dev/null) dbt_project/dbt_project.yml
 	$(BIN)/python -m ratatouille_assets.project.manifest
@@ -93,7 +105,7 @@ stack-test: manifest stack-images ## under podman: the compose stack (a day thro
 
 STACK_LOG := $(RATATOUILLE_HOME)/stack-test.log
 
-test: manifest browser postgres ## run the test suite (real DuckDB, Iceberg, dbt, Dagster, S3, PostgreSQL, a browser) and, beside it, the stack test
+test: manifest browser postgres notebook-env ## run the test suite (real DuckDB, Iceberg, dbt, Dagster, S3, PostgreSQL, a browser) and, beside it, the stack test
 	@# The stack test (podman: images, then the compose stack and the chart) spends most of its ~12
 	@# minutes waiting on downloads and containers, so it runs beside the suite; its output is kept in
 	@# $(STACK_LOG) and printed when both have ended. Either failing fails `make test`; one failure

@@ -500,6 +500,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--history-rows", type=int, help="override the history's order lines/day")
     parser.add_argument("--history-days", type=lambda v: tuple(int(x) for x in v.split(",")),
                         help="override N of the incremental cost (e.g. 1,30,365)")
+    parser.add_argument("--only-throughput", action="store_true",
+                        help="only the throughput, fixed cost and largest-day part")
+    parser.add_argument("--search-rows", type=lambda v: tuple(int(x) for x in v.split(",")),
+                        help="order lines/day to try for the largest day under the RSS limit (e.g. 50000000)")
     parser.add_argument("--only-history", action="store_true", help="only the incremental cost (day N after N-1 days)")
     parser.add_argument("--maintain-every", type=int, metavar="DAYS",
                         help="maintain every table after each DAYS days of the history, and before each measured day")
@@ -507,6 +511,8 @@ def main(argv: list[str] | None = None) -> int:
     plan = PLANS[args.scale]
     if args.rows:
         plan = dataclasses.replace(plan, rows_per_day=args.rows, search_rows=())
+    if args.search_rows:
+        plan = dataclasses.replace(plan, search_rows=args.search_rows)
     if args.reps:
         plan = dataclasses.replace(plan, reps=args.reps)
     if args.history_rows:
@@ -537,16 +543,17 @@ def main(argv: list[str] | None = None) -> int:
         results["incremental"] = incremental(args.work, models, plan, log)
         return _finish(args, results, started)
 
-    if not args.only_backfill:
+    if not args.only_backfill and not args.only_throughput:
         log(f"write-audit-publish on vs off: day 2 at {plan.tiny:,} order lines, {plan.reps} pairs")
         results["wap"] = wap_cost(args.work, plan, log)
         if args.only_wap:
             return _finish(args, results, started)
 
-    log(f"history backfill: {plan.backfill_days} days x {plan.backfill_rows:,} order lines, landing -> gold")
-    results["backfill"] = backfill_history(args.work, models_file, plan, log)
-    if args.only_backfill:
-        return _finish(args, results, started)
+    if not args.only_throughput:
+        log(f"history backfill: {plan.backfill_days} days x {plan.backfill_rows:,} order lines, landing -> gold")
+        results["backfill"] = backfill_history(args.work, models_file, plan, log)
+        if args.only_backfill:
+            return _finish(args, results, started)
 
     for rows in sorted(set(plan.rows_per_day) | {plan.tiny}):
         log(f"throughput at {rows:,} order lines/day")
@@ -571,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
         results["largest_day_under_limit"] = {"rows_per_day": big["rows_per_day"], "peak_rss_bytes": big["ours_peak_rss_bytes"],
                                               "searched_up_to": max([*plan.rows_per_day, *plan.search_rows])}
 
-    if not args.no_history:
+    if not args.no_history and not args.only_throughput:
         log(f"incremental cost: N = {', '.join(map(str, plan.history_days))} at {plan.history_rows:,} order lines/day")
         results["incremental"] = incremental(args.work, models, plan, log)
     return _finish(args, results, started)
@@ -582,7 +589,8 @@ def _finish(args, results: dict, started: float) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     overridden = (args.rows or args.reps or args.no_history or args.history_rows or args.history_days
                   or args.only_backfill or args.only_wap or args.backfill_days or args.backfill_granularity
-                  or args.only_history or args.maintain_every is not None)
+                  or args.only_history or args.maintain_every is not None or args.only_throughput
+                  or args.search_rows)
     custom = f"-custom-{dt.datetime.now():%H%M%S}" if overridden else ""
     path = args.out / f"{results['date']}-{platform.node()}-{args.scale}{custom}.json"
     path.write_text(json.dumps(results, indent=2, default=str))
