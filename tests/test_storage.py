@@ -90,6 +90,10 @@ def test_a_partitioned_runs_events_are_written_in_one_batch_and_read_through_poo
         assert 2 <= len(events._engines) <= MAX_ENGINES
         engine = events._engine("index")
         assert events._engine("index") is engine
+        # WAL, synced at checkpoints (1 = NORMAL), not on every commit (2 = FULL, the default).
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1
         # Wiping deletes the run shards' files: the pooled connections go first.
         instance.wipe()
         assert events._engines == {} or list(events._engines) == ["index"]

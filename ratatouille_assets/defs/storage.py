@@ -66,6 +66,21 @@ _BATCHED = (DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.ASSET_MATER
 EVENT_BATCH_SIZE = "1000"
 
 
+def _no_fsync_per_commit(dbapi_connection, _record) -> None:  # noqa: ANN001 - SQLAlchemy's signature
+    """``synchronous = NORMAL`` on an event-log connection (the files are in WAL mode).
+
+    With SQLite's default (FULL) every commit waits for an fsync of the WAL: a third of the cost
+    of each event a run stores (py-spy of a one-day run). With NORMAL the WAL is synced at
+    checkpoints only: a process killed at any point (kill -9, OOM) loses nothing it committed and
+    the file stays consistent; only a power loss or OS crash can undo the last commits, which
+    Dagster's run monitoring then sees as a run that stopped reporting. The server stack keeps its
+    event log on PostgreSQL.
+    """
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA synchronous = NORMAL")
+    cursor.close()
+
+
 class PooledSqliteEventLogStorage(SqliteEventLogStorage):
     """``SqliteEventLogStorage`` whose shards each keep one engine with a pool of connections."""
 
@@ -90,6 +105,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
                 # The pool hands a connection to one thread at a time; Dagster's own lock serializes them.
                 connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
             )
+            db.event.listen(engine, "connect", _no_fsync_per_commit)
             self._engines[shard] = engine
             while len(self._engines) > MAX_ENGINES:
                 _, old = self._engines.popitem(last=False)
