@@ -100,6 +100,17 @@ def build_definitions() -> dg.Definitions:
     )
 
 
+_PREBUILT: list[dg.Definitions] = []
+
+
+def prebuild() -> dg.Definitions:
+    """Build the definitions once for this process: the warm run worker (``defs/warm.py``) does,
+    before it forks a process per run, so a run finds them built."""
+    if not _PREBUILT:
+        _PREBUILT.append(build_definitions())
+    return _PREBUILT[0]
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
-    return build_definitions()
+    return _PREBUILT[0] if _PREBUILT else build_definitions()

@@ -136,6 +136,8 @@ class Settings:
     target_file_mb: int = 128
     maintenance_hour: int = 3
     maintenance_enabled: bool = True
+    # Under the embedded instance, runs fork from a warm worker (defs/launcher.py); off: a fresh process each.
+    warm_runs: bool = True
     executor_max_concurrent: int = 4
     s3_endpoint: str | None = None
     s3_region: str | None = None
@@ -324,6 +326,7 @@ def load_settings(environ_home: str | None = None) -> Settings:
         target_file_mb=_at_least("TARGET_FILE_MB", "128", 1),
         maintenance_hour=_hour("MAINTENANCE_HOUR", "3"),
         maintenance_enabled=_switch("MAINTENANCE_ENABLED", "on"),
+        warm_runs=_switch("WARM_RUNS", "on"),
         s3_endpoint=_endpoint(_env("S3_ENDPOINT", "")),
         s3_region=_env("S3_REGION", "") or None,
         s3_access_key_id=Secret(_env("S3_ACCESS_KEY_ID", "")),

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import queue
+import re
+import shutil
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -73,6 +76,19 @@ def _parsed_manifest(project: DbtProject, target_root: Path) -> Any:
         _MANIFESTS.clear()
         _MANIFESTS[key] = result.result
     return _MANIFESTS[key]
+
+
+def warm(project_dir: str | Path, profiles_dir: str | Path) -> None:
+    """Parse the project now (imports dbt and its adapter too), for the runs this process forks."""
+    from dbt.adapters.factory import reset_adapters
+
+    project = DbtProject(project_dir=project_dir, profiles_dir=profiles_dir)
+    with _LOCK:
+        _parsed_manifest(project, Path(project.project_dir) / "target")
+        _fresh_duckdb_environment()
+        # The parse registered an adapter holding a multiprocessing lock (a semaphore forked
+        # processes would share); each invocation registers its own anyway (dbt resets them first).
+        reset_adapters()
 
 
 @dataclasses.dataclass
@@ -142,6 +158,39 @@ def _failures(execution: Any) -> list[str]:
     return out
 
 
+# Each dbt invocation writes its own target folder (run results, logs, the audits and writes the
+# step reads back; ~1 MB). The newest TARGETS_KEPT are kept (a failed run's dbt.log, linked from
+# its metadata, stays readable), older ones go once nothing wrote to them for TARGETS_IDLE_SECONDS.
+TARGETS_KEPT = 50
+TARGETS_IDLE_SECONDS = 3600
+_TARGET_NAME = re.compile(r"^.+-[0-9a-f]{7}-[0-9a-f]{7}$")
+
+
+def prune_targets(target_root: Path, keep: int = TARGETS_KEPT, idle_seconds: float = TARGETS_IDLE_SECONDS) -> int:
+    """Delete invocation folders beyond the newest ``keep`` that have been idle ``idle_seconds``; how many."""
+    def last_write(folder: Path) -> float:
+        log = folder / "dbt.log"
+        return max(folder.stat().st_mtime, log.stat().st_mtime if log.exists() else 0.0)
+
+    try:
+        folders = [p for p in target_root.iterdir() if p.is_dir() and _TARGET_NAME.match(p.name)]
+    except FileNotFoundError:
+        return 0
+    dated = []
+    for folder in folders:
+        try:
+            dated.append((last_write(folder), folder))
+        except FileNotFoundError:  # pruned by another run meanwhile
+            continue
+    dated.sort(reverse=True)
+    now, removed = time.time(), 0
+    for written, folder in dated[keep:]:
+        if now - written >= idle_seconds:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    return removed
+
+
 def dbt_build(context: dg.AssetExecutionContext, extra_args: Sequence[str] = ()) -> InProcessInvocation:
     """``dbt build`` of the context's selected models (Dagster subsetting, like ``DbtCliResource.cli``)."""
     manifest, translator, project = get_manifest_and_translator_from_dbt_assets([context.assets_def])
@@ -152,6 +201,7 @@ def dbt_build(context: dg.AssetExecutionContext, extra_args: Sequence[str] = ())
     )
     project_dir = str(params.dbt_project.project_dir if params.dbt_project else project.project_dir)
     run = context.run.run_id
+    prune_targets(Path(project.project_dir) / "target")
     target_path = Path(project.project_dir) / "target" / f"{context.op_execution_context.op.name}-{run[:7]}-{uuid.uuid4().hex[:7]}"
     args = ["build", *params.selection_args, *extra_args]
     if params.indirect_selection and "--indirect-selection" not in extra_args:

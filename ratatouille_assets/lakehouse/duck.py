@@ -90,6 +90,12 @@ _SHARED: dict[tuple, duckdb.DuckDBPyConnection] = {}
 _SHARED_LOCK = threading.Lock()
 
 
+def open_databases() -> int:
+    """How many shared databases this process holds open (a process about to fork must hold none)."""
+    with _SHARED_LOCK:
+        return len(_SHARED)
+
+
 def session(settings: Settings | None = None) -> duckdb.DuckDBPyConnection:
     """A new connection to this process's shared in-memory database, configured once.
 
