@@ -79,7 +79,7 @@ def warm(day: str) -> int:
     ready first: a daemon's worker is up from its first run on), timed from launch to the run's end."""
     from dagster._core.definitions.reconstruct import ReconstructableRepository
 
-    from ratatouille_assets.defs.launcher import WarmRunLauncher
+    from ratatouille_assets.defs.launcher import PID_TAG, WarmRunLauncher, _alive
 
     instance = dg.DagsterInstance.get()
     launcher = instance.run_launcher
@@ -98,9 +98,14 @@ def warm(day: str) -> int:
         job_def=job, run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         tags={"dagster/partition": day}, job_code_origin=recon.get_python_origin())
     instance.launch_run(run.run_id, None)
-    while not (current := instance.get_run_by_id(run.run_id)).is_finished:
-        time.sleep(0.02)
+    # Wait for the run's process to exit (cheap to watch: polling the run storage every few ms
+    # would take CPU and SQLite locks from the run it measures), then read its final status.
+    pid = int(instance.get_run_by_id(run.run_id).tags[PID_TAG])
+    while _alive(pid):
+        time.sleep(0.01)
     run_s = time.perf_counter() - started
+    while not (current := instance.get_run_by_id(run.run_id)).is_finished:  # written before the exit
+        time.sleep(0.1)
     steps = {s.step_key: s.end_time - s.start_time for s in instance.get_run_step_stats(run.run_id)}
     launcher.dispose()
     print(json.dumps({

@@ -70,6 +70,26 @@ def test_memory_sampler_counts_every_process_and_enforces_the_limit():
     assert m.over_limit and not m.ok and m.returncode != 0
 
 
+def test_memory_sampler_counts_pages_a_fork_shares_once():
+    # A parent holding 400 MB forks a child that only reads them (a run forked from the warm
+    # worker): the tree holds ~400 MB, not the ~800 MB its RSS sum says.
+    child = textwrap.dedent("""
+        import os, time
+        block = bytearray(400 * 1024 * 1024)
+        for i in range(0, len(block), 4096):
+            block[i] = 1
+        pid = os.fork()
+        if pid == 0:
+            total = sum(block[i] for i in range(0, len(block), 4096))  # touches every page, writes none
+            time.sleep(2.5)
+            os._exit(0 if total else 1)
+        os.waitpid(pid, 0)
+    """)
+    m = measure.run([sys.executable, "-c", child])
+    assert m.ok
+    assert 400 * 1024 * 1024 < m.peak_rss_bytes < 600 * 1024 * 1024, m.peak_rss_bytes
+
+
 def test_history_is_daily_commits_through_the_write_path(settings, tmp_path):
     spec = SampleSpec(days=3, rows_per_day=300, seed=5)
     generate(spec, settings.landing)

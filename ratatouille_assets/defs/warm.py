@@ -27,6 +27,7 @@ function and its argument type (private); ``tests/test_launcher.py`` pins them.
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import json
 import os
@@ -145,8 +146,6 @@ def run_in_child(input_json: str) -> int:
 def _release_semaphores() -> None:
     """dbt's adapter holds multiprocessing locks (named semaphores); the run process ends with
     os._exit (never the worker's exit handlers), so drop them here, which unlinks them."""
-    import gc
-
     from dbt.adapters.factory import reset_adapters
 
     reset_adapters()
@@ -165,6 +164,10 @@ def serve(path: str, fingerprint: str) -> None:
     os.rename(path + ".tmp", path)  # the socket appears once it accepts: the launcher waits for it
     listener.listen(16)
     listener.settimeout(PARENT_CHECK_SECONDS)
+    # Everything loaded so far lives as long as the worker: out of the collector's sight, so a run's
+    # garbage collections neither walk it nor write to its pages (which would copy them).
+    gc.collect()
+    gc.freeze()
     try:
         while os.getppid() == parent:
             try:
