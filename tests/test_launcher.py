@@ -35,14 +35,14 @@ from tests.conftest import use_home
 DAY = "2024-01-01"
 
 
-def test_the_private_dagster_api_it_calls_is_still_there():
+def test_the_private_dagster_api_it_calls_is_still_there(settings):
     # The run process calls `dagster api execute_run`'s own function with the launcher's arguments.
     assert list(inspect.signature(execute_run_command.callback).parameters) == ["input_json", "compressed_input_json"]
     assert "_execute_run_command_body(" in inspect.getsource(execute_run_command.callback)
     assert list(ExecuteRunArgs.__new__.__code__.co_varnames[1:5]) == [
         "job_origin", "run_id", "instance_ref", "set_exit_code_on_failure"]
     # The worker imports the instance's classes by the module names dagster.yaml gives.
-    ref = InstanceRef.from_dir(str(Path(ensure_dagster_home(get_settings()))))
+    ref = InstanceRef.from_dir(str(ensure_dagster_home(settings)))
     assert "ratatouille_assets.defs.storage" in {getattr(v, "module_name", None) for v in ref}
 
 
