@@ -68,11 +68,6 @@ def _tree(root: int) -> dict[int, int]:
     return out
 
 
-def tree_rss(root: int) -> int:
-    """Resident memory of ``root`` and all its descendants, in bytes (shared pages counted per process)."""
-    return sum(_tree(root).values())
-
-
 # The tree's memory is its RSS sum less the pages counted more than once (a forked run shares
 # pages with the warm worker it came from). That double count is measured from PSS, which costs
 # the kernel a page-table walk (~35 ms for a 2 GB process, holding its memory lock), so only

@@ -11,6 +11,7 @@ import json
 from decimal import Decimal
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from ratatouille_assets.ingest import readers
@@ -39,8 +40,7 @@ def _write(path: Path, fmt: str, rows: list[dict], tail: str | None = None) -> N
         body = json.dumps([{k: str(v) for k, v in r.items()} for r in rows])
         scratch = path.with_suffix(".json")
         scratch.write_text(body)
-        duck_conn = __import__("duckdb").connect()
-        duck_conn.execute(f"COPY (SELECT * FROM read_json('{scratch}', columns = {{id: 'VARCHAR', name: 'VARCHAR', "
+        duckdb.connect().execute(f"COPY (SELECT * FROM read_json('{scratch}', columns = {{id: 'VARCHAR', name: 'VARCHAR', "
                           f"amount: 'VARCHAR', ts: 'VARCHAR'}})) TO '{path}' (FORMAT parquet)")
         scratch.unlink()
         return

@@ -54,9 +54,9 @@ RETRY_AFTER_SECONDS = 300
 class WarmRunLauncher(RunLauncher, ConfigurableClass):
     """Launch each run as a fork of a warm worker process (see the module's docstring)."""
 
-    def __init__(self, inst_data: ConfigurableClassData | None = None, warm: bool = True):
+    def __init__(self, inst_data: ConfigurableClassData | None = None):
         self._inst_data = inst_data
-        self._warm = warm and get_settings().warm_runs
+        self._warm = get_settings().warm_runs  # RATATOUILLE_WARM_RUNS: the one switch
         self._lock = threading.Lock()
         self._worker: subprocess.Popen | None = None
         self._socket = os.path.join(tempfile.gettempdir(), f"ratatouille-warm-{os.getpid()}-{id(self):x}.sock")
@@ -70,8 +70,7 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
 
     @classmethod
     def config_type(cls) -> dict:
-        return {"warm": dg.Field(bool, is_required=False, default_value=True,
-                                 description="Fork runs from a warm worker (false: a fresh process per run).")}
+        return {}
 
     @classmethod
     def from_config_value(cls, inst_data: ConfigurableClassData, config_value: dict) -> WarmRunLauncher:

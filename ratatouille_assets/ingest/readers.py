@@ -350,8 +350,8 @@ class _Reader:
         self.source, self.landing_root, self.run_id = source, landing_root, run_id
         self.ingested_at, self.max_file_bytes = ingested_at, max_file_bytes
         # A worksheet, or a source whose bad values become NULL (counted per file), is read file by file.
-        self.batches = source.format in ("csv", "jsonl", "parquet") and source.on_bad_value != "null"
         self.streams = source.format in ("csv", "jsonl", "parquet")  # a worksheet is always read whole
+        self.batches = self.streams and source.on_bad_value != "null"
         self.real_dirs: dict[str, str] = {}
 
     def outcomes(self, jobs: list[tuple[str | None, str]], submit) -> _Peekable:
