@@ -121,8 +121,8 @@ def _write(path, fmt: str, header: list[str], rows: list[list[str]]) -> None:
 def test_files_read_in_batches_equal_files_read_one_by_one(tmp_path, fmt, monkeypatch):
     """Small batches (3 files) over a window whose files change shape: an extra column on some
     days, a file with no rows, a bad value inside a batch, a name with glob characters, a file
-    with the scan's own file column. Each comes out as reading it alone gives; only the batch with
-    the bad file (and the file with the scan's column) is read file by file."""
+    with the scan's own file column, one with DuckDB's file_index. Each comes out as reading it alone gives; only the batch with
+    the bad file (and the files with the scan's columns) is read file by file."""
     from ratatouille_assets.ingest import readers
 
     monkeypatch.setattr(readers, "BATCH_FILES", 3)
@@ -138,6 +138,9 @@ def test_files_read_in_batches_equal_files_read_one_by_one(tmp_path, fmt, monkey
     _write(root / "meter" / DAYS[5] / f"part-[x].{ext}", fmt, ["id", "kwh"], [["777", "7.5"]])
     _write(root / "meter" / DAYS[6] / f"lossy.{ext}", fmt, ["id", "kwh"], [["1", "0.125"]])  # decimal(8,2)
     _write(root / "meter" / DAYS[7] / f"odd.{ext}", fmt, ["id", "kwh", "__ratatouille_file"], [["5", "1.5", "x"]])
+    # A column named as DuckDB's virtual file_index, which a batched scan numbers its files in.
+    for name in ("shadow-a", "shadow-b"):  # both would be file 0 of their batch
+        _write(root / "meter" / DAYS[0] / f"{name}.{ext}", fmt, ["id", "kwh", "File_Index"], [["6", "2.5", "0"]])
     if fmt == "csv":  # Windows line ends beside Unix ones: DuckDB refuses the mixed scan, never a '\r' in a value
         (root / "meter" / DAYS[2] / "crlf.csv").write_bytes(b"id,kwh\r\n901,1.5\r\n")
     source = parse_sources({"sources": {"meter": {
@@ -157,12 +160,14 @@ def test_files_read_in_batches_equal_files_read_one_by_one(tmp_path, fmt, monkey
     empty = [(f"meter/{DAYS[1]}/empty.jsonl", "empty_file")] if fmt == "jsonl" else []  # no rows: 0 bytes
     assert [q for _, _, qs in days.values() for q in qs] == [*empty, (f"meter/{DAYS[6]}/lossy.{ext}", "lossy_value")]
     assert {r["_source_file"] for r in data} >= {f"meter/{DAYS[5]}/part-[x].{ext}", f"meter/{DAYS[7]}/odd.{ext}"}
-    assert len(data) == 8 * 5 + 1 + 1 + (fmt == "csv")  # 2 + 3 rows a day, the glob-named file, the odd one
+    assert len(data) == 8 * 5 + 1 + 1 + 2 + (fmt == "csv")  # 2 + 3 rows a day, the glob-named, odd and shadow files
+    assert [(r["_source_file"], r["File_Index"]) for r in data if r["id"] == 6] == [
+        (f"meter/{DAYS[0]}/shadow-{x}.{ext}", "0") for x in "ab"]
     if fmt == "csv":
         assert [r["kwh"] for r in data if r["id"] == 901] == [Decimal("1.50")]
     # Batches were read as batches: only the bad file's batch went file by file, and the odd file.
     files = sum(len(f) for f in listing.values())
     batch_of_the_bad_file = [p for p in alone if f"/{DAYS[6]}/" in p or f"/{DAYS[5]}/" in p]
     assert 1 <= len(batch_of_the_bad_file) <= 3
-    assert len(alone) <= 3 + 1 + (3 if fmt == "csv" else 0) < files  # csv: the crlf file's batch too
-    assert any(p.endswith(f"odd.{ext}") for p in alone)
+    assert len(alone) <= 3 + 3 + (3 if fmt == "csv" else 0) < files  # csv: the crlf file's batch too
+    assert {p.rsplit("/", 1)[1] for p in alone} >= {f"odd.{ext}", f"shadow-a.{ext}", f"shadow-b.{ext}"}

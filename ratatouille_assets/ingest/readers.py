@@ -66,8 +66,11 @@ STREAM_BYTES = 64 << 20
 STREAM_EXPANSION = 4
 STREAM_BATCH_ROWS = 250_000
 STREAM_AHEAD = 2  # record batches DuckDB computes while the writer encodes the current one
-# The column a batched scan names each row's file in (not a name a landing file may use).
+# The column a batched scan numbers each row's file in (not a name a landing file may use): DuckDB's
+# virtual column file_index (the position in the list of files scanned), which a file's own column
+# of that name would shadow; such a file is read alone.
 _BATCH_FILE_COLUMN = "__ratatouille_file"
+_FILE_INDEX = "file_index"
 
 # An explicit dialect, not a sniffed one: a ragged row must be an error, never padded with nulls
 # or "explained" by sniffing a different delimiter or a header further down.
@@ -429,7 +432,8 @@ class _Reader:
         checked = _Checked(day, path, file, size, present, extras, casts)
         if size * (STREAM_EXPANSION if path.endswith((COMPRESSED_SUFFIX, ".parquet")) else 1) > STREAM_BYTES:
             return _Outcome(day, path, None, None, time.perf_counter() - started, stream=checked)
-        if _BATCH_FILE_COLUMN in present:  # cannot be told from the scan's own column: read it alone
+        if _BATCH_FILE_COLUMN in present or any(c.lower() == _FILE_INDEX for c in present):
+            # its file could not be told from the scan's own column: read it alone
             return self._read_one(conn, day, path)
         if not self.batches:  # read alone: bad values made NULL are counted per file
             try:
@@ -471,11 +475,11 @@ class _Reader:
         started = time.perf_counter()
         source, first = self.source, batch[0]
         paths = "[" + ", ".join(_file(c.path) for c in batch) + "]"
-        relation = _data_relation(conn, source, paths, first.present, filename=_BATCH_FILE_COLUMN, literal=True)
+        relation = _data_relation(conn, source, paths, first.present, literal=True)
         select = ", ".join([
             *(cast.select(c) for c, cast in first.casts.items()), *map(quote_ident, first.extras),
             f"TIMESTAMP {_lit(self.ingested_at.strftime('%Y-%m-%d %H:%M:%S.%f'))} AS _ingested_at",
-            f"{_lit(self.run_id)} AS _run_id", quote_ident(_BATCH_FILE_COLUMN),
+            f"{_lit(self.run_id)} AS _run_id", f"{_FILE_INDEX} AS {quote_ident(_BATCH_FILE_COLUMN)}",
         ])
         try:
             scanned = conn.execute(f"SELECT {select} FROM {relation}").to_arrow_table()
@@ -498,17 +502,14 @@ def _results(item: _Outcome | Future) -> list[_Outcome]:
 def _split_by_file(scanned: pa.Table, batch: list[_Checked], source: Source) -> list[pa.Table]:
     """The batched scan's rows as one table per file of ``batch`` (in order), each with the lineage
     columns a file read alone gets, in the same order and types."""
-    names = scanned.column(_BATCH_FILE_COLUMN).combine_chunks()
+    index = scanned.column(_BATCH_FILE_COLUMN).combine_chunks().cast(pa.int32())
     scanned = scanned.drop_columns([_BATCH_FILE_COLUMN])
-    position = {c.path: i for i, c in enumerate(batch)}
-    encoded = names.dictionary_encode()
-    try:
-        order = [position[str(p)] for p in encoded.dictionary.to_pylist()]
-    except KeyError as exc:
-        raise _UnexpectedScan(f"the scan named a file it was not given: {exc}") from None
-    index = pc.take(pa.array(order, pa.int32()), encoded.indices)
-    if len(index) > 1 and pc.any(pc.less(index[1:], index[:-1])).as_py():  # DuckDB keeps file order
-        raise _UnexpectedScan("the scan's rows are not in file order")
+    if len(index):
+        low, high = (v.as_py() for v in pc.min_max(index).values())
+        if low < 0 or high >= len(batch):
+            raise _UnexpectedScan(f"the scan numbered a file {high} it was not given")
+        if len(index) > 1 and pc.any(pc.less(index[1:], index[:-1])).as_py():  # DuckDB keeps file order
+            raise _UnexpectedScan("the scan's rows are not in file order")
     counts = {row["values"]: row["counts"] for row in pc.value_counts(index).to_pylist()}
     lineage = {
         "_source_file": pa.array([c.file for c in batch], pa.string()),

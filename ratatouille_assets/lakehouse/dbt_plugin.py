@@ -229,7 +229,8 @@ class Plugin(BasePlugin):
         # rows (a reject reason, or no partition value: few, by nature) are kept aside and written after.
         # Ordered on the partition column, each batch holds a run of days: a window of years becomes
         # about one data file per partition instead of one per partition and batch.
-        order = f" ORDER BY {duck.quote_ident(partition_by)} NULLS LAST" if partition_by else ""
+        # A one-day window needs no order (its rows are one partition) and streams without a sort.
+        order = f" ORDER BY {duck.quote_ident(partition_by)} NULLS LAST" if window and window.start != window.end else ""
         reader = cursor.execute(f"SELECT * FROM {options['source_relation']}{order}").to_arrow_reader(CHUNK_ROWS)
         stream = _ModelStream(reader, partition_by)
         with self._lock:
@@ -402,6 +403,11 @@ class _ModelStream:
             yield self._split(self._reader.schema.empty_table())[0]
 
     def _split(self, data: pa.Table) -> tuple[pa.Table, pa.Table]:
+        # Most chunks hold no reject: passed on as they are, not copied by a filter.
+        no_reason = not self.has_rejects or data.column(REJECT_COLUMN).null_count == data.num_rows
+        if no_reason and (not self._partition_by or data.column(self._partition_by).null_count == 0):
+            good = data.drop_columns([REJECT_COLUMN]) if self.has_rejects else data
+            return good, self._empty_rejected(data.schema)
         if not self.has_rejects:
             data = data.append_column(REJECT_COLUMN, pa.nulls(data.num_rows, pa.string()))
         if self._partition_by:
@@ -420,6 +426,11 @@ class _ModelStream:
                     f"through the model (select it from the source), or filter or fix those rows"
                 )
         return good, bad
+
+    def _empty_rejected(self, schema: pa.Schema) -> pa.Table:
+        if not self.has_rejects:
+            schema = schema.append(pa.field(REJECT_COLUMN, pa.string()))
+        return schema.empty_table()
 
     def rejected(self) -> pa.Table:
         if self._rejected:

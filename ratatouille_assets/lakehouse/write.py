@@ -10,6 +10,7 @@ any additive schema change. Re-running the same write gives the same table.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as dt
 import itertools
@@ -41,7 +42,7 @@ from pyiceberg.expressions import (
     LessThanOrEqual,
     Or,
 )
-from pyiceberg.io.pyarrow import _dataframe_to_data_files, schema_to_pyarrow
+from pyiceberg.io.pyarrow import schema_to_pyarrow
 from pyiceberg.manifest import DataFile
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
@@ -51,6 +52,7 @@ from pyiceberg.types import DateType, TimestampType, TimestamptzType
 from sqlalchemy.exc import OperationalError
 
 from ratatouille_assets.lakehouse import trace
+from ratatouille_assets.lakehouse.iceberg_files import PendingFiles, start_write, write_files
 from ratatouille_assets.lakehouse.errors import (
     CatalogLockedError,
     CommitConflictError,
@@ -481,6 +483,8 @@ _SEGMENT_START, _SEGMENT_END, _SEGMENT_DROPPED = object(), object(), object()
 # Rows handed to pyiceberg at once: its partitioning and Parquet encoding copy what they are given,
 # so this bounds a write's memory whatever the size of the window (10M+ rows a day).
 CHUNK_ROWS = 500_000
+# Chunks being encoded while the next is computed (see _write_window).
+WRITE_AHEAD = 2
 
 
 def write_window(
@@ -703,17 +707,27 @@ def _write_window(
         table = _apply_schema_policy(catalog, table, identifier, first.schema, schema_change, retry)
     _check_branch(table, identifier, branch)
 
-    # 1. Data files, chunk by chunk (nothing is visible to readers yet).
+    # 1. Data files, chunk by chunk (nothing is visible to readers yet). A chunk's files are
+    #    encoded in pyiceberg's writer pool while the next chunk is computed; at most
+    #    WRITE_AHEAD chunks are in flight, which bounds the memory this adds.
     files: list[DataFile] = []
+    in_flight: collections.deque[PendingFiles] = collections.deque()
+
+    def settle(keep: int = 0) -> None:
+        while len(in_flight) > keep:
+            files.extend(in_flight.popleft().result())
+
     rows = 0
     write_uuid, counter = uuid.uuid4(), itertools.count(0)
     segment: tuple[int, int] | None = None  # files and rows before the segment being written
     try:
         for chunk in itertools.chain(head, chunks):
             if chunk is _SEGMENT_START:
+                settle()
                 segment = (len(files), rows)
                 continue
             if chunk is _SEGMENT_END or chunk is _SEGMENT_DROPPED:
+                settle()
                 if chunk is _SEGMENT_DROPPED:
                     _delete_files(table, files[segment[0]:])
                     del files[segment[0]:]
@@ -725,12 +739,20 @@ def _write_window(
                 table = _evolve(catalog, table, identifier, chunk.schema, retry)
             if chunk.num_rows:
                 aligned = _cast_to_table_schema(table.schema(), chunk)
-                for part in _by_partition(table, aligned):
-                    files += _dataframe_to_data_files(
-                        table_metadata=table.metadata, df=part, io=table.io, write_uuid=write_uuid, counter=counter
-                    )
+                for partition, part in _by_partition(table, aligned):
+                    if partition is None:
+                        files += write_files(table.metadata, table.io, part, write_uuid, counter)
+                    else:
+                        in_flight.append(start_write(table.metadata, table.io, part, partition, write_uuid, counter))
+                        settle(keep=WRITE_AHEAD)
                 rows += chunk.num_rows
+        settle()
     except BaseException:
+        while in_flight:  # every file started is written (or failed) before it can be deleted
+            try:
+                files.extend(in_flight.popleft().result())
+            except BaseException as exc:  # noqa: BLE001 - the first error is the one raised
+                files.extend(getattr(exc, "written", []))
         _delete_files(table, files)
         raise
     span["rows"], span["files"] = rows, len(files)
@@ -917,31 +939,41 @@ def fork_point(metadata, origin: str) -> int | None:
     return current if current not in (None, -1) else None
 
 
-def _by_partition(table: Table, data: pa.Table) -> Iterator[pa.Table]:
-    """``data`` cut into slices of one partition value each (sorted on it, NULLs last).
+def _by_partition(table: Table, data: pa.Table) -> Iterator[tuple[tuple | None, pa.Table]]:
+    """``data`` cut into slices of one partition value each (sorted on it, NULLs last), each with
+    that value as the table's spec has it (``()`` unpartitioned, None: not known here).
 
     pyiceberg filters what it is given once per partition value in it: a chunk of a model over
     years of days (every day in every chunk) cost partitions x rows and one tiny file per day and
     chunk. Sorted and sliced here, each slice is one pass; a single-value chunk is passed as is."""
     fields = table.spec().fields
+    if not fields:
+        yield (), data
+        return
     if len(fields) != 1 or data.num_rows == 0:
-        yield data
+        yield None, data
         return
     field = fields[0]
     source = table.schema().find_field(field.source_id)
     if source.name not in data.column_names:
-        yield data
+        yield None, data
         return
     keys = field.transform.pyarrow_transform(source.field_type)(data.column(source.name))
+    if keys.null_count == 0:
+        low, high = pc.min_max(keys).values()
+        if low == high:  # one day (the common case): no sort
+            yield (low.as_py(),), data
+            return
     order = pc.sort_indices(pa.table({"k": keys}), sort_keys=[("k", "ascending", "at_end")])
     # Each run of one value in the sorted keys (NULLs are one run) is a slice.
-    ends = pc.run_end_encode(keys.take(order).combine_chunks()).run_ends.to_pylist()
+    ordered_keys = keys.take(order).combine_chunks()
+    ends = pc.run_end_encode(ordered_keys).run_ends.to_pylist()
     if len(ends) == 1:
-        yield data
+        yield (ordered_keys[0].as_py(),), data
         return
     ordered = data.take(order)
     for begin, end in zip([0, *ends], ends):
-        yield ordered.slice(begin, end - begin)
+        yield (ordered_keys[begin].as_py(),), ordered.slice(begin, end - begin)
 
 
 def stale_sequence(exc: ValueError) -> bool:
@@ -1298,8 +1330,7 @@ def rewrite_files(
                 tasks = [FileScanTask(f) for f in group.inputs]
                 rows = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue()).to_table(tasks)
                 rows = _cast_to_table_schema(table.schema(), rows)
-                written[group] = list(_dataframe_to_data_files(
-                    table_metadata=table.metadata, df=rows, io=table.io, write_uuid=write_uuid, counter=counter))
+                written[group] = write_files(table.metadata, table.io, rows, write_uuid, counter)
         except BaseException:
             for files in written.values():
                 _delete_files(table, files)

@@ -1,0 +1,75 @@
+"""Pins the pyiceberg internals ``lakehouse/iceberg_files.py`` relies on (its private writer).
+
+If a pyiceberg upgrade changes them, these fail before a write goes wrong: the files started for a
+known partition must be the files pyiceberg's own entry point makes for the same rows (partition
+record, spec, counts, bounds), readable after a plain fast append.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import uuid
+
+import pyarrow as pa
+import pytest
+
+from ratatouille_assets.lakehouse.catalog import load_catalog
+from ratatouille_assets.lakehouse.iceberg_files import start_write, write_files
+from ratatouille_assets.lakehouse.write import _cast_to_table_schema, load_or_create, normalize_arrow
+
+
+def events(day: dt.date, n: int, offset: int = 0) -> pa.Table:
+    return normalize_arrow(pa.table({
+        "id": pa.array(range(offset, offset + n), pa.int64()),
+        "at": pa.array([dt.datetime.combine(day, dt.time(h % 24)) for h in range(n)], pa.timestamp("us")),
+        "amount": pa.array([i * 0.5 for i in range(n)], pa.float64()),
+        "label": [None if i % 7 == 0 else f"l{i}" for i in range(n)],
+    }))
+
+
+def comparable(data_file) -> tuple:
+    return (data_file.record_count, data_file.file_format, tuple(data_file.partition), dict(data_file.lower_bounds),
+            dict(data_file.upper_bounds), dict(data_file.null_value_counts), dict(data_file.value_counts))
+
+
+@pytest.mark.parametrize("partition_column", ["at", None])
+def test_started_files_are_pyicebergs_own(settings, partition_column):
+    catalog = load_catalog(settings)
+    day = dt.date(2024, 3, 5)
+    data = events(day, 1000)
+    table = load_or_create(catalog, "bronze.ev", data.schema, partition_column, "day")
+    aligned = _cast_to_table_schema(table.schema(), data)
+    partition = ((day - dt.date(1970, 1, 1)).days,) if partition_column else ()
+
+    ours = start_write(table.metadata, table.io, aligned, partition, uuid.uuid4(), itertools.count()).result()
+    theirs = write_files(table.metadata, table.io, aligned, uuid.uuid4(), itertools.count())
+
+    assert len(ours) == len(theirs) == 1
+    assert comparable(ours[0]) == comparable(theirs[0])
+    with table.transaction() as tx, tx.update_snapshot().fast_append() as append:
+        append.append_data_file(ours[0])
+    back = catalog.load_table("bronze.ev").scan().to_arrow().sort_by("id")
+    assert back.to_pylist() == aligned.to_pylist()
+    if partition_column:
+        assert catalog.load_table("bronze.ev").inspect.files().column("partition").to_pylist() == [{"at_day": day}]
+
+
+def test_a_partition_that_does_not_fit_the_spec_is_refused(settings):
+    catalog = load_catalog(settings)
+    data = events(dt.date(2024, 3, 5), 10)
+    table = load_or_create(catalog, "bronze.ev", data.schema, "at", "day")
+    with pytest.raises(ValueError, match="does not match the table's spec"):
+        start_write(table.metadata, table.io, data, (), uuid.uuid4(), itertools.count())
+
+
+def test_a_failed_file_is_raised_after_the_others_are_written(settings):
+    catalog = load_catalog(settings)
+    data = events(dt.date(2024, 3, 5), 10)
+    table = load_or_create(catalog, "bronze.ev", data.schema, None, "day")
+    wrong = data.set_column(0, "id", pa.array([str(i) for i in range(10)]))  # not the table's type
+    pending = start_write(table.metadata, table.io, wrong, (), uuid.uuid4(), itertools.count())
+    with pytest.raises(Exception) as raised:
+        pending.result()
+    assert raised.value.written == []
+    assert pending.result() == []  # nothing left to wait for
