@@ -595,6 +595,11 @@ HOSTILE_JSON = [
     ("null-values.jsonl", b'{"id": 1, "name": null}\n{"id": 2}\n', [(1, None), (2, None)]),
     ("number-as-name.jsonl", b'{"id": 1, "name": 42}\n{"id": 2, "name": true}\n', [(1, "42"), (2, "true")]),
     ("big-id.jsonl", b'{"id": 12345678901234567890, "name": "a"}\n', "type_mismatch"),
+    # DuckDB's reader calls an empty key C0 and would read it as NULLs: refused instead.
+    ("empty-key.jsonl", b'{"id": 1, "name": "a", "": "lost"}\n', "bad_header"),
+    ("case-twins.jsonl", b'{"id": 1, "name": "a"}\n{"id": 2, "Name": "b"}\n', "bad_header"),
+    ("nested.jsonl", b'{"id": 1, "name": {"first": "a"}}\n', "lossy_value"),
+    ("bracket-text.jsonl", b'{"id": 1, "name": "[a]"}\n{"id": 2, "name": "{b}"}\n', [(1, "[a]"), (2, "{b}")]),
 ]
 
 

@@ -861,6 +861,8 @@ def _columns(conn: duckdb.DuckDBPyConnection, source: Source, path: str) -> dict
         names = _csv_header(conn, source, path)
         _check_header(names)
         return {name: "VARCHAR" for name in names}
+    if source.format == "jsonl" and (keys := _json_keys(conn, source, path)) is not None:
+        return keys
     if source.format == "jsonl":
         # Every line is parsed (sample_size = -1) so keys that appear late count, and bad lines show here.
         relation = (
@@ -969,6 +971,34 @@ def _csv_header(conn: duckdb.DuckDBPyConnection, source: Source, path: str) -> l
 
 
 _RENAMED = re.compile(r"^(?P<base>.+)_\d+$")
+
+
+def _json_keys(conn: duckdb.DuckDBPyConnection, source: Source, path: str) -> dict[str, str] | None:
+    """Every key of a JSON lines file in the order they first appear, each JSON where a value may
+    nest (an object or an array inside a record) else VARCHAR; from one pass over the file.
+
+    None where a line is no object, or the file has none: DuckDB's reader (below) then names the
+    problem as it always has. The one pass replaces a schema inference over every line (sample_size
+    = -1) and a second read of the file's bytes for nesting: a third of a JSON file's load time."""
+    try:
+        rows = conn.execute(
+            "SELECT keys, min(n) AS first, bool_or(NOT is_object) AS odd, bool_or(nests) AS nests FROM ("
+            "SELECT json_keys(json) AS keys, json_type(json) = 'OBJECT' AS is_object, n, "
+            # As _may_nest below: an object or array inside a record needs a '[' or a second '{'.
+            "contains(json, '[') OR contains(substr(json, 2), '{') AS nests "
+            f"FROM read_ndjson_objects({_file(path)}) WITH ORDINALITY AS t(json, n)) GROUP BY keys ORDER BY first"
+        ).fetchall()
+    except duckdb.Error as exc:
+        raise _parse_failure(conn, source, path, exc) from exc
+    if not rows or any(odd for _, _, odd, _ in rows):
+        return None
+    names = list(dict.fromkeys(key for keys, *_ in rows for key in keys))
+    if "" in names:  # DuckDB's reader would call it C0 and read NULLs for it
+        raise _Reject("bad_header", "a record has a key that is the empty string",
+                      f"Give every key of every record a name (or drop that key), {_RERUN}.")
+    if len({n.lower() for n in names}) != len(names):
+        _check_header(names)  # two keys that differ only in case: refused
+    return dict.fromkeys(names, "JSON" if any(nests for *_, nests in rows) else "VARCHAR")
 
 
 def _may_nest(path: str) -> bool:
