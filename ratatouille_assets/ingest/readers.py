@@ -18,10 +18,8 @@ import dataclasses
 import datetime as dt
 import gzip
 import os
-import queue
 import re
 import tempfile
-import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -37,7 +35,7 @@ from ratatouille_assets.ingest.landing import COMPRESSED_SUFFIX, is_hidden, list
 from ratatouille_assets.ingest.quarantine import QuarantinedFile, bad_file_message, quarantine_file
 from ratatouille_assets.ingest.sources import Source
 from ratatouille_assets.lakehouse import s3
-from ratatouille_assets.lakehouse.duck import extension_path, quote_ident
+from ratatouille_assets.lakehouse.duck import extension_path, prefetched, quote_ident
 from ratatouille_assets.lakehouse.write import DropSegment, Segment, type_fits
 
 LINEAGE_COLUMNS = ("_landing_date", "_source_file", "_ingested_at", "_run_id")
@@ -456,7 +454,7 @@ class _Reader:
         try:
             try:
                 batches = conn.execute(f"SELECT {select} FROM {relation}").to_arrow_reader(STREAM_BATCH_ROWS)
-                for batch in _prefetched(batches, STREAM_AHEAD):
+                for batch in prefetched(batches, STREAM_AHEAD):
                     yield pa.Table.from_batches([batch])
             except (OSError, pa.ArrowException) as exc:  # DuckDB's error, raised through the Arrow stream
                 raise _as_duckdb_error(exc) from exc
@@ -688,49 +686,6 @@ def _as_duckdb_error(exc: Exception) -> duckdb.Error:
     text = str(exc)
     kind = next((k for prefix, k in _DUCKDB_ERRORS.items() if text.startswith(prefix)), duckdb.Error)
     return kind(text)
-
-
-def _prefetched(batches: Iterator, depth: int) -> Iterator:
-    """``batches``' items, the next ``depth`` computed by a thread while the caller works on the
-    current one (DuckDB and Parquet encoding both release the GIL). An error of the thread is
-    raised here, in order; the thread has ended whenever this generator has."""
-    items: queue.Queue = queue.Queue(depth)
-    stop = threading.Event()
-    end = object()
-
-    def produce() -> None:
-        try:
-            for item in batches:
-                while not stop.is_set():
-                    try:
-                        items.put((item, None), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            items.put((end, None))
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            items.put((end, exc))
-
-    thread = threading.Thread(target=produce, name="stream-ahead", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item, error = items.get()
-            if item is end:
-                if error is not None:
-                    raise error
-                return
-            yield item
-    finally:
-        stop.set()
-        while thread.is_alive():  # unblock a producer waiting for room
-            try:
-                items.get(timeout=0.1)
-            except queue.Empty:
-                pass
-        thread.join()
 
 
 @contextlib.contextmanager

@@ -360,6 +360,10 @@ def _fix_for(exc: Exception, options: dict[str, Any]) -> str:
     return ""
 
 
+# Batches of a model's result DuckDB computes ahead of the writer (each CHUNK_ROWS rows at most).
+STREAM_AHEAD = 1
+
+
 class _ModelStream:
     """A model's result as Arrow chunks without the reject column; rejected rows kept aside.
 
@@ -384,10 +388,12 @@ class _ModelStream:
 
     def __iter__(self):
         yielded = False
+        # DuckDB computes the next batch (a thread) while this one is split and handed to the writer.
+        batches = iter(duck.prefetched(self._reader, STREAM_AHEAD))
         while True:
             started = time.perf_counter()
             try:
-                batch = self._reader.read_next_batch()
+                batch = next(batches)
             except StopIteration:
                 break
             finally:
@@ -403,34 +409,32 @@ class _ModelStream:
             yield self._split(self._reader.schema.empty_table())[0]
 
     def _split(self, data: pa.Table) -> tuple[pa.Table, pa.Table]:
-        # Most chunks hold no reject: passed on as they are, not copied by a filter.
-        no_reason = not self.has_rejects or data.column(REJECT_COLUMN).null_count == data.num_rows
-        if no_reason and (not self._partition_by or data.column(self._partition_by).null_count == 0):
-            good = data.drop_columns([REJECT_COLUMN]) if self.has_rejects else data
-            return good, self._empty_rejected(data.schema)
+        """(the rows kept, without the reject column; the rows rejected, with their reason)."""
+        bad = None  # which rows are rejected, where any is
+        if self.has_rejects and data.column(REJECT_COLUMN).null_count < data.num_rows:
+            bad = pc.is_valid(data.column(REJECT_COLUMN))
+        if self._partition_by and data.column(self._partition_by).null_count:
+            missing = pc.is_null(data.column(self._partition_by))
+            bad = missing if bad is None else pc.or_(bad, missing)
         if not self.has_rejects:
             data = data.append_column(REJECT_COLUMN, pa.nulls(data.num_rows, pa.string()))
+        kept = data.drop_columns([REJECT_COLUMN])
+        if bad is None:  # most chunks: passed on as they are, not copied by a filter
+            return kept, data.schema.empty_table()
+        rejected = data.filter(bad)
         if self._partition_by:
-            missing = pc.is_null(data.column(self._partition_by))
-            reason = pc.if_else(
-                pc.and_(missing, pc.is_null(data.column(REJECT_COLUMN))), NULL_PARTITION_REASON, data.column(REJECT_COLUMN)
-            )
-            data = data.set_column(data.schema.get_field_index(REJECT_COLUMN), REJECT_COLUMN, reason)
-        good, bad = split_rejected(data)
-        if bad.num_rows and self._partition_by and pc.any(pc.is_null(bad.column(self._partition_by))).as_py():
-            if LANDING_DAY_COLUMN not in bad.column_names:
-                count = pc.sum(pc.is_null(bad.column(self._partition_by))).as_py()
+            reason = rejected.column(REJECT_COLUMN)
+            missing = pc.is_null(rejected.column(self._partition_by))
+            reason = pc.if_else(pc.and_(missing, pc.is_null(reason)), NULL_PARTITION_REASON, reason)
+            rejected = rejected.set_column(rejected.schema.get_field_index(REJECT_COLUMN), REJECT_COLUMN, reason)
+            if pc.any(missing).as_py() and LANDING_DAY_COLUMN not in rejected.column_names:
+                count = pc.sum(missing).as_py()
                 raise ModelWriteError(
                     f"{count} row(s) have a NULL '{self._partition_by}' (the partition column) and no "
                     f"'{LANDING_DAY_COLUMN}' to file them under in the rejected table. Carry {LANDING_DAY_COLUMN} "
                     f"through the model (select it from the source), or filter or fix those rows"
                 )
-        return good, bad
-
-    def _empty_rejected(self, schema: pa.Schema) -> pa.Table:
-        if not self.has_rejects:
-            schema = schema.append(pa.field(REJECT_COLUMN, pa.string()))
-        return schema.empty_table()
+        return kept.filter(pc.invert(bad)), rejected
 
     def rejected(self) -> pa.Table:
         if self._rejected:

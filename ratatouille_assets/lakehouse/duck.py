@@ -8,7 +8,9 @@ data files, and nothing is copied into DuckDB.
 from __future__ import annotations
 
 import importlib.util
+import queue
 import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import duckdb
@@ -155,3 +157,46 @@ def scan_sql(metadata_location: str, snapshot_id: int | None = None) -> str:
     location = metadata_location.replace("'", "''")
     at = f", snapshot_from_id = {int(snapshot_id)}" if snapshot_id is not None else ""
     return f"iceberg_scan('{location}'{at})"
+
+
+def prefetched(batches: Iterable, depth: int) -> Iterator:
+    """``batches``' items, the next ``depth`` computed by a thread while the caller works on the
+    current one (DuckDB and Parquet encoding both release the GIL). An error of the thread is
+    raised here, in order; the thread has ended whenever this generator has."""
+    items: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+    end = object()
+
+    def produce() -> None:
+        try:
+            for item in batches:
+                while not stop.is_set():
+                    try:
+                        items.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            items.put((end, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            items.put((end, exc))
+
+    thread = threading.Thread(target=produce, name="stream-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = items.get()
+            if item is end:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting for room
+            try:
+                items.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        thread.join()

@@ -483,6 +483,8 @@ _SEGMENT_START, _SEGMENT_END, _SEGMENT_DROPPED = object(), object(), object()
 # Rows handed to pyiceberg at once: its partitioning and Parquet encoding copy what they are given,
 # so this bounds a write's memory whatever the size of the window (10M+ rows a day).
 CHUNK_ROWS = 500_000
+# Coalesced inputs averaging fewer rows a record batch than this are copied into one (_concat).
+COMBINE_BELOW_ROWS = 65_536
 # Chunks being encoded while the next is computed (see _write_window).
 WRITE_AHEAD = 2
 
@@ -642,8 +644,15 @@ def _chunks(data: Chunks, span: dict) -> Iterator[pa.Table | object]:
 
 
 def _concat(tables: list[pa.Table]) -> pa.Table:
+    """One table of ``tables``: a copy into one chunk only where they are small (many tiny files'
+    rows, which the Parquet writer and the partition sort handle better whole); a few large
+    record batches stay as they are (a copy of them cost seconds a day at 10M rows)."""
     tables = [t for t in tables if t.num_rows] or tables[:1]
-    return tables[0] if len(tables) == 1 else pa.concat_tables(tables).combine_chunks()
+    if len(tables) == 1:
+        return tables[0]
+    table = pa.concat_tables(tables)
+    batches = table.column(0).num_chunks if table.num_columns else 1
+    return table.combine_chunks() if table.num_rows / batches < COMBINE_BELOW_ROWS else table
 
 
 def _sliced(table: pa.Table) -> Iterator[pa.Table]:
