@@ -509,11 +509,14 @@ def _split_by_file(scanned: pa.Table, batch: list[_Checked], source: Source) -> 
         if len(index) > 1 and pc.any(pc.less(index[1:], index[:-1])).as_py():  # DuckDB keeps file order
             raise _UnexpectedScan("the scan's rows are not in file order")
     counts = {row["values"]: row["counts"] for row in pc.value_counts(index).to_pylist()}
+    # Rows are in file order: each file's lineage is its value repeated (a copy per row, not a take).
     lineage = {
-        "_source_file": pa.array([c.file for c in batch], pa.string()),
-        "_landing_date": pa.array([dt.date.fromisoformat(c.day) if c.day else None for c in batch], pa.date32()),
+        "_source_file": [pa.scalar(c.file, pa.string()) for c in batch],
+        "_landing_date": [pa.scalar(dt.date.fromisoformat(c.day) if c.day else None, pa.date32()) for c in batch],
     }
-    added = {name: pc.take(values, index) for name, values in lineage.items()}
+    added = {name: pa.chunked_array([pa.repeat(value, counts.get(i, 0)) for i, value in enumerate(values)],
+                                    values[0].type)
+             for name, values in lineage.items()}
     ordered = {name: scanned.column(name) for name in scanned.column_names}
     ordered.update(added)
     wanted = [*batch[0].casts, *batch[0].extras, *lineage_columns(source)]

@@ -52,7 +52,7 @@ from pyiceberg.types import DateType, TimestampType, TimestamptzType
 from sqlalchemy.exc import OperationalError
 
 from ratatouille_assets.lakehouse import trace
-from ratatouille_assets.lakehouse.iceberg_files import PendingFiles, start_write, write_files
+from ratatouille_assets.lakehouse.pyiceberg_adapter import PendingFiles, start_write, transaction, write_files
 from ratatouille_assets.lakehouse.errors import (
     CatalogLockedError,
     CommitConflictError,
@@ -787,7 +787,7 @@ def _write_window(
             on_attempt(attempt)
         tx = None
         try:
-            with table.transaction() as tx:
+            with transaction(table) as tx:
                 if expect_head is not ANY_HEAD:
                     _check_head(tx.table_metadata, identifier, branch, fork_from, expect_head)
                 missing = {k: v for k, v in TABLE_PROPERTIES.items() if k not in table.properties}
@@ -1203,7 +1203,7 @@ def restore_snapshot(
         try:
             if on_attempt:
                 on_attempt(attempt)
-            with table.transaction() as tx:
+            with transaction(table) as tx:
                 with tx.update_snapshot(snapshot_properties=properties).overwrite() as overwrite:
                     for data_file in removed:
                         overwrite.delete_data_file(data_file)
@@ -1349,7 +1349,7 @@ def rewrite_files(
         properties = {RUN_ID_PROPERTY: run_id, MAINTENANCE_PROPERTY: "compact"}
         tx = None
         try:
-            with table.transaction() as tx:
+            with transaction(table) as tx:
                 with tx.update_snapshot(snapshot_properties=properties).overwrite() as overwrite:
                     for group in pending:
                         for data_file in group.inputs:

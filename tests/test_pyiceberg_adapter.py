@@ -1,8 +1,10 @@
-"""Pins the pyiceberg internals ``lakehouse/iceberg_files.py`` relies on (its private writer).
+"""Pins the pyiceberg internals ``lakehouse/pyiceberg_adapter.py`` relies on (its private writer,
+its transaction's state).
 
 If a pyiceberg upgrade changes them, these fail before a write goes wrong: the files started for a
 known partition must be the files pyiceberg's own entry point makes for the same rows (partition
-record, spec, counts, bounds), readable after a plain fast append.
+record, spec, counts, bounds), readable after a plain fast append; the transaction's metadata must
+be pyiceberg's own, recomputed after each update and only then.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import pyarrow as pa
 import pytest
 
 from ratatouille_assets.lakehouse.catalog import load_catalog
-from ratatouille_assets.lakehouse.iceberg_files import start_write, write_files
+from pyiceberg.table import Transaction as StockTransaction
+
+from ratatouille_assets.lakehouse.pyiceberg_adapter import start_write, transaction, write_files
 from ratatouille_assets.lakehouse.write import _cast_to_table_schema, load_or_create, normalize_arrow
 
 
@@ -73,3 +77,35 @@ def test_a_failed_file_is_raised_after_the_others_are_written(settings):
         pending.result()
     assert raised.value.written == []
     assert pending.result() == []  # nothing left to wait for
+
+
+def _same(a, b) -> bool:
+    return a.model_dump(exclude={"last_updated_ms"}) == b.model_dump(exclude={"last_updated_ms"})
+
+
+def test_transaction_metadata_is_pyicebergs_own_computed_once_per_update(settings):
+    catalog = load_catalog(settings)
+    day = dt.date(2024, 3, 5)
+    data = events(day, 10)
+    table = load_or_create(catalog, "bronze.ev", data.schema, "at", "day")
+    ours, stock = transaction(table), StockTransaction(table)
+    first = ours.table_metadata
+    assert ours.table_metadata is first  # read again: not recomputed
+    assert _same(first, stock.table_metadata)
+
+    for tx in (ours, stock):
+        tx.set_properties({"owner": "pin"})
+    second = ours.table_metadata
+    assert second is not first and second.properties["owner"] == "pin"
+    assert _same(second, stock.table_metadata)
+
+    files = start_write(table.metadata, table.io, _cast_to_table_schema(table.schema(), data),
+                        ((day - dt.date(1970, 1, 1)).days,), uuid.uuid4(), itertools.count()).result()
+    with ours.update_snapshot().fast_append() as append:
+        append.append_data_file(files[0])
+    third = ours.table_metadata
+    assert third is not second and len(third.snapshots) == 1
+    ours.commit_transaction()
+    committed = catalog.load_table("bronze.ev")
+    assert committed.properties["owner"] == "pin"
+    assert committed.scan().to_arrow().num_rows == 10
