@@ -231,10 +231,15 @@ class Plugin(BasePlugin):
         # about one data file per partition instead of one per partition and batch.
         # A one-day window needs no order (its rows are one partition) and streams without a sort.
         order = f" ORDER BY {duck.quote_ident(partition_by)} NULLS LAST" if window and window.start != window.end else ""
+        started = time.perf_counter()  # DuckDB runs a query's blocking part (joins, sorts, windows) here
         reader = cursor.execute(f"SELECT * FROM {options['source_relation']}{order}").to_arrow_reader(CHUNK_ROWS)
         stream = _ModelStream(reader, partition_by)
-        with self._lock:
-            result = write(self.catalog, identifier, stream, window=window, extra_properties=stream.rejected_properties, **common)
+        stream.seconds = time.perf_counter() - started
+        try:
+            with self._lock:
+                result = write(self.catalog, identifier, stream, window=window, extra_properties=stream.rejected_properties, **common)
+        finally:
+            stream.close()  # a failed write left it mid-stream: its read-ahead thread ends before the cursor does
         trace.record("dbt.model", stream.seconds, table=identifier, rows=stream.rows)
         rejected_id = identifier + REJECTED_SUFFIX
         if stream.has_rejects or stream.rejected_rows or self.catalog.table_exists(rejected_id):
@@ -296,12 +301,15 @@ class Plugin(BasePlugin):
             rejected = cursor.execute(f"SELECT *, '{NULL_PARTITION_REASON}' AS {reason} FROM {staging} WHERE NOT ({good})").to_arrow_table()
         properties = {STRATEGY_PROPERTY: strategy, **plan.properties(),
                       **rejected_properties(rejected if rejected is not None else _EMPTY_REJECTS)}
+        stream = None
         try:
             stream = _ModelStream(cursor.execute(f"SELECT * FROM ({plan.sql})").to_arrow_reader(CHUNK_ROWS))
             with self._lock:
                 result = write_window(self.catalog, identifier, stream, window=window, extra_properties=properties,
                                       expect_head=base, **common)
         finally:
+            if stream is not None:
+                stream.close()
             if isinstance(plan, scd2.Scd2Plan):
                 plan.drop(cursor)
         trace.record("dbt.model", time.perf_counter() - started, table=identifier, rows=stream.rows)
@@ -380,6 +388,7 @@ class _ModelStream:
         self.rows = 0
         self.rejected_rows = 0
         self.seconds = 0.0  # time spent computing (pulling from DuckDB), for the trace
+        self._batches = None  # DuckDB's batches, read ahead in a thread, once streaming
         if partition_by and partition_by not in reader.schema.names:
             raise ModelWriteError(
                 f"partition_by '{partition_by}' is not a column of the model's result "
@@ -387,9 +396,19 @@ class _ModelStream:
             )
 
     def __iter__(self):
+        if self._batches is not None:
+            raise RuntimeError("a model's result streams once")
+        return self._stream()
+
+    def close(self) -> None:
+        """End the read-ahead of DuckDB's batches (the stream is then over)."""
+        if self._batches is not None:
+            self._batches.close()
+
+    def _stream(self):
         yielded = False
         # DuckDB computes the next batch (a thread) while this one is split and handed to the writer.
-        batches = iter(duck.prefetched(self._reader, STREAM_AHEAD))
+        batches = self._batches = duck.prefetched(self._reader, STREAM_AHEAD)
         while True:
             started = time.perf_counter()
             try:
