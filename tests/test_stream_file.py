@@ -172,3 +172,31 @@ def test_with_on_bad_file_fail_a_bad_streamed_file_commits_nothing(settings, mon
     table = load_catalog(settings).load_table(bronze_identifier(source))
     assert table.current_snapshot() is None
     assert _orphans(settings, source) == []
+
+
+def test_a_write_that_stops_mid_file_leaves_no_read_ahead_behind(settings, monkeypatch, small_chunks):
+    """The writer failed after a streamed file's first batch and the window is closed: the
+    file's read-ahead thread ends before the window closes its cursors (never reading from a
+    closed one)."""
+    import threading
+
+    folder = Path(settings.landing) / "shop" / DAY
+    _write(folder / "a.csv", "csv", _rows(0, ROWS))
+    monkeypatch.setattr(readers, "STREAM_BYTES", 0)  # every file streamed
+    source = _source("stopped", "csv")
+    conn = duck.connect(settings)
+    listing = readers.list_window_files(conn, settings.landing, source, [DAY])
+
+    def ahead() -> int:
+        return sum(t.name == "stream-ahead" for t in threading.enumerate())
+
+    before = ahead()
+    window = readers.stream_window(conn, source, settings.landing, listing, "run", {})
+    segment = next(window)
+    assert isinstance(segment, write.Segment)
+    first = next(iter(segment.tables))
+    assert first.num_rows == 1_000
+    assert ahead() == before + 1  # the next batches are being read
+    window.close()
+    assert ahead() == before
+    assert conn.execute("SELECT 42").fetchone() == (42,)

@@ -232,6 +232,7 @@ def stream_window(
     streaming.execute(f"SET TimeZone = {_lit(timezone)}")
     cursors.append(streaming)
     reader = _Reader(source, landing_root, run_id, ingested_at, max_file_bytes)
+    segments: list[Iterator[pa.Table]] = []  # closed before the cursors: each may read ahead in a thread
 
     def streamed(found: PartitionRead, day: str | None, checked: _Checked) -> Iterator[pa.Table]:
         started, rows, nulled = time.perf_counter(), 0, {}
@@ -267,7 +268,8 @@ def stream_window(
             while outcomes.peek() is not None and outcomes.peek().day == day:
                 outcome = next(outcomes)
                 if outcome.stream is not None:
-                    yield Segment(streamed(found, day, outcome.stream))
+                    segments.append(streamed(found, day, outcome.stream))
+                    yield Segment(segments[-1])
                     continue
                 path, table, bad = outcome.path, outcome.table, outcome.bad
                 found.read_seconds += outcome.seconds
@@ -287,6 +289,8 @@ def stream_window(
             if not found.files:
                 yield empty_table(conn, source)
     finally:
+        for segment in segments:  # a write that failed mid-file left it open
+            segment.close()
         pool.shutdown(wait=True, cancel_futures=True)
         for cursor in cursors:
             cursor.close()
