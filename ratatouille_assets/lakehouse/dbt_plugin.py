@@ -395,17 +395,12 @@ class _ModelStream:
                 f"(columns: {', '.join(reader.schema.names)})"
             )
 
-    def __iter__(self):
-        if self._batches is not None:
-            raise RuntimeError("a model's result streams once")
-        return self._stream()
-
     def close(self) -> None:
         """End the read-ahead of DuckDB's batches (the stream is then over)."""
         if self._batches is not None:
             self._batches.close()
 
-    def _stream(self):
+    def __iter__(self):
         yielded = False
         # DuckDB computes the next batch (a thread) while this one is split and handed to the writer.
         batches = self._batches = duck.prefetched(self._reader, STREAM_AHEAD)

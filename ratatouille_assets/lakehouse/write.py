@@ -52,7 +52,6 @@ from pyiceberg.types import DateType, TimestampType, TimestamptzType
 from sqlalchemy.exc import OperationalError
 
 from ratatouille_assets.lakehouse import trace
-from ratatouille_assets.lakehouse.pyiceberg_adapter import PendingFiles, start_write, transaction, write_files
 from ratatouille_assets.lakehouse.errors import (
     CatalogLockedError,
     CommitConflictError,
@@ -64,6 +63,7 @@ from ratatouille_assets.lakehouse.errors import (
     SchemaEvolutionError,
     SnapshotExpiredError,
 )
+from ratatouille_assets.lakehouse.pyiceberg_adapter import PendingFiles, start_write, transaction, write_files
 from ratatouille_assets.settings import RESERVED_BRANCH_PREFIX
 
 log = logging.getLogger(__name__)
