@@ -219,6 +219,51 @@ def test_time_stamps_with_offsets_are_stored_in_utc_in_every_format(settings, fm
     assert got == [(i, want, want.replace(tzinfo=utc)) for i, (_, want) in enumerate(STAMPS)]
 
 
+def test_zoneless_time_stamps_take_the_plain_cast_and_get_the_same_value():
+    """Text without an offset or zone skips the time zone conversion: pinned against the slow
+    route (TIMESTAMPTZ, then the UTC wall time) over valid and invalid dates, times and fractions."""
+    import random
+
+    from ratatouille_assets.ingest.casts import column_cast
+
+    rng = random.Random(18)
+    texts = []
+    for _ in range(20_000):
+        text = f"{rng.choice(['0001', '1969', '2024', '2023', '9999', '0000'])}-{rng.randint(0, 13):02d}-{rng.randint(0, 32):02d}"
+        if rng.random() < 0.8:
+            text += f"{rng.choice('T ')}{rng.randint(0, 25):02d}:{rng.randint(0, 61):02d}"
+            if rng.random() < 0.7:
+                text += f":{rng.randint(0, 61):02d}" + (f".{rng.randint(0, 999999):0{rng.randint(1, 6)}d}" if rng.random() < 0.5 else "")
+        texts.append(text)
+    texts += [text + zone for text in texts[:2000] for zone in ("Z", "+02:00", "-0530", " Europe/Paris")][:4000]
+    cast = column_cast("t", "VARCHAR", "timestamp")
+    assert "regexp_full_match" in cast.value  # the fast path is there
+    conn = duck.session()
+    try:
+        conn.execute("CREATE TEMP TABLE texts AS SELECT unnest(?::VARCHAR[]) AS t", [texts])
+        differ, plain, converted = conn.execute(
+            f"SELECT count(*) FILTER (WHERE ({cast.try_value}) IS DISTINCT FROM TRY_CAST(TRY_CAST(t AS TIMESTAMPTZ) AS TIMESTAMP)), "
+            f"count(*) FILTER (WHERE TRY_CAST(t AS TIMESTAMP) IS NOT NULL), count(*) FILTER (WHERE ({cast.try_value}) IS NOT NULL) "
+            "FROM texts"
+        ).fetchone()
+    finally:
+        conn.close()
+    assert differ == 0
+    assert plain > 10_000 and converted > plain  # valid stamps on both routes; offsets convert
+
+
+def test_json_keys_that_vary_between_records_keep_their_order_of_first_appearance(settings):
+    source = make_source({"id": "bigint"}, fmt="jsonl")
+    names = [f"k{i}_{name}" for i, name in enumerate("zeta alpha mid omega beta kappa delta gamma iota rho".split())]
+    lines = [{"id": 0}] + [{"id": i + 1, name: str(i)} for i, name in enumerate(names)] + [{"id": 99}]
+    (folder(settings) / "varied.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines * 500))
+    result = load(settings, source)
+    assert result.quarantined == ()
+    table = load_catalog(settings).load_table(bronze_identifier(source))
+    assert [f.name for f in table.schema().fields][:len(names) + 1] == ["id", *names]
+    assert rows(settings, source, f"count(*), count({names[-1]}), max({names[0]})", "1") == [(6000, 500, "0")]
+
+
 def test_digits_past_the_microsecond_are_refused_not_truncated(settings):
     source = make_source({"id": "bigint", "at": "timestamp"})
     (folder(settings) / "ns.csv").write_text("id,at\n1,2024-03-01 10:00:00.1234567\n2,2024-03-01 10:00:00.1234560\n")

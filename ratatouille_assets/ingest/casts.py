@@ -49,6 +49,8 @@ _INTEGER_TEXT = r"\s*[+-]?[0-9]+(\.0*)?\s*"
 _DECIMAL_TEXT = r"\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)\s*"
 # A fraction of more than six digits whose digits past the sixth are not all zeros (sub-microsecond).
 _SUB_MICROSECOND = r"\.[0-9]{6}0*[1-9]"
+# An ISO date or time stamp with no offset or zone and at most microseconds.
+_ZONELESS_TIMESTAMP = r"[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?)?"
 
 
 def duck_type(declared: str) -> str:
@@ -128,9 +130,15 @@ def _from_text(text: str, target: str, declared: str) -> Cast:
         fraction = f"length(rtrim(regexp_extract({text}, '\\.([0-9]*)', 1), '0'))"
         return Cast(f"CAST({text} AS {target})", f"regexp_full_match({text}, '{_DECIMAL_TEXT}') AND {fraction} <= {scale}")
     if target == "TIMESTAMP":
-        # Through TIMESTAMPTZ: an offset or zone in the text is applied; the session is UTC, so text
-        # without one is UTC, and the result is the UTC wall time.
-        return Cast(f"CAST(CAST({text} AS TIMESTAMPTZ) AS TIMESTAMP)", f"NOT regexp_matches({text}, '{_SUB_MICROSECOND}')")
+        # Through TIMESTAMPTZ: an offset or zone in the text is applied (a plain TIMESTAMP cast
+        # would drop it); the session is UTC, so text without one is UTC, and the result is the UTC
+        # wall time. ISO text without an offset or zone takes the plain cast, which gives the same
+        # value (the session is UTC) at a fraction of the cost of the time zone conversion.
+        return Cast(
+            f"CASE WHEN regexp_full_match({text}, '{_ZONELESS_TIMESTAMP}') THEN CAST({text} AS TIMESTAMP) "
+            f"ELSE CAST(CAST({text} AS TIMESTAMPTZ) AS TIMESTAMP) END",
+            f"NOT regexp_matches({text}, '{_SUB_MICROSECOND}')",
+        )
     if target == "TIMESTAMP WITH TIME ZONE":
         return Cast(f"CAST({text} AS TIMESTAMPTZ)", f"NOT regexp_matches({text}, '{_SUB_MICROSECOND}')")
     if target == "DATE":
