@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+import warnings
 from pathlib import Path
 
 import dagster as dg
@@ -17,6 +18,7 @@ from ratatouille_assets.lakehouse.catalog import load_catalog
 from ratatouille_assets.lakehouse.write import Window, write_window
 from ratatouille_assets.quality.audit import audit_table
 from ratatouille_assets.quality.sodacl import SodaConfigError, check_name, load_checks, parse_file
+from ratatouille_assets.quality.twins import ChecksDeclaredTwice
 from ratatouille_assets.settings import get_settings
 from tests.conftest import use_home
 
@@ -62,31 +64,29 @@ def test_clean_partition_passes_every_check(settings):
 def test_each_kind_of_dirt_fails_exactly_its_check(settings):
     rows = [
         {"order_id": "O1"},
-        {"order_id": "O1"},                                   # duplicate key
-        {"order_id": "O2", "currency": "XXX"},                # unknown currency
+        {"order_id": "O1"},                                   # duplicate key: a dbt test's, not Soda's
+        {"order_id": "O2", "currency": "XXX"},                # unknown currency: a dbt test's too
         {"order_id": "O3", "customer_id": None},              # missing customer
         {"order_id": "O4", "ship_country": " de"},            # not canonical
         {"order_id": "O5", "status": "lost"},                 # invalid status
+        {"order_id": "O6", "status": "gone"},                 # invalid status
     ]
     outcomes = outcomes_by_name(settings, write_orders(settings, rows))
     failed = {n: o for n, o in outcomes.items() if not o.passed}
-    assert set(failed) == {
-        "duplicate_count_order_id_eq_0", "invalid_count_currency_eq_0", "missing_count_customer_id_eq_0",
-        "country_codes_canonical", "invalid_count_status_eq_0",
-    }
+    assert set(failed) == {"missing_count_customer_id_eq_0", "country_codes_canonical", "invalid_count_status_eq_0"}
     assert all(o.outcome == "fail" and o.blocks for o in failed.values())
-    currency = failed["invalid_count_currency_eq_0"]
-    assert currency.value == 1 and currency.failing_rows == 1
-    assert currency.thresholds["fail"]  # the threshold the value was compared with
-    assert [s["order_id"] for s in currency.samples] == ["O2"]  # sample failing keys
+    status = failed["invalid_count_status_eq_0"]
+    assert status.value == 2 and status.failing_rows == 2
+    assert status.thresholds["fail"]  # the threshold the value was compared with
+    assert sorted(s["order_id"] for s in status.samples) == ["O5", "O6"]  # sample failing keys
     assert [s["order_id"] for s in failed["missing_count_customer_id_eq_0"].samples] == ["O3"]
 
 
 def test_checks_see_only_the_partition_just_written(settings):
-    write_orders(settings, [{"order_id": "O1", "currency": "XXX"}], day=D1)
+    write_orders(settings, [{"order_id": "O1", "status": "lost"}], day=D1)
     location = write_orders(settings, [{"order_id": "O9", "order_date": D2, "order_ts": dt.datetime(2024, 1, 2, 22)}], day=D2)
     assert all(o.passed for o in outcomes_by_name(settings, location, day=D2).values())
-    assert not outcomes_by_name(settings, location, day=D1)["invalid_count_currency_eq_0"].passed
+    assert not outcomes_by_name(settings, location, day=D1)["invalid_count_status_eq_0"].passed
 
 
 def test_freshness_is_measured_against_the_end_of_the_partition(settings):
@@ -124,6 +124,35 @@ def test_bad_soda_files_are_named(tmp_path):
     bad.write_text("checks for orders:\n  - row_count > 0\n  - row_count > 0\n")
     with pytest.raises(SodaConfigError, match="both get the name 'row_count_gt_0'"):
         parse_file(bad, "silver")
+
+
+def test_a_soda_check_that_repeats_a_dbt_test_is_named_when_definitions_load(tmp_path, monkeypatch):
+    soda = copy_soda(tmp_path, monkeypatch)
+    with warnings.catch_warnings(record=True) as caught:  # the example declares each check once
+        warnings.simplefilter("always")
+        build_definitions()
+    assert not [w for w in caught if issubclass(w.category, ChecksDeclaredTwice)]
+
+    orders = soda / "example" / "silver" / "orders.yml"
+    orders.write_text(orders.read_text() + (
+        "  - duplicate_count(order_id) = 0\n"
+        "  - invalid_count(currency) = 0:\n      valid values: [USD, EUR]\n"
+        "  - duplicate_count(customer_id) = 0\n"                      # no dbt test of it
+        "  - missing_count(order_id) = 0:\n      filter: status = 'placed'\n"  # a subset: not the same check
+    ))
+    lines = soda / "example" / "gold" / "fct_order_lines.yml"
+    lines.write_text(lines.read_text() + "  - values in (product_id) must exist in dim_products (product_id)\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        build_definitions()
+    messages = sorted(str(w.message) for w in caught if issubclass(w.category, ChecksDeclaredTwice))
+    assert len(messages) == 3
+    assert messages[0].startswith("gold.fct_order_lines: the existence of each product_id in dim_products (product_id) "
+                                  "is checked twice, by the dbt test relationships_fct_order_lines_product_id")
+    assert messages[1].startswith("silver.orders: the accepted values of currency is checked twice")
+    assert messages[2].startswith("silver.orders: the uniqueness of order_id is checked twice, by the dbt test unique_orders_order_id")
+    for message in messages:
+        assert str(ROOT / "dbt_project" / "models" / "example") in message and str(soda / "example") in message
 
 
 # --- gates in real Dagster runs -------------------------------------------------------------
@@ -199,7 +228,7 @@ def test_dbt_test_failure_is_a_blocking_asset_check(bronze_loaded):
     graph = build_definitions().resolve_asset_graph()
     specs = {k.name: graph.get_check_spec(k) for k in graph.asset_check_keys}
     assert specs["unique_orders_order_id"].blocking
-    assert specs["duplicate_count_order_id_eq_0"].blocking
+    assert specs["missing_count_customer_id_eq_0"].blocking
     assert not specs["names_mostly_present"].blocking
 
 

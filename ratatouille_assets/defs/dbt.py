@@ -50,6 +50,7 @@ from ratatouille_assets.project import manifest as dbt_manifest
 from ratatouille_assets.project.models import Model, validate
 from ratatouille_assets.quality.audit import blocked_message, read_audit, read_audits
 from ratatouille_assets.quality.sodacl import DatasetChecks
+from ratatouille_assets.quality.twins import ChecksDeclaredTwice, declared_twice
 from ratatouille_assets.settings import Settings
 
 
@@ -387,6 +388,8 @@ def build_dbt_assets(
     every recent day."""
     manifest = json.loads(Path(project.manifest_path).read_text())
     models = {dg.AssetKey([m.layer, m.table]): m for m in validate(manifest, sources, Path(project.project_dir))}
+    for message in declared_twice(manifest, datasets, Path(project.project_dir)):
+        warnings.warn(message, ChecksDeclaredTwice, stacklevel=1)
     unpartitioned = dg.AssetSelection.assets(*[k for k, m in models.items() if not m.partition_by])
     translator = LayerTranslator(
         settings=DagsterDbtTranslatorSettings(enable_asset_checks=True),
