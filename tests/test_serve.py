@@ -565,6 +565,13 @@ def test_the_lakehouse_connection_is_locked_down_and_its_views_still_refresh(set
         lakehouse.refresh()  # re-creates the view after the lockdown
         assert cursor.execute("SELECT count(*) FROM gold.t").fetchone() == (2,)
         assert cursor.execute("SELECT current_setting('TimeZone')").fetchone() == ("UTC",)
+        # Clients' SQL runs where DuckDB verifies extension signatures; the run's own databases skip it.
+        assert cursor.execute("SELECT current_setting('allow_unsigned_extensions')").fetchone() == (False,)
+        own = duck.session(settings)
+        try:
+            assert own.execute("SELECT current_setting('allow_unsigned_extensions')").fetchone() == (True,)
+        finally:
+            own.close()
     finally:
         lakehouse.close()
 

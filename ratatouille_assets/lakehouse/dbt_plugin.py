@@ -161,6 +161,9 @@ class Plugin(BasePlugin):
             self._catalog = load_catalog()
         return self._catalog
 
+    def update_connection_config(self, creds: Any, config: dict[str, Any]) -> None:
+        config.update(duck.RUN_CONFIG)  # the invocation's database is the run's own (duck.RUN_CONFIG)
+
     def configure_connection(self, conn: DuckDBPyConnection) -> None:
         with trace.span("dbt.connect"):
             duck.configure(conn)
