@@ -29,6 +29,7 @@ from ratatouille_assets.defs.rollback import build_rollback_job
 from ratatouille_assets.ingest.landing import check_landing_root
 from ratatouille_assets.ingest.sources import load_sources_file
 from ratatouille_assets.layers import LAYERS
+from ratatouille_assets.lakehouse.write import use_system_memory_pool
 from ratatouille_assets.quality.sodacl import SodaConfigError, load_checks
 from ratatouille_assets.settings import Settings, get_settings
 
@@ -45,6 +46,7 @@ def run_executor(settings: Settings) -> dg.ExecutorDefinition:
 
 
 def build_definitions() -> dg.Definitions:
+    use_system_memory_pool()  # every process that runs assets builds the definitions first
     settings = get_settings()
     check_landing_root(settings)  # a mistyped RATATOUILLE_LANDING fails here, not as an empty zone
     sources_file = load_sources_file(settings.sources_file)

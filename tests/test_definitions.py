@@ -57,6 +57,13 @@ def test_asset_graph_matches_snapshot(settings):
     assert current == json.loads(SNAPSHOT.read_text())
 
 
+def test_a_process_that_builds_the_definitions_allocates_arrow_memory_with_the_system_allocator(settings):
+    import pyarrow as pa
+
+    build_definitions()
+    assert pa.default_memory_pool().backend_name == "system"  # see lakehouse/write.py: use_system_memory_pool
+
+
 def test_graph_connects_landing_bronze_silver_gold(settings):
     graph = build_definitions().resolve_asset_graph()
     kpi = dg.AssetKey(["gold", "kpi_daily_sales"])

@@ -114,6 +114,19 @@ TABLE_PROPERTIES = {
 }
 
 
+def use_system_memory_pool() -> None:
+    """Make the C library's allocator pyarrow's default for this process (the definitions call it).
+
+    Measured on the model stream's batches (fresh 250k-row batches from DuckDB, as a model
+    writes them): with pyarrow's default, mimalloc, splitting each into kept and rejected rows
+    took ~100 ms; with the system allocator ~10 ms. A whole 10M-row day ran 47 s against 37 s, peak
+    RSS 2.76 against 2.79 GB. DuckDB allocates its own Arrow buffers; this changes what pyarrow
+    allocates (filters, casts, Parquet encoding). A process that never builds the definitions (a
+    notebook) keeps its own choice."""
+    if pa.default_memory_pool().backend_name != "system":
+        pa.set_memory_pool(pa.system_memory_pool())
+
+
 @dataclasses.dataclass(frozen=True)
 class Window:
     """An inclusive range of days on a table's partition column (a DATE, or the day of a TIMESTAMP).
