@@ -148,6 +148,24 @@ def test_runs_fork_from_one_warm_worker_and_edited_code_gets_a_new_one(lakehouse
 
 
 @pytest.mark.slow
+def test_a_worker_that_parsed_the_dbt_project_is_not_stale_for_the_first_run(lakehouse, tmp_path, monkeypatch):
+    """A fresh clone has no manifest: the worker parses the project while it warms up, and its
+    fingerprint must name the manifest it parsed, or the first launch restarts it (5 s)."""
+    settings, instance = lakehouse
+    project = tmp_path / "dbt_project"
+    shutil.copytree(settings.dbt_project_dir, project, ignore=shutil.ignore_patterns("target", "logs"))
+    monkeypatch.setenv("RATATOUILLE_DBT_PROJECT_DIR", str(project))
+    get_settings.cache_clear()
+    assert not (project / "target" / "manifest.json").exists()
+    instance.run_launcher.warm_up()
+    worker = instance.run_launcher._worker
+    run = _finished(instance, _launch(instance).run_id)
+    assert run.status == dg.DagsterRunStatus.SUCCESS
+    assert (project / "target" / "manifest.json").exists()
+    assert instance.run_launcher._worker is worker and worker.poll() is None  # not restarted as stale
+
+
+@pytest.mark.slow
 def test_a_run_whose_process_was_killed_is_reported_failed_by_the_health_check(lakehouse):
     _, instance = lakehouse
     run = _launch(instance)

@@ -83,7 +83,17 @@ def code_fingerprint(settings: Settings | None = None) -> str:
 
 
 def warm_up(settings: Settings) -> str:
-    """Import and build everything a run needs, parse the dbt project; the code's fingerprint."""
+    """Import and build everything a run needs, parse the dbt project; the code's fingerprint.
+
+    The dbt project is brought up to date first (generated sources, ``dbt parse`` if stale), then
+    the fingerprint is taken, then the code is loaded: a fingerprint taken before the parse named a
+    missing or older manifest, so the first launch after a fresh clone or a model edit found the
+    worker stale and waited for a new one (5 s). Code edited after the fingerprint makes the next
+    launch restart the worker, as before."""
+    from ratatouille_assets.ingest.sources import load_sources_file
+    from ratatouille_assets.project import manifest as dbt_manifest
+
+    dbt_manifest.prepare(load_sources_file(settings.sources_file), settings.dbt_project_dir)
     fingerprint = code_fingerprint(settings)
     from dagster._cli.api import execute_run_command  # noqa: F401 - what a run calls
 
