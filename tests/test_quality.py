@@ -126,7 +126,7 @@ def test_bad_soda_files_are_named(tmp_path):
         parse_file(bad, "silver")
 
 
-def test_a_soda_check_that_repeats_a_dbt_test_is_named_when_definitions_load(tmp_path, monkeypatch):
+def test_a_soda_check_that_repeats_a_dbt_test_is_named_when_definitions_load(tmp_path, monkeypatch, caplog):
     soda = copy_soda(tmp_path, monkeypatch)
     with warnings.catch_warnings(record=True) as caught:  # the example declares each check once
         warnings.simplefilter("always")
@@ -142,11 +142,13 @@ def test_a_soda_check_that_repeats_a_dbt_test_is_named_when_definitions_load(tmp
     ))
     lines = soda / "example" / "gold" / "fct_order_lines.yml"
     lines.write_text(lines.read_text() + "  - values in (product_id) must exist in dim_products (product_id)\n")
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level("WARNING", logger="dagster.builtin"):
         warnings.simplefilter("always")
         build_definitions()
     messages = sorted(str(w.message) for w in caught if issubclass(w.category, ChecksDeclaredTwice))
     assert len(messages) == 3
+    logged = sorted(r.getMessage() for r in caplog.records if r.getMessage().startswith("ChecksDeclaredTwice: "))
+    assert logged == [f"ChecksDeclaredTwice: {m}" for m in messages]  # what `rat validate` prints
     assert messages[0].startswith("gold.fct_order_lines: the existence of each product_id in dim_products (product_id) "
                                   "is checked twice, by the dbt test relationships_fct_order_lines_product_id")
     assert messages[1].startswith("silver.orders: the accepted values of currency is checked twice")

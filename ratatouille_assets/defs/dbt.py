@@ -373,6 +373,9 @@ def checked_dbt_assets(
     )
 
 
+_LOGGED: set[str] = set()
+
+
 def build_dbt_assets(
     project: DbtProject,
     sources: SourcesFile,
@@ -389,6 +392,11 @@ def build_dbt_assets(
     manifest = json.loads(Path(project.manifest_path).read_text())
     models = {dg.AssetKey([m.layer, m.table]): m for m in validate(manifest, sources, Path(project.project_dir))}
     for message in declared_twice(manifest, datasets, Path(project.project_dir)):
+        # Dagster's logger is what `rat validate` and the code server print (once per process);
+        # the warning is for code that builds the definitions.
+        if message not in _LOGGED:
+            _LOGGED.add(message)
+            dg.get_dagster_logger().warning(f"{ChecksDeclaredTwice.__name__}: {message}")
         warnings.warn(message, ChecksDeclaredTwice, stacklevel=1)
     unpartitioned = dg.AssetSelection.assets(*[k for k, m in models.items() if not m.partition_by])
     translator = LayerTranslator(
