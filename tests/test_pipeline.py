@@ -85,7 +85,7 @@ def test_every_layer_has_its_tables_and_checks_pass(pipeline):
     # (the checks executed with the assets; freshness checks run on their own sensor)
     own = [c for a in build_definitions().assets if isinstance(a, dg.AssetsDefinition) for c in a.check_keys]
     per_layer = {layer: sum(1 for c in own if c.asset_key.path[0] == layer) for layer in ("bronze", "silver", "gold")}
-    assert per_layer["bronze"] >= 25 and per_layer["silver"] >= 30 and per_layer["gold"] >= 20
+    assert per_layer["bronze"] >= 25 and per_layer["silver"] >= 25 and per_layer["gold"] >= 20  # each declared once
     # Bronze runs once over all the days (or in batches of RATATOUILLE_BRONZE_PARTITIONS_PER_RUN), its checks once a run.
     per_run = pipeline.settings.bronze_partitions_per_run
     bronze_runs = math.ceil(len(DAYS) / per_run) if per_run > 0 else 1
