@@ -139,6 +139,7 @@ def test_a_soda_check_that_repeats_a_dbt_test_is_named_when_definitions_load(tmp
         "  - invalid_count(currency) = 0:\n      valid values: [USD, EUR]\n"
         "  - duplicate_count(customer_id) = 0\n"                      # no dbt test of it
         "  - missing_count(order_id) = 0:\n      filter: status = 'placed'\n"  # a subset: not the same check
+        "  - invalid_count(currency) = 0:\n      valid values: [USD]\n      valid length: 3\n      name: currency_rules\n"
     ))
     lines = soda / "example" / "gold" / "fct_order_lines.yml"
     lines.write_text(lines.read_text() + "  - values in (product_id) must exist in dim_products (product_id)\n")

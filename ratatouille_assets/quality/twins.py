@@ -6,7 +6,8 @@ costs about a second, so the second declaration doubles the cost of the check fo
 the definitions load, :func:`declared_twice` names each such pair and both files; the checks still
 both run (a warning, not an error: the project is right, only slower).
 
-Recognised pairs, on the same table and columns, neither narrowed by a ``where`` or ``filter``:
+Recognised pairs, on the same table and columns, the dbt test without a ``where`` and the Soda
+check without attributes other than its thresholds (and ``valid values`` for accepted values):
 
 =========================================  ===========================================
 dbt test                                   Soda check
@@ -37,6 +38,7 @@ _SODA = (
     ("accepted_values", re.compile(rf"^invalid_count\s*{_COLUMNS}\s*=\s*0$")),
     ("relationships", re.compile(rf"^values in\s*{_COLUMNS}\s*must exist in\s+({_NAME})\s*{_COLUMNS}$")),
 )
+_THRESHOLDS = {"warn", "fail"}
 _DBT_UNIQUE = ("unique", "unique_combination", "unique_combination_of_columns")
 _REF = re.compile(r"""ref\(\s*['"](\w+)['"]\s*\)""")
 _WHAT = {
@@ -68,12 +70,14 @@ def _split(columns: str) -> frozenset[str]:
 
 def _soda_judges(dataset: DatasetChecks, check: SodaCheck) -> _Judges | None:
     config = check.config or {}
-    if "filter" in config:
-        return None
+    # Beyond its thresholds, a check's attributes change what it judges (a filter, more values that
+    # count as missing, other validity rules): then it is no twin. `valid values` is the one an
+    # accepted-values check needs.
+    judged = set(config) - _THRESHOLDS
     text = " ".join(check.text.split())
     for kind, pattern in _SODA:
         if match := pattern.match(text):
-            if kind == "accepted_values" and "valid values" not in config:
+            if judged != ({"valid values"} if kind == "accepted_values" else set()):
                 return None
             to = (match.group(2).lower(), _split(match.group(3))) if kind == "relationships" else None
             return _Judges(dataset.identifier.lower(), kind, _split(match.group(1)), to)
