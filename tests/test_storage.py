@@ -109,12 +109,16 @@ def test_the_private_methods_it_replaces_still_store_what_it_stores():
     assert "AssetKeyTable.insert()" in entry and "AssetKeyTable.update()" in entry and "_get_asset_entry_values" in entry
 
 
+CHECKS = ("rows_positive", "no_nulls", "fresh")
+
+
 @dg.asset(partitions_def=DAYS, backfill_policy=dg.BackfillPolicy.single_run(),
-          check_specs=[dg.AssetCheckSpec("rows_positive", asset="checked")])
+          check_specs=[dg.AssetCheckSpec(name, asset="checked") for name in CHECKS])
 def checked(context: dg.AssetExecutionContext):
     for key in context.partition_keys:
         context.add_asset_metadata({"dagster/row_count": int(key[-2:])}, partition_key=key)
-    yield dg.MaterializeResult(check_results=[dg.AssetCheckResult(check_name="rows_positive", passed=True)])
+    yield dg.MaterializeResult(check_results=[dg.AssetCheckResult(check_name=name, passed=name != "fresh")
+                                              for name in CHECKS])
 
 
 def _stored(instance) -> dict:
@@ -130,12 +134,24 @@ def _stored(instance) -> dict:
         checks = conn.execute(db.text(
             "SELECT asset_key, check_name, partition, run_id, execution_status, evaluation_event_storage_id IS NOT NULL "
             "FROM asset_check_executions ORDER BY id")).fetchall()
+        # Every check row points at the index's copy of its event, of the same kind.
+        pointed = conn.execute(db.text(
+            "SELECT c.execution_status, e.dagster_event_type FROM asset_check_executions c "
+            "JOIN event_logs e ON e.id = c.evaluation_event_storage_id ORDER BY c.id")).fetchall()
+        mirrored = conn.execute(db.text(
+            "SELECT dagster_event_type, count(*) FROM event_logs GROUP BY 1 ORDER BY 1")).fetchall()
+    # Each run's own events (its shard), in the order they were stored.
+    logs = [[e.dagster_event.event_type_value for e in instance.all_logs(run_id) if e.dagster_event]
+            for run_id in runs]
     entry = instance.get_asset_records([key])[0].asset_entry
     latest = {}
     for r in reversed(instance.fetch_materializations(key, limit=1000).records):
         latest[r.asset_materialization.partition] = runs[r.run_id]
     return {
         "checks": [(*row[:3], runs[row[3]], *row[4:]) for row in checks],
+        "pointed": [tuple(row) for row in pointed],
+        "mirrored": [tuple(row) for row in mirrored],
+        "logs": logs,
         "last_run": runs[entry.last_run_id],
         "last_materialization": (runs[entry.last_materialization.run_id],
                                  entry.last_materialization.asset_materialization.partition),
@@ -155,9 +171,12 @@ def test_a_batch_with_checks_stores_what_dagsters_own_storage_stores(tmp_path):
         assert type(instance.event_log_storage) is SqliteEventLogStorage
         expected = _stored(instance)
     assert got == expected
-    # Planned: one row per partition and run; the run's check result marks its rows.
-    # Per run: a planned row for each of its 60 partitions, and the check's one (unpartitioned) result.
+    # Planned: one row per partition, check and run; each check's result marks its rows.
+    # Per run and check: a planned row for each of its 60 partitions, and the check's one (unpartitioned) result.
     kinds = collections.Counter((run, partition is not None, status) for _, _, partition, run, status, _ in got["checks"])
-    assert kinds == {(0, True, "PLANNED"): 60, (0, False, "SUCCEEDED"): 1, (1, True, "PLANNED"): 60, (1, False, "SUCCEEDED"): 1}
+    assert kinds == {(run, True, "PLANNED"): 180 for run in (0, 1)} | {(run, False, "SUCCEEDED"): 2 for run in (0, 1)} | {
+        (run, False, "FAILED"): 1 for run in (0, 1)}
+    assert {kind for _, kind in got["pointed"]} == {"ASSET_CHECK_EVALUATION_PLANNED", "ASSET_CHECK_EVALUATION"}
+    assert dict(got["mirrored"])["ASSET_CHECK_EVALUATION_PLANNED"] == 2 * len(CHECKS)
     assert got["last_run"] == 1 and got["last_materialization"] == (1, "2024-02-29")
     assert got["latest_per_partition"] == {k: 1 for k in DAYS.get_partition_keys()[:60]}

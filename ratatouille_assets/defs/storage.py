@@ -62,6 +62,9 @@ from sqlalchemy.pool import QueuePool
 MAX_ENGINES = 16
 # The asset events a batch write stores together (what SqliteEventLogStorage mirrors to its index).
 _BATCHED = (DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.ASSET_MATERIALIZATION_PLANNED)
+# Planned checks: a run reports one per check it will evaluate, in the same batch as its planned
+# materializations.
+_PLANNED_CHECK = DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED
 # Events Dagster buffers before a batch write (DAGSTER_EVENT_BATCH_SIZE), when not set otherwise.
 EVENT_BATCH_SIZE = "1000"
 
@@ -88,6 +91,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         super().__init__(base_dir, inst_data)
         self._engines: collections.OrderedDict[str, db.engine.Engine] = collections.OrderedDict()
         self._engines_lock = threading.Lock()
+        self._has_check_table = False
 
     @classmethod
     def from_config_value(cls, inst_data, config_value):  # noqa: ANN001 - Dagster's signature
@@ -123,11 +127,21 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
                 with conn.begin():
                     yield conn
 
+    @property
+    def supports_asset_checks(self) -> bool:
+        """Whether the index has the check-executions table. Dagster asks on every check event
+        and answers with a new engine and connection each time (a run of the example stores about
+        200 such events); once the table is there it stays, so a yes is kept."""
+        if not self._has_check_table:
+            self._has_check_table = SqliteEventLogStorage.supports_asset_checks.fget(self)
+        return self._has_check_table
+
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
-        """A run's partition materializations (and the planned ones before them) in two
-        transactions, its run shard and the index, instead of two per event; other events (check
-        evaluations planned) one by one, as Dagster's SQLite storage stores every event."""
-        batched = [e for e in events if e.dagster_event_type in _BATCHED]
+        """A batch's asset events (a run's partition materializations, the planned materializations
+        and planned checks a run reports when it starts) in two transactions, its run shard and the
+        index, instead of two or three per event; other events one by one, as Dagster's SQLite
+        storage stores every event."""
+        batched = [e for e in events if e.dagster_event_type in _BATCHED or e.dagster_event_type == _PLANNED_CHECK]
         if len({e.run_id for e in events}) != 1 or len(batched) < 2:
             return super().store_event_batch(events)
         # The rows prepare_insert_event_batch would put in one multi-VALUES statement, as one
@@ -141,19 +155,30 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             ids = [row[0] for row in conn.execute(returning, rows).fetchall()]
             if len(ids) != len(batched) or any(i is None for i in ids):
                 raise RuntimeError(f"a batch write of {len(batched)} events returned {len(ids)} ids")
-            self._store_asset_event_tags(conn, batched, ids)
+            assets = [(e, i) for e, i in zip(batched, ids) if e.dagster_event_type in _BATCHED]
+            if assets:
+                self._store_asset_event_tags(conn, [e for e, _ in assets], [i for _, i in assets])
             # The asset row keeps, per column, the value of the last event that sets it, and each
             # kind of event sets the same columns: the last event of each kind, in order, suffices.
-            last = {(e.dagster_event.asset_key, e.dagster_event_type): i for i, e in enumerate(batched)}
-            for i in sorted(last.values()):
-                self._store_asset_event(conn, batched[i], ids[i])
+            last = {(e.dagster_event.asset_key, e.dagster_event_type): n for n, (e, _) in enumerate(assets)}
+            for n in sorted(last.values()):
+                self._store_asset_event(conn, *assets[n])
+            planned = [row for e, i in zip(batched, ids) if e.dagster_event_type == _PLANNED_CHECK
+                       for row in self._planned_check_rows(e, i)]
+            if planned:
+                conn.execute(AssetCheckExecutionsTable.insert(), planned)
+        stored = {id(event) for event in batched}
         for event in events:
-            if event.dagster_event_type not in _BATCHED:
+            if id(event) not in stored:
                 self.store_event(event)
 
     def _store_asset_check_evaluation_planned(self, event: EventLogEntry, event_id: int | None) -> None:
         """Dagster's rows for a planned check (one per partition of its subset, or one), the event
         serialized once and inserted with one executemany."""
+        with self.index_connection() as conn:
+            conn.execute(AssetCheckExecutionsTable.insert(), self._planned_check_rows(event, event_id))
+
+    def _planned_check_rows(self, event: EventLogEntry, event_id: int | None) -> list[dict]:
         planned = event.dagster_event.event_specific_data
         keys = planned.partitions_subset.get_partition_keys() if planned.partitions_subset else [None]
         common = dict(
@@ -165,8 +190,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             evaluation_event_timestamp=self._event_insert_timestamp(event),
             evaluation_event_storage_id=event_id,
         )
-        with self.index_connection() as conn:
-            conn.execute(AssetCheckExecutionsTable.insert(), [{**common, "partition": key} for key in keys])
+        return [{**common, "partition": key} for key in keys]
 
     def _dispose_engines(self) -> None:
         with self._engines_lock:
