@@ -15,6 +15,7 @@ import uuid
 from decimal import Decimal
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from ratatouille_assets.ingest.bronze import BronzeLoad, MissingFilesError, bronze_identifier, load_day
@@ -237,19 +238,30 @@ def test_zoneless_time_stamps_take_the_plain_cast_and_get_the_same_value():
         texts.append(text)
     texts += [text + zone for text in texts[:2000] for zone in ("Z", "+02:00", "-0530", " Europe/Paris")][:4000]
     cast = column_cast("t", "VARCHAR", "timestamp")
-    assert "regexp_full_match" in cast.value  # the fast path is there
+    assert "regexp_full_match" in cast.fast[0] and "TIMESTAMPTZ" not in cast.fast[1]  # the fast path is there
+    slow = "TRY_CAST(TRY_CAST(t AS TIMESTAMPTZ) AS TIMESTAMP)"
     conn = duck.session()
     try:
         conn.execute("CREATE TEMP TABLE texts AS SELECT unnest(?::VARCHAR[]) AS t", [texts])
         differ, plain, converted = conn.execute(
-            f"SELECT count(*) FILTER (WHERE ({cast.try_value}) IS DISTINCT FROM TRY_CAST(TRY_CAST(t AS TIMESTAMPTZ) AS TIMESTAMP)), "
+            f"SELECT count(*) FILTER (WHERE ({cast.try_value}) IS DISTINCT FROM {slow}), "
             f"count(*) FILTER (WHERE TRY_CAST(t AS TIMESTAMP) IS NOT NULL), count(*) FILTER (WHERE ({cast.try_value}) IS NOT NULL) "
             "FROM texts"
         ).fetchone()
+        # A source with on_bad_value: null reads with this select: the slow route's values, NULL where it has none.
+        differ_nulling = conn.execute(f"SELECT count(*) FILTER (WHERE t IS DISTINCT FROM s) FROM ("
+                                      f"SELECT {cast.nulling_select('t')}, {slow} AS s FROM texts)").fetchone()[0]
+        # The reader's own select: valid stamps read as on the slow route, an invalid one fails the file.
+        valid = conn.execute(f"SELECT count(*) FROM texts WHERE {slow} IS NOT NULL").fetchone()[0]
+        read = conn.execute(f"SELECT count(*) FILTER (WHERE t IS NOT DISTINCT FROM s) FROM ("
+                            f"SELECT {cast.select('t')}, s FROM (SELECT t, {slow} AS s FROM texts WHERE {slow} IS NOT NULL))").fetchone()[0]
+        with pytest.raises(duckdb.Error):
+            conn.execute(f"SELECT {cast.select('t')} FROM texts").fetchall()
     finally:
         conn.close()
-    assert differ == 0
+    assert differ == 0 and differ_nulling == 0
     assert plain > 10_000 and converted > plain  # valid stamps on both routes; offsets convert
+    assert read == valid
 
 
 def test_json_keys_that_vary_between_records_keep_their_order_of_first_appearance(settings):

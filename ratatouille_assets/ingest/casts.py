@@ -68,15 +68,35 @@ class Cast:
     value: str  # the cast expression, NULL for NULL
     ok: str | None  # SQL: true when the (non-NULL) value converts without change; None: always
     refused: str | None = None  # the stored type cannot become the declared one at all: why
+    # A shortcut taken by most values: where ``fast[0]`` holds, the value is ``fast[1]`` and it
+    # converts without change (``ok`` is not evaluated); ``value`` and ``ok`` are for the others.
+    fast: tuple[str, str] | None = None
+
+    @staticmethod
+    def _try(expression: str) -> str:
+        return expression.replace("CAST(", "TRY_CAST(")
 
     @property
     def try_value(self) -> str:
-        """``value`` that gives NULL instead of an error where a value does not convert."""
-        return self.value.replace("CAST(", "TRY_CAST(")
+        """The value, NULL instead of an error where a value does not convert."""
+        if self.fast is None:
+            return self._try(self.value)
+        return f"CASE WHEN {self.fast[0]} THEN {self._try(self.fast[1])} ELSE {self._try(self.value)} END"
+
+    @property
+    def exact(self) -> str | None:
+        """SQL: true when the (non-NULL) value converts without change; None: always."""
+        if self.fast is None or self.ok is None:
+            return self.ok  # with a shortcut and no ok: every value converts unchanged
+        return f"({self.fast[0]}) OR ({self.ok})"
 
     def select(self, column: str) -> str:
         """The select item: the value where ``ok``, an error (the file is rejected) where not."""
         q = quote_ident(column)
+        if self.fast is not None:
+            rest = (f"WHEN {self.ok} THEN {self.value} ELSE error('{LOSSY_MARKER}')" if self.ok is not None
+                    else f"ELSE {self.value}")
+            return f"CASE WHEN {q} IS NULL OR ({self.fast[0]}) THEN {self.fast[1]} {rest} END AS {q}"
         if self.ok is None:
             return f"{self.value} AS {q}"
         return f"CASE WHEN {q} IS NULL OR ({self.ok}) THEN {self.value} ELSE error('{LOSSY_MARKER}') END AS {q}"
@@ -85,6 +105,9 @@ class Cast:
         """The select item of a source with ``on_bad_value: null``: the value where it converts
         unchanged, NULL where it does not convert or would change."""
         q = quote_ident(column)
+        if self.fast is not None:
+            rest = f"WHEN {self.ok} THEN {self._try(self.value)}" if self.ok is not None else f"ELSE {self._try(self.value)}"
+            return f"CASE WHEN {self.fast[0]} THEN {self._try(self.fast[1])} {rest} END AS {q}"
         if self.ok is None:
             return f"{self.try_value} AS {q}"
         return f"CASE WHEN ({self.ok}) THEN {self.try_value} END AS {q}"
@@ -92,7 +115,7 @@ class Cast:
     def nulled(self, column: str) -> str:
         """SQL counting the non-NULL values of ``column`` that :meth:`nulling_select` sets to NULL."""
         q = quote_ident(column)
-        ok = f"({self.ok}) AND " if self.ok else ""
+        ok = f"({self.exact}) AND " if self.exact else ""
         return f"count(*) FILTER (WHERE {q} IS NOT NULL AND NOT coalesce({ok}{self.try_value} IS NOT NULL, false))"
 
 
@@ -107,7 +130,8 @@ def column_cast(column: str, stored: str, declared: str) -> Cast:
         cast = _from_text(text, target, declared)
         if stored == "JSON":  # JSON lines: an object or array is not a scalar of any declared type
             scalar = f"json_type({q}) NOT IN ('OBJECT', 'ARRAY')"
-            return Cast(cast.value, scalar if cast.ok is None else f"{scalar} AND {cast.ok}")
+            fast = (f"{scalar} AND {cast.fast[0]}", cast.fast[1]) if cast.fast else None
+            return Cast(cast.value, scalar if cast.ok is None else f"{scalar} AND {cast.ok}", fast=fast)
         return cast
     if stored == target:
         return Cast(q, None)
@@ -132,12 +156,13 @@ def _from_text(text: str, target: str, declared: str) -> Cast:
     if target == "TIMESTAMP":
         # Through TIMESTAMPTZ: an offset or zone in the text is applied (a plain TIMESTAMP cast
         # would drop it); the session is UTC, so text without one is UTC, and the result is the UTC
-        # wall time. ISO text without an offset or zone takes the plain cast, which gives the same
-        # value (the session is UTC) at a fraction of the cost of the time zone conversion.
+        # wall time. ISO text without an offset or zone, and at most microseconds, takes the plain
+        # cast: the same value (the session is UTC) at a fraction of the cost of the time zone
+        # conversion, and one pattern match per value instead of two.
         return Cast(
-            f"CASE WHEN regexp_full_match({text}, '{_ZONELESS_TIMESTAMP}') THEN CAST({text} AS TIMESTAMP) "
-            f"ELSE CAST(CAST({text} AS TIMESTAMPTZ) AS TIMESTAMP) END",
+            f"CAST(CAST({text} AS TIMESTAMPTZ) AS TIMESTAMP)",
             f"NOT regexp_matches({text}, '{_SUB_MICROSECOND}')",
+            fast=(f"regexp_full_match({text}, '{_ZONELESS_TIMESTAMP}')", f"CAST({text} AS TIMESTAMP)"),
         )
     if target == "TIMESTAMP WITH TIME ZONE":
         return Cast(f"CAST({text} AS TIMESTAMPTZ)", f"NOT regexp_matches({text}, '{_SUB_MICROSECOND}')")

@@ -1179,7 +1179,7 @@ def _cast_problems(
         typ = source.columns[column]
         q = quote_ident(column)
         stored = f" (the file stores it as {present[column]})" if source.format == "parquet" else ""
-        ok = cast.ok or "true"
+        ok = cast.exact or "true"
         try:
             bad, bad_example, lossy, lossy_example = conn.execute(
                 f"SELECT count(*) FILTER (WHERE {cast.try_value} IS NULL), "
