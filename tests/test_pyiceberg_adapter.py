@@ -4,7 +4,8 @@ its transaction's state).
 If a pyiceberg upgrade changes them, these fail before a write goes wrong: the files started for a
 known partition must be the files pyiceberg's own entry point makes for the same rows (partition
 record, spec, counts, bounds), readable after a plain fast append; the transaction's metadata must
-be pyiceberg's own, recomputed after each update and only then.
+be pyiceberg's own, recomputed after each update and only then; the metadata update and the
+catalog's commit must be pyiceberg's code line for line, but for the deep copy left out.
 """
 
 from __future__ import annotations
@@ -16,9 +17,17 @@ import uuid
 import pyarrow as pa
 import pytest
 
-from ratatouille_assets.lakehouse.catalog import load_catalog
-from pyiceberg.table import Transaction as StockTransaction
+import ast
+import inspect
+import textwrap
 
+from ratatouille_assets.lakehouse.catalog import load_catalog
+from pyiceberg.catalog import MetastoreCatalog as StockCatalog
+from pyiceberg.table import Transaction as StockTransaction
+from pyiceberg.table import update as stock_update
+from pyiceberg.table.update.snapshot import ManageSnapshots
+
+from ratatouille_assets.lakehouse import pyiceberg_adapter
 from ratatouille_assets.lakehouse.pyiceberg_adapter import start_write, transaction, write_files
 from ratatouille_assets.lakehouse.write import _cast_to_table_schema, load_or_create, normalize_arrow
 
@@ -109,3 +118,60 @@ def test_transaction_metadata_is_pyicebergs_own_computed_once_per_update(setting
     committed = catalog.load_table("bronze.ev")
     assert committed.properties["owner"] == "pin"
     assert committed.scan().to_arrow().num_rows == 10
+
+
+class _NoDeepCopy(ast.NodeTransformer):
+    """pyiceberg's ``return new_metadata.model_copy(deep=True)`` as the adapter's ``return new_metadata``."""
+
+    def visit_Return(self, node: ast.Return) -> ast.Return:
+        value = node.value
+        if (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute) and value.func.attr == "model_copy"
+                and [(k.arg, getattr(k.value, "value", None)) for k in value.keywords] == [("deep", True)]):
+            node.value = value.func.value
+        return node
+
+
+def _body(function, transform: ast.NodeTransformer | None = None) -> str:
+    """The function's statements (its docstring left out), as a syntax tree dump."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(function))).body[0]
+    body = tree.body[1:] if isinstance(tree.body[0], ast.Expr) and isinstance(tree.body[0].value, ast.Constant) else tree.body
+    module = ast.Module(body=body, type_ignores=[])
+    return ast.dump(transform.visit(module) if transform else module)
+
+
+def test_the_metadata_update_and_the_commit_are_pyicebergs_without_the_deep_copy():
+    # If a pyiceberg upgrade changes either function, this fails: copy the new version over.
+    assert _body(pyiceberg_adapter.update_table_metadata) == _body(stock_update.update_table_metadata, _NoDeepCopy())
+    assert _body(pyiceberg_adapter.update_table_metadata) != _body(stock_update.update_table_metadata)
+    assert (_body(pyiceberg_adapter.SqlCatalog._update_and_stage_table)
+            == _body(StockCatalog._update_and_stage_table))
+    assert "update_table_metadata(" in inspect.getsource(StockCatalog._update_and_stage_table)
+
+
+def test_commits_through_the_catalog_give_the_metadata_pyiceberg_gives(settings):
+    catalog = load_catalog(settings)
+    assert isinstance(catalog, pyiceberg_adapter.SqlCatalog)
+    day = dt.date(2024, 3, 5)
+    data = events(day, 10)
+    table = load_or_create(catalog, "bronze.ev", data.schema, "at", "day")
+    for n in range(3):  # a few snapshots, refs and properties: what the update carries over unchanged
+        with transaction(table) as tx:
+            tx.set_properties({"round": str(n)})
+            files = start_write(table.metadata, table.io, _cast_to_table_schema(table.schema(), data),
+                                ((day - dt.date(1970, 1, 1)).days,), uuid.uuid4(), itertools.count()).result()
+            with tx.update_snapshot().fast_append() as append:
+                append.append_data_file(files[0])
+        table = catalog.load_table("bronze.ev")
+    tx = StockTransaction(table)
+    tx.set_properties({"round": "last"})
+    ManageSnapshots(tx).create_tag(table.metadata.current_snapshot_id, "pinned").commit()
+    base, updates = table.metadata, tx._updates
+    ours = pyiceberg_adapter.update_table_metadata(base, updates, metadata_location=table.metadata_location)
+    theirs = stock_update.update_table_metadata(base, updates, metadata_location=table.metadata_location)
+    assert _same(ours, theirs) and ours.refs["pinned"].snapshot_id == base.current_snapshot_id
+    assert base.properties["round"] == "2" and "pinned" not in base.refs  # the base is left as it was
+    # What the catalog committed is what the metadata file holds, read back.
+    tx.commit_transaction()
+    written = catalog.load_table("bronze.ev")
+    assert written.properties["round"] == "last" and len(written.metadata.snapshots) == 3
+    assert written.scan().to_arrow().num_rows == 30

@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from ratatouille_assets.lakehouse.pyiceberg_adapter import SqlCatalog as CommittingSqlCatalog
 from ratatouille_assets.settings import Settings, get_settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -86,7 +87,8 @@ def load_catalog(settings: Settings | None = None) -> Catalog:
 def _open(settings: Settings) -> SqlCatalog:
     for attempt in range(_OPEN_ATTEMPTS):
         try:
-            return SqlCatalog(settings.catalog_name, **catalog_properties(settings))
+            # pyiceberg's SQL catalog, its commits without a deep copy of the whole metadata.
+            return CommittingSqlCatalog(settings.catalog_name, **catalog_properties(settings))
         except DBAPIError as exc:
             # SQLite: "table iceberg_tables already exists"; Postgres: a duplicate table or type.
             created_meanwhile = "already exists" in str(exc.orig) or "duplicate" in str(exc.orig).lower()
