@@ -23,7 +23,19 @@ from bench.killstorm import D0, DAYS, kill_maintenance, kill_writers, month_rows
 from bench.killstorm import WRITTEN as TABLE
 from ratatouille_assets.lakehouse import duck
 from ratatouille_assets.lakehouse.catalog import load_catalog
-from ratatouille_assets.lakehouse.maintenance import Policy, SweepRefusedError, expire_snapshots, sweep
+import json
+
+from pyiceberg.manifest import ManifestFile
+
+from ratatouille_assets.lakehouse.maintenance import (
+    Policy,
+    ReferenceCache,
+    SweepRefusedError,
+    expire_snapshots,
+    health,
+    referenced_sizes,
+    sweep,
+)
 from ratatouille_assets.lakehouse.write import Window, write_window
 
 
@@ -109,6 +121,69 @@ def test_the_sweep_spares_young_files_and_a_dry_run_deletes_nothing(settings):
     done = sweep(catalog, "bronze.young", settings=settings)
     assert done.deleted and not stray.exists()
     assert len(table_rows(settings, "bronze.young")) == rows_of(0).num_rows
+
+
+def test_health_reads_each_manifest_once_across_processes_and_the_deleting_sweep_never_trusts_the_cache(settings, monkeypatch):
+    catalog = load_catalog(settings)
+    for write in (0, 1, 5, 6, 10):  # replays of two days: older snapshots still reference replaced files
+        day = D0 + dt.timedelta(days=write % DAYS)
+        write_window(catalog, "bronze.cached", rows_of(write), window=Window("day", day, day), run_id=f"r{write}")
+    policy = Policy(keep_days=0, keep_snapshots=100, orphan_age=dt.timedelta(hours=1))
+    reads: list[str] = []
+    fetch = ManifestFile.fetch_manifest_entry
+
+    def counted(self, *args, **kwargs):  # pyiceberg's own read, counted
+        reads.append(self.manifest_path)
+        return fetch(self, *args, **kwargs)
+
+    monkeypatch.setattr(ManifestFile, "fetch_manifest_entry", counted)
+    table = catalog.load_table("bronze.cached")
+    truth = referenced_sizes(table)
+    assert truth.keys() >= {p.removeprefix("file://") for p in referenced_by_pyiceberg(catalog, "bronze.cached")}
+    reads.clear()
+
+    def current_manifests() -> set[str]:  # what the live-file figures read on every call
+        now = catalog.load_table("bronze.cached")
+        return {m.manifest_path for m in now.current_snapshot().manifests(now.io)}
+
+    every = {p for p in truth if p.endswith("-m0.avro") or p.endswith("-m1.avro")}
+    first = health(catalog, "bronze.cached", policy, settings=settings)
+    cached = ReferenceCache.for_table(table, settings)
+    assert cached.path.exists() and {r.removeprefix("file://") for r in reads} == every
+    assert len(every) > len(current_manifests())  # older snapshots' manifests too
+    reads.clear()
+    again = health(catalog, "bronze.cached", policy, settings=settings)  # a later run's process: reads the file
+    assert set(reads) == current_manifests() and again == first
+    assert referenced_sizes(table, ReferenceCache.for_table(table, settings)) == truth
+
+    # One more write (a delete and an append, two snapshots): only their manifests are read.
+    before = {s.snapshot_id for s in catalog.load_table("bronze.cached").snapshots()}
+    write_window(catalog, "bronze.cached", rows_of(15), window=Window("day", D0, D0), run_id="r15")
+    after = catalog.load_table("bronze.cached")
+    added = {m.manifest_path for s in after.snapshots() if s.snapshot_id not in before for m in s.manifests(after.io)}
+    reads.clear()
+    health(catalog, "bronze.cached", policy, settings=settings)
+    allowed = added | current_manifests()
+    assert {p for p in every if f"file://{p}" not in allowed and p not in allowed}  # manifests only the cache holds
+    assert reads and set(reads) <= allowed
+
+    # A cache that claims an orphan is referenced hides it from the health figures only; the sweep
+    # that deletes reads the manifests themselves. An unreadable cache is read past.
+    location = table.location().removeprefix("file://")
+    stray = Path(location) / "data" / "day=2024-01-01" / "00000-0-killed-writer.parquet"
+    stray.write_bytes(b"PAR1 half a file")
+    old = time.time() - 2 * 86400
+    os.utime(stray, (old, old))
+    document = json.loads(cached.path.read_text())
+    first_manifest = next(iter(document["manifests"]))
+    document["manifests"][first_manifest].append([str(stray), stray.stat().st_size])
+    cached.path.write_text(json.dumps(document))
+    assert health(catalog, "bronze.cached", policy, settings=settings).orphan_files == 0
+    done = sweep(catalog, "bronze.cached", settings=settings)
+    assert done.deleted and [f.path for f in done.orphans] == [str(stray)] and not stray.exists()
+    cached.path.write_text("{not json")
+    assert health(catalog, "bronze.cached", policy, settings=settings).orphan_files == 0
+    assert json.loads(cached.path.read_text())["manifests"]  # rewritten whole
 
 
 def test_the_sweep_refuses_when_the_table_references_a_file_it_cannot_find(settings):
