@@ -23,6 +23,7 @@ import textwrap
 
 from ratatouille_assets.lakehouse.catalog import load_catalog
 from pyiceberg.catalog import MetastoreCatalog as StockCatalog
+from pyiceberg.table import Table
 from pyiceberg.table import Transaction as StockTransaction
 from pyiceberg.table import update as stock_update
 from pyiceberg.table.update.snapshot import ManageSnapshots
@@ -175,3 +176,25 @@ def test_commits_through_the_catalog_give_the_metadata_pyiceberg_gives(settings)
     written = catalog.load_table("bronze.ev")
     assert written.properties["round"] == "last" and len(written.metadata.snapshots) == 3
     assert written.scan().to_arrow().num_rows == 30
+
+
+def test_manage_snapshots_is_pyicebergs_on_the_adapters_transaction(settings):
+    # pyiceberg's Table.manage_snapshots, but for the transaction class it makes.
+    assert "ManageSnapshots(transaction=Transaction(self, autocommit=True))" in inspect.getsource(Table.manage_snapshots)
+    catalog = load_catalog(settings)
+    day = dt.date(2024, 3, 5)
+    data = events(day, 10)
+    table = load_or_create(catalog, "bronze.ev", data.schema, "at", "day")
+    with transaction(table) as tx:
+        files = start_write(table.metadata, table.io, _cast_to_table_schema(table.schema(), data),
+                            ((day - dt.date(1970, 1, 1)).days,), uuid.uuid4(), itertools.count()).result()
+        with tx.update_snapshot().fast_append() as append:
+            append.append_data_file(files[0])
+    table = catalog.load_table("bronze.ev")
+    head = table.metadata.current_snapshot_id
+    managed = pyiceberg_adapter.manage_snapshots(table)
+    assert isinstance(managed._transaction, pyiceberg_adapter.Transaction)
+    with managed as snapshots:
+        snapshots.create_branch(head, "audit-x").create_tag(head, "pinned")
+    refs = catalog.load_table("bronze.ev").metadata.refs
+    assert refs["audit-x"].snapshot_id == refs["pinned"].snapshot_id == head

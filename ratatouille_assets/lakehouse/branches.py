@@ -22,6 +22,7 @@ from pyiceberg.table import Table
 from pyiceberg.table.snapshots import ancestors_of
 
 from ratatouille_assets.lakehouse.errors import LakehouseError
+from ratatouille_assets.lakehouse.pyiceberg_adapter import manage_snapshots
 from ratatouille_assets.lakehouse.tables import list_tables
 from ratatouille_assets.lakehouse.write import MAIN_BRANCH
 from ratatouille_assets.layers import LAYERS
@@ -195,7 +196,7 @@ def _publish_table(catalog: Catalog, name: str, branch: str, attempts: int) -> P
             ))
         try:
             # The commit asserts main's head: a write to main meanwhile fails it, and it is checked again.
-            with table.manage_snapshots() as snapshots:
+            with manage_snapshots(table) as snapshots:
                 snapshots.set_current_snapshot(snapshot_id=head.snapshot_id)
             return Published(name, head.snapshot_id)
         except CommitFailedException:
@@ -210,7 +211,7 @@ def drop(catalog: Catalog, branch: str) -> list[str]:
     dropped = []
     for name in tables_with(catalog, branch):
         table = catalog.load_table(name)
-        with table.manage_snapshots() as snapshots:
+        with manage_snapshots(table) as snapshots:
             snapshots.remove_branch(branch)
         dropped.append(name)
     return dropped

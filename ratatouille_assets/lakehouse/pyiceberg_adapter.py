@@ -46,6 +46,7 @@ from pyiceberg.table import DOWNCAST_NS_TIMESTAMP_TO_US_ON_WRITE, StagedTable, T
 from pyiceberg.table import Transaction as _Transaction
 from pyiceberg.table.locations import load_location_provider
 from pyiceberg.table.metadata import TableMetadata, TableMetadataUtil
+from pyiceberg.table.update.snapshot import ManageSnapshots
 from pyiceberg.table.update import (
     TableRequirement,
     TableUpdate,
@@ -142,6 +143,11 @@ class Transaction(_Transaction):
 def transaction(table: Table) -> Transaction:
     """``table.transaction()``, as :class:`Transaction`."""
     return Transaction(table)
+
+
+def manage_snapshots(table: Table) -> ManageSnapshots:
+    """``table.manage_snapshots()`` (committed when its ``with`` block ends), on a :class:`Transaction`."""
+    return ManageSnapshots(transaction=Transaction(table, autocommit=True))
 
 
 def update_table_metadata(

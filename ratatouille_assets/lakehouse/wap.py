@@ -38,6 +38,7 @@ from pyiceberg.table.snapshots import ancestors_of
 
 from ratatouille_assets.lakehouse import trace
 from ratatouille_assets.lakehouse.errors import HeadMovedError
+from ratatouille_assets.lakehouse.pyiceberg_adapter import manage_snapshots
 from ratatouille_assets.lakehouse.tables import list_tables
 from ratatouille_assets.lakehouse.write import (
     APPEND_KEY_PROPERTY,
@@ -120,7 +121,7 @@ def _publish(
         audited = ref.snapshot_id
         if _contains(table, audited, _head(table, target)):
             try:
-                with table.manage_snapshots() as snapshots:
+                with manage_snapshots(table) as snapshots:
                     # The first ref assertion of the commit is the target's head (see write.py).
                     if target == MAIN_BRANCH:
                         snapshots.set_current_snapshot(snapshot_id=audited)
@@ -205,7 +206,7 @@ def _remove_branch(catalog: Catalog, identifier: str, branch: str) -> bool:
         if branch not in table.metadata.refs:
             return False
         try:
-            with table.manage_snapshots() as snapshots:
+            with manage_snapshots(table) as snapshots:
                 snapshots.remove_branch(branch)
             return True
         except CommitFailedException:
