@@ -162,17 +162,19 @@ class ReferenceCache:
         return cls(Path(settings.home) / "cache" / "references" / f"{table.metadata.table_uuid}.json")
 
     def manifest_list(self, path: str, read) -> list[tuple[str, int]]:
-        found = self._lists.get(path)
-        if found is None:
-            found = [list(item) for item in read()]
-        self._used_lists[path] = found
-        return [tuple(item) for item in found]
+        """(manifest, length) of each manifest the list names; ``read()`` where not cached."""
+        return self._lookup(self._lists, self._used_lists, path, read)
 
     def manifest(self, path: str, read) -> list[tuple[str, int]]:
-        found = self._manifests.get(path)
+        """(file, size) of each live entry of the manifest; ``read()`` where not cached."""
+        return self._lookup(self._manifests, self._used_manifests, path, read)
+
+    @staticmethod
+    def _lookup(known: dict[str, list], used: dict[str, list], path: str, read) -> list[tuple]:
+        found = known.get(path)
         if found is None:
             found = [list(item) for item in read()]
-        self._used_manifests[path] = found
+        used[path] = found  # kept when the cache is saved: the table references it now
         return [tuple(item) for item in found]
 
     def save(self) -> None:
