@@ -175,8 +175,12 @@ def test_health_reads_each_manifest_once_across_processes_and_the_deleting_sweep
     old = time.time() - 2 * 86400
     os.utime(stray, (old, old))
     document = json.loads(cached.path.read_text())
+    # Each file is kept once, however many manifests list it (a merged manifest lists every live file).
+    paths = [path for path, _ in document["files"]]
+    assert len(paths) == len(set(paths)) <= sum(len(v) for v in document["manifests"].values())
     first_manifest = next(iter(document["manifests"]))
-    document["manifests"][first_manifest].append([str(stray), stray.stat().st_size])
+    document["files"].append([str(stray), stray.stat().st_size])
+    document["manifests"][first_manifest].append(len(document["files"]) - 1)
     cached.path.write_text(json.dumps(document))
     assert health(catalog, "bronze.cached", policy, settings=settings).orphan_files == 0
     done = sweep(catalog, "bronze.cached", settings=settings)

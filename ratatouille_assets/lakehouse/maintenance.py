@@ -153,8 +153,10 @@ class ReferenceCache:
         if path is not None:
             try:
                 document = json.loads(path.read_text())
-                self._lists, self._manifests = dict(document["manifest_lists"]), dict(document["manifests"])
-            except (OSError, ValueError, KeyError, TypeError):
+                files = [tuple(item) for item in document["files"]]
+                self._lists = dict(document["manifest_lists"])
+                self._manifests = {m: [files[i] for i in indices] for m, indices in document["manifests"].items()}
+            except (OSError, ValueError, KeyError, TypeError, IndexError):
                 pass  # none yet, or unreadable: read the warehouse
 
     @classmethod
@@ -180,7 +182,12 @@ class ReferenceCache:
     def save(self) -> None:
         if self.path is None:
             return
-        document = {"manifest_lists": self._used_lists, "manifests": self._used_manifests}
+        # Each snapshot's manifests list mostly the same files (a merged manifest holds every live
+        # file of the table): every file is written once and the manifests name it by its index.
+        index: dict[tuple, int] = {}
+        manifests = {m: [index.setdefault(tuple(item), len(index)) for item in entries]
+                     for m, entries in self._used_manifests.items()}
+        document = {"files": list(index), "manifest_lists": self._used_lists, "manifests": manifests}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             temporary = self.path.with_suffix(f".{os.getpid()}.tmp")
