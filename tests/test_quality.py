@@ -297,3 +297,19 @@ def test_a_scan_window_holds_whole_days_of_a_timestamp_and_only_its_chosen_days(
 
     assert kept(Window("seen_at", D1, D1)) == values[:2]
     assert kept(Window.of_days("seen_at", [D1, dt.date(2024, 1, 3)])) == [*values[:2], values[3]]
+
+
+def test_a_soda_checks_labels_do_not_hide_a_twin_but_its_rules_do(tmp_path):
+    from ratatouille_assets.quality.twins import _soda_judges
+
+    path = tmp_path / "silver" / "orders.yml"
+    path.parent.mkdir()
+    path.write_text(
+        "checks for orders:\n"
+        "  - duplicate_count(order_id) = 0:\n      name: key_once\n      attributes: {owner: sales}\n      fail: when > 0\n"
+        "  - missing_count(order_id) = 0:\n      missing values: ['n/a']\n"
+    )
+    labelled, ruled = parse_file(path, "silver").checks
+    dataset = parse_file(path, "silver")
+    assert _soda_judges(dataset, labelled).kind == "unique"
+    assert _soda_judges(dataset, ruled) is None  # 'n/a' counts as missing too: another check than not_null

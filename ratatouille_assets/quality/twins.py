@@ -7,7 +7,8 @@ the definitions load, :func:`declared_twice` names each such pair and both files
 both run (a warning, not an error: the project is right, only slower).
 
 Recognised pairs, on the same table and columns, the dbt test without a ``where`` and the Soda
-check without attributes other than its thresholds (and ``valid values`` for accepted values):
+check without attributes other than its thresholds and labels (and ``valid values`` for accepted
+values):
 
 =========================================  ===========================================
 dbt test                                   Soda check
@@ -38,7 +39,8 @@ _SODA = (
     ("accepted_values", re.compile(rf"^invalid_count\s*{_COLUMNS}\s*=\s*0$")),
     ("relationships", re.compile(rf"^values in\s*{_COLUMNS}\s*must exist in\s+({_NAME})\s*{_COLUMNS}$")),
 )
-_THRESHOLDS = {"warn", "fail"}
+# Attributes that leave what a check judges as it is: its thresholds, and labels for Soda Cloud.
+_NEUTRAL = {"warn", "fail", "attributes", "identity"}
 _DBT_UNIQUE = ("unique", "unique_combination", "unique_combination_of_columns")
 _REF = re.compile(r"""ref\(\s*['"](\w+)['"]\s*\)""")
 _WHAT = {
@@ -70,10 +72,10 @@ def _split(columns: str) -> frozenset[str]:
 
 def _soda_judges(dataset: DatasetChecks, check: SodaCheck) -> _Judges | None:
     config = check.config or {}
-    # Beyond its thresholds, a check's attributes change what it judges (a filter, more values that
-    # count as missing, other validity rules): then it is no twin. `valid values` is the one an
-    # accepted-values check needs.
-    judged = set(config) - _THRESHOLDS
+    # Beyond its thresholds and labels, a check's attributes change what it judges (a filter, more
+    # values that count as missing, other validity rules): then it is no twin. `valid values` is the
+    # one an accepted-values check needs.
+    judged = set(config) - _NEUTRAL
     text = " ".join(check.text.split())
     for kind, pattern in _SODA:
         if match := pattern.match(text):
