@@ -96,12 +96,20 @@ def test_partition_window_to_dbt_vars():
     assert window_days(dt.datetime(2024, 1, 1), dt.datetime(2024, 1, 31)) == (dt.date(2024, 1, 1), dt.date(2024, 1, 30))
 
 
-def test_definitions_load_without_the_venv_on_path_and_reparse_stale_manifest(settings, monkeypatch):
-    """Regression: `dagster dev` once failed because dbt was looked up on PATH."""
+def test_definitions_load_without_the_venv_on_path_and_reparse_stale_manifest(settings, monkeypatch, tmp_path):
+    """Regression: `dagster dev` once failed because dbt was looked up on PATH.
+
+    On a copy of the project: touching the repository's own model would make every warm run worker
+    of a test running beside this one stale (its code fingerprint names the model and the manifest)."""
     from ratatouille_assets.defs.dbt import dbt_project
     from ratatouille_assets.ingest.sources import load_sources_file
     from ratatouille_assets.project.manifest import manifest_is_stale
+    from ratatouille_assets.settings import get_settings
+    from tests.project import make_project
 
+    make_project(tmp_path / "project", monkeypatch, sources="", with_example=True)
+    settings = get_settings()
+    assert Path(settings.dbt_project_dir).is_relative_to(tmp_path)
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     monkeypatch.setenv("DAGSTER_IS_DEV_CLI", "1")
     sources = load_sources_file(settings.sources_file)
