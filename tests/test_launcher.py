@@ -56,6 +56,24 @@ def test_the_code_fingerprint_changes_with_any_file_a_run_is_made_of(settings, t
     assert warm.code_fingerprint(get_settings()) != before
 
 
+def test_the_code_fingerprint_ignores_what_dbt_writes_into_the_project(settings, tmp_path, monkeypatch):
+    # dbt's build output and its anonymous user id (.user.yml, written by the first `dbt` a user
+    # runs by hand) are not code: a worker must not turn stale over them.
+    project = tmp_path / "dbt_project"
+    shutil.copytree(PROJECT_ROOT / "dbt_project", project, ignore=shutil.ignore_patterns("target", "logs", ".user.yml"))
+    monkeypatch.setenv("RATATOUILLE_DBT_PROJECT_DIR", str(project))
+    get_settings.cache_clear()
+    before = warm.code_fingerprint(get_settings())
+    (project / ".user.yml").write_text("id: 5d9e1c1e-0000-0000-0000-000000000000\n")
+    (project / "logs").mkdir()
+    (project / "logs" / "dbt.log").write_text("a log line\n")
+    (project / "target" / "dbt_daily-abc").mkdir(parents=True)
+    (project / "target" / "dbt_daily-abc" / "run_results.json").write_text("{}")
+    assert warm.code_fingerprint(get_settings()) == before
+    (project / "models" / "new_model.sql").write_text("select 1 as x\n")
+    assert warm.code_fingerprint(get_settings()) != before
+
+
 @pytest.fixture
 def lakehouse(tmp_path, monkeypatch):
     """A home with one landing day of sample data, the project's dagster.yaml, the Soda files copied

@@ -71,7 +71,7 @@ def code_fingerprint(settings: Settings | None = None) -> str:
         for folder, dirs, files in os.walk(root):
             dirs[:] = sorted(d for d in dirs if d not in skipped and d != "__pycache__")
             for name in sorted(files):
-                if not suffixes or name.endswith(suffixes):
+                if name not in skipped and (not suffixes or name.endswith(suffixes)):
                     add(Path(folder) / name)
 
     walk(package, suffixes=(".py",))
