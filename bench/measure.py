@@ -71,8 +71,13 @@ def _tree(root: int) -> dict[int, int]:
 # The tree's memory is its RSS sum less the pages counted more than once (a forked run shares
 # pages with the warm worker it came from). That double count is measured from PSS, which costs
 # the kernel a page-table walk (~35 ms for a 2 GB process, holding its memory lock), so only
-# every PSS_EVERY_S; the RSS sum, cheap, every sample.
+# every PSS_EVERY_S; the RSS sum, cheap, every sample. Also at once when the tree's processes
+# change or its RSS sum grew by PSS_AFTER_GROWTH since the last walk: a double count measured
+# while a fork was still copying its parent's page tables is too small, and the pages the child
+# then maps would count twice until the next walk (a 400 MB parent and its reading child once
+# measured 636 MB).
 PSS_EVERY_S = 1.0
+PSS_AFTER_GROWTH = 64 * 1024 * 1024
 
 
 def run(
@@ -90,13 +95,15 @@ def run(
 
     def sample() -> None:
         nonlocal peak, over
-        shared, measured_at = 0, float("-inf")
+        shared, measured_at, measured_rss, measured_pids = 0, float("-inf"), 0, frozenset()
         while not stop.is_set():
             tree = _tree(proc.pid)
             rss = sum(tree.values())
-            if len(tree) > 1 and time.monotonic() - measured_at >= PSS_EVERY_S:
+            if len(tree) > 1 and (time.monotonic() - measured_at >= PSS_EVERY_S or tree.keys() != measured_pids
+                                  or rss - measured_rss >= PSS_AFTER_GROWTH):
                 pss = sum(p if (p := _pss(pid)) is not None else r for pid, r in tree.items())
                 shared, measured_at = max(0, rss - pss), time.monotonic()
+                measured_rss, measured_pids = rss, frozenset(tree)
             memory = rss - shared
             peak = max(peak, memory)
             if rss_limit_bytes and memory > rss_limit_bytes and not over:
