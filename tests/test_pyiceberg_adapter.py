@@ -198,3 +198,98 @@ def test_manage_snapshots_is_pyicebergs_on_the_adapters_transaction(settings):
         snapshots.create_branch(head, "audit-x").create_tag(head, "pinned")
     refs = catalog.load_table("bronze.ev").metadata.refs
     assert refs["audit-x"].snapshot_id == refs["pinned"].snapshot_id == head
+
+
+def test_pyicebergs_overwrite_still_judges_manifests_with_one_shared_stateful_evaluator_per_thread_pool():
+    # Why OverwriteFiles exists. When this fails, pyiceberg changed: check whether the evaluator is
+    # now safe to share (or no longer shared between threads) and drop the adapter's overwrite.
+    from pyiceberg.expressions.visitors import _ManifestEvalVisitor
+    from pyiceberg.table.update.snapshot import _OverwriteFiles
+
+    deleted = textwrap.dedent(inspect.getsource(_OverwriteFiles._deleted_entries))
+    assert "executor.map(_get_entries" in deleted
+    inside = deleted.split("def _get_entries", 1)[1].split("list_of_entries", 1)[0]
+    assert "manifest_evaluators[manifest.partition_spec_id](manifest)" in inside
+    assert "self.partition_fields = partitions" in inspect.getsource(_ManifestEvalVisitor.eval)
+    # The adapter's overwrite is pyiceberg's UpdateSnapshot.overwrite, with its own class.
+    from pyiceberg.table.update.snapshot import UpdateSnapshot as StockUpdateSnapshot
+
+    class _OwnClass(ast.NodeTransformer):
+        def visit_Name(self, node: ast.Name) -> ast.Name:
+            return ast.Name(id="OverwriteFiles", ctx=node.ctx) if node.id == "_OverwriteFiles" else node
+
+    assert (_body(pyiceberg_adapter.UpdateSnapshot.overwrite)
+            == _body(StockUpdateSnapshot.overwrite, _OwnClass()))
+    assert (_body(pyiceberg_adapter.Transaction.update_snapshot)
+            == _body(StockTransaction.update_snapshot))
+    # Transaction.delete's copy-on-write rewrites use the transaction's update_snapshot.
+    assert "self.update_snapshot(" in inspect.getsource(StockTransaction.delete)
+
+
+def test_a_manifest_is_judged_by_its_own_partition_summary_while_another_thread_judges_another():
+    """Two threads, one evaluator: thread A is judging a February manifest when thread B starts on
+    a January one. pyiceberg's evaluator then reads B's summary for A (and skips A's manifest, which
+    holds the files to delete); the serialized one makes B wait."""
+    import threading
+
+    from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual
+    from pyiceberg.expressions.visitors import manifest_evaluator
+    from pyiceberg.manifest import ManifestFile, PartitionFieldSummary
+    from pyiceberg.partitioning import PartitionField, PartitionSpec
+    from pyiceberg.schema import Schema
+    from pyiceberg.transforms import MonthTransform
+    from pyiceberg.types import DateType, NestedField
+
+    schema = Schema(NestedField(1, "day", DateType(), required=False))
+    spec = PartitionSpec(PartitionField(source_id=1, field_id=1000, transform=MonthTransform(), name="day_month"))
+    january, february = 648, 649  # months since 1970 of 2024-01 and 2024-02
+
+    class Summaries(list):
+        """A manifest's partition summaries that announce being read, and can hold the reader."""
+
+        def __init__(self, month: int, reading: threading.Event, hold: threading.Event | None) -> None:
+            bound = month.to_bytes(4, "little", signed=True)
+            super().__init__([PartitionFieldSummary.from_args(contains_null=False, contains_nan=False,
+                                                              lower_bound=bound, upper_bound=bound)])
+            self.reading, self.hold = reading, hold
+
+        def __getitem__(self, index):
+            self.reading.set()
+            if self.hold is not None:
+                self.hold.wait(2)  # until B reads its own summary; B never can while A holds the lock
+            return super().__getitem__(index)
+
+    def judge(evaluate) -> tuple[bool, bool]:
+        a_reading, b_reading = threading.Event(), threading.Event()
+        feb = ManifestFile.from_args(manifest_path="feb.avro", partition_spec_id=0,
+                                     partitions=Summaries(february, a_reading, b_reading))
+        jan = ManifestFile.from_args(manifest_path="jan.avro", partition_spec_id=0,
+                                     partitions=Summaries(january, b_reading, None))
+        out = {}
+        a = threading.Thread(target=lambda: out.__setitem__("feb", evaluate(feb)))
+        a.start()
+        assert a_reading.wait(30)
+        b = threading.Thread(target=lambda: out.__setitem__("jan", evaluate(jan)))
+        b.start()
+        a.join(30)
+        b.join(30)
+        return out["feb"], out["jan"]
+
+    # Two reads of the summaries per manifest: thread A is held in the first, and reads the
+    # evaluator's summaries again for the second.
+    february_only = And(GreaterThanOrEqual("day_month", january), EqualTo("day_month", february))
+    # pyiceberg's evaluator, shared: February's manifest is judged by January's summary.
+    assert judge(manifest_evaluator(spec, schema, february_only)) == (False, False)
+    # Serialized: each manifest by its own.
+    assert judge(pyiceberg_adapter.serialized(manifest_evaluator(spec, schema, february_only))) == (True, False)
+
+
+def test_the_adapters_transaction_overwrites_through_the_serialized_evaluators(settings):
+    catalog = load_catalog(settings)
+    day = dt.date(2024, 3, 5)
+    data = events(day, 10)
+    table = load_or_create(catalog, "bronze.ov", data.schema, "at", "day")
+    tx = transaction(table)
+    overwrite = tx.update_snapshot().overwrite()
+    assert isinstance(overwrite, pyiceberg_adapter.OverwriteFiles)
+    assert overwrite._build_manifest_evaluator(0).__qualname__ == pyiceberg_adapter.serialized(bool).__qualname__

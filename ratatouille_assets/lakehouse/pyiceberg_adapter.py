@@ -26,15 +26,27 @@ table under the default retention) the copies were 30% of a write. :func:`update
 is pyiceberg's function without that last copy, used by :class:`Transaction` and by the catalog's
 commit (:class:`SqlCatalog`).
 
+An overwrite whose manifest evaluators are safe to share between threads. pyiceberg's
+``_OverwriteFiles._deleted_entries`` reads the parent's manifests in its thread pool and, from each
+thread, asks one manifest evaluator per partition spec whether a manifest may hold the files to
+delete; the evaluator keeps the manifest it is judging in an attribute
+(``_ManifestEvalVisitor.partition_fields``), so a thread could judge its manifest by another's
+partition summaries and skip it. The commit then failed with ``ValidationException: Missing required
+files to delete`` (pyiceberg 0.12.0: a compaction racing a write, in CI). Every copy-on-write delete
+(a window's rewrite), compaction and rollback goes through it. :class:`Transaction` hands out
+:class:`UpdateSnapshot`, whose ``overwrite()`` is that class with each evaluator behind a lock
+(:func:`serialized`); evaluating a summary is microseconds, the manifest reads stay parallel.
+
 ``tests/test_pyiceberg_adapter.py`` pins what all of this relies on.
 """
 
 from __future__ import annotations
 
 import itertools
+import threading
 import uuid
 from datetime import datetime
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pyarrow as pa
 from pyiceberg.catalog.sql import SqlCatalog as _SqlCatalog
@@ -46,7 +58,11 @@ from pyiceberg.table import DOWNCAST_NS_TIMESTAMP_TO_US_ON_WRITE, StagedTable, T
 from pyiceberg.table import Transaction as _Transaction
 from pyiceberg.table.locations import load_location_provider
 from pyiceberg.table.metadata import TableMetadata, TableMetadataUtil
+from pyiceberg.manifest import ManifestFile
+from pyiceberg.table.snapshots import Operation
 from pyiceberg.table.update.snapshot import ManageSnapshots
+from pyiceberg.table.update.snapshot import UpdateSnapshot as _UpdateSnapshot
+from pyiceberg.table.update.snapshot import _OverwriteFiles
 from pyiceberg.table.update import (
     TableRequirement,
     TableUpdate,
@@ -54,7 +70,8 @@ from pyiceberg.table.update import (
     _TableMetadataUpdateContext,
     _update_table_metadata_log,
 )
-from pyiceberg.typedef import Identifier
+from pyiceberg.table.refs import MAIN_BRANCH
+from pyiceberg.typedef import EMPTY_DICT, Identifier
 from pyiceberg.utils.datetime import datetime_to_millis
 from pyiceberg.utils.config import Config
 from pyiceberg.utils.properties import property_as_int
@@ -138,6 +155,45 @@ class Transaction(_Transaction):
         if computed is None or computed[0] is not base or computed[1] is not updates:
             computed = self._computed = (base, updates, update_table_metadata(base, updates))
         return computed[2]
+
+
+    def update_snapshot(self, snapshot_properties: dict[str, str] = EMPTY_DICT, branch: str | None = MAIN_BRANCH
+                        ) -> UpdateSnapshot:
+        """As pyiceberg's, with :class:`UpdateSnapshot` (its ``delete`` rewrites files through it too)."""
+        return UpdateSnapshot(self, io=self._table.io, branch=branch, snapshot_properties=snapshot_properties)
+
+
+def serialized(evaluate: Callable[[ManifestFile], bool]) -> Callable[[ManifestFile], bool]:
+    """``evaluate``, one call at a time (pyiceberg's manifest evaluator keeps state between calls)."""
+    lock = threading.Lock()
+
+    def call(manifest: ManifestFile) -> bool:
+        with lock:
+            return evaluate(manifest)
+
+    return call
+
+
+class OverwriteFiles(_OverwriteFiles):
+    """pyiceberg's overwrite, its manifest evaluators :func:`serialized` (see the module doc)."""
+
+    def _build_manifest_evaluator(self, spec_id: int) -> Callable[[ManifestFile], bool]:
+        return serialized(super()._build_manifest_evaluator(spec_id))
+
+
+class UpdateSnapshot(_UpdateSnapshot):
+    def overwrite(self, commit_uuid: uuid.UUID | None = None) -> OverwriteFiles:
+        """``UpdateSnapshot.overwrite``, as :class:`OverwriteFiles`."""
+        return OverwriteFiles(
+            commit_uuid=commit_uuid,
+            operation=Operation.OVERWRITE
+            if self._transaction.table_metadata.snapshot_by_name(name=self._branch) is not None
+            else Operation.APPEND,
+            transaction=self._transaction,
+            io=self._io,
+            branch=self._branch,
+            snapshot_properties=self._snapshot_properties,
+        )
 
 
 def transaction(table: Table) -> Transaction:
