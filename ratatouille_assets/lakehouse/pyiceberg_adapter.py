@@ -156,7 +156,6 @@ class Transaction(_Transaction):
             computed = self._computed = (base, updates, update_table_metadata(base, updates))
         return computed[2]
 
-
     def update_snapshot(self, snapshot_properties: dict[str, str] = EMPTY_DICT, branch: str | None = MAIN_BRANCH
                         ) -> UpdateSnapshot:
         """As pyiceberg's, with :class:`UpdateSnapshot` (its ``delete`` rewrites files through it too)."""
