@@ -247,22 +247,25 @@ def test_a_manifest_is_judged_by_its_own_partition_summary_while_another_thread_
     class Summaries(list):
         """A manifest's partition summaries that announce being read, and can hold the reader."""
 
-        def __init__(self, month: int, reading: threading.Event, hold: threading.Event | None) -> None:
+        def __init__(self, month: int, reading: threading.Event, hold: threading.Event | None,
+                     hold_s: float = 0.0) -> None:
             bound = month.to_bytes(4, "little", signed=True)
             super().__init__([PartitionFieldSummary.from_args(contains_null=False, contains_nan=False,
                                                               lower_bound=bound, upper_bound=bound)])
-            self.reading, self.hold = reading, hold
+            self.reading, self.hold, self.hold_s = reading, hold, hold_s
 
         def __getitem__(self, index):
             self.reading.set()
             if self.hold is not None:
-                self.hold.wait(2)  # until B reads its own summary; B never can while A holds the lock
+                self.hold.wait(self.hold_s)  # until B reads its own summary (never while A holds the lock)
             return super().__getitem__(index)
 
-    def judge(evaluate) -> tuple[bool, bool]:
+    def judge(evaluate, hold_s: float) -> tuple[bool, bool]:
+        """A holds for B up to ``hold_s``: long where B can get in (it then returns at once, however
+        loaded the machine), short where it cannot (the lock decides, not the wait)."""
         a_reading, b_reading = threading.Event(), threading.Event()
         feb = ManifestFile.from_args(manifest_path="feb.avro", partition_spec_id=0,
-                                     partitions=Summaries(february, a_reading, b_reading))
+                                     partitions=Summaries(february, a_reading, b_reading, hold_s))
         jan = ManifestFile.from_args(manifest_path="jan.avro", partition_spec_id=0,
                                      partitions=Summaries(january, b_reading, None))
         out = {}
@@ -271,17 +274,17 @@ def test_a_manifest_is_judged_by_its_own_partition_summary_while_another_thread_
         assert a_reading.wait(30)
         b = threading.Thread(target=lambda: out.__setitem__("jan", evaluate(jan)))
         b.start()
-        a.join(30)
-        b.join(30)
+        a.join(hold_s + 30)
+        b.join(hold_s + 30)
         return out["feb"], out["jan"]
 
     # Two reads of the summaries per manifest: thread A is held in the first, and reads the
     # evaluator's summaries again for the second.
     february_only = And(GreaterThanOrEqual("day_month", january), EqualTo("day_month", february))
     # pyiceberg's evaluator, shared: February's manifest is judged by January's summary.
-    assert judge(manifest_evaluator(spec, schema, february_only)) == (False, False)
+    assert judge(manifest_evaluator(spec, schema, february_only), hold_s=60) == (False, False)
     # Serialized: each manifest by its own.
-    assert judge(pyiceberg_adapter.serialized(manifest_evaluator(spec, schema, february_only))) == (True, False)
+    assert judge(pyiceberg_adapter.serialized(manifest_evaluator(spec, schema, february_only)), hold_s=0.5) == (True, False)
 
 
 def test_the_adapters_transaction_overwrites_through_the_serialized_evaluators(settings):

@@ -309,7 +309,7 @@ def test_a_soda_checks_labels_do_not_hide_a_twin_but_its_rules_do(tmp_path):
         "  - duplicate_count(order_id) = 0:\n      name: key_once\n      attributes: {owner: sales}\n      fail: when > 0\n"
         "  - missing_count(order_id) = 0:\n      missing values: ['n/a']\n"
     )
-    labelled, ruled = parse_file(path, "silver").checks
     dataset = parse_file(path, "silver")
+    labelled, ruled = dataset.checks
     assert _soda_judges(dataset, labelled).kind == "unique"
     assert _soda_judges(dataset, ruled) is None  # 'n/a' counts as missing too: another check than not_null
