@@ -22,6 +22,7 @@ from ratatouille_assets.defs.automation import (
 from ratatouille_assets.defs.bronze import build_bronze, freshness_checks
 from ratatouille_assets.defs.checks import unknown_datasets
 from ratatouille_assets.defs.dbt import build_dbt_assets, dbt_project
+from ratatouille_assets.defs.executor import threaded_executor
 from ratatouille_assets.defs.maintenance import build_maintenance_job, health_checks, maintenance_schedule
 from ratatouille_assets.defs.partitions import daily_partitions
 from ratatouille_assets.defs.resources import LakehouseResource
@@ -37,11 +38,14 @@ def run_executor(settings: Settings) -> dg.ExecutorDefinition:
     """How the steps of a run execute: ``in_process`` (the default, one process per run) or
     ``k8s_job`` (each step its own Kubernetes Job, on a cluster whose instance uses the
     K8sRunLauncher; the Helm chart's ``executor.type``), at most ``executor_max_concurrent`` step
-    pods of one run at once."""
+    pods of one run at once. In process, ``step_threads`` steps run at once on threads of the run
+    process (``defs/executor.py``); 1 is Dagster's own in-process executor, one step after another."""
     if settings.executor == "k8s_job":
         from dagster_k8s import k8s_job_executor
 
         return k8s_job_executor.configured({"max_concurrent": settings.executor_max_concurrent}, name="k8s_job_executor")
+    if settings.step_threads > 1:
+        return threaded_executor(settings.step_threads)
     return dg.in_process_executor
 
 

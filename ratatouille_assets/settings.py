@@ -139,6 +139,9 @@ class Settings:
     # Under the embedded instance, runs fork from a warm worker (defs/launcher.py); off: a fresh process each.
     warm_runs: bool = True
     executor_max_concurrent: int = 4
+    # In-process executor: steps of one run that execute at once, each on a thread of the run
+    # process (defs/executor.py); 1 runs them one after another (Dagster's in_process executor).
+    step_threads: int = 2
     s3_endpoint: str | None = None
     s3_region: str | None = None
     s3_access_key_id: Secret = Secret("")
@@ -317,6 +320,7 @@ def load_settings(environ_home: str | None = None) -> Settings:
         max_file_bytes=int(_env("MAX_FILE_BYTES", str(2 * 1024**3))),
         executor=executor,
         executor_max_concurrent=executor_max_concurrent,
+        step_threads=_at_least("STEP_THREADS", "2", 1),
         branch=_branch(_env("BRANCH", "main")),
         wap=_switch("WAP", "on"),
         audit_retention_days=_at_least("AUDIT_RETENTION_DAYS", "7", 0),
