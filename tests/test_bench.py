@@ -121,3 +121,19 @@ def test_the_merge_benchmark_merges_the_same_rows_on_both_sides_and_pyicebergs_u
     assert out["merged_rows"] == 20_000 + 1_000  # 1,000 updates, 1,000 new keys
     assert (out["ours_detail"]["inserted"], out["ours_detail"]["updated"]) == (1_000, 1_000)
     assert (out["pyiceberg_upsert"]["updated"], out["pyiceberg_upsert"]["inserted"]) == (100, 100)
+
+
+def test_the_split_takes_off_the_time_steps_ran_side_by_side():
+    from bench.__main__ import split
+    from bench.ours import overlap_seconds
+
+    assert overlap_seconds([(0.0, 2.0), (1.0, 3.0), (5.0, 6.0)]) == 1.0
+    assert overlap_seconds([(0.0, 4.0), (1.0, 2.0), (1.5, 3.0)]) == 2.5  # two inside one
+    assert overlap_seconds([(0.0, 1.0), (1.0, 2.0)]) == 0.0
+    out = {"steps": {"bronze_orders": 2.0, "dbt_current": 2.0, "dbt_daily": 1.0}, "steps_overlap_s": 1.0,
+           "dbt_tests_s": 0.5, "seconds": {"process_start": 0.0}}
+    spans = [{"span": "bronze.read", "seconds": 1.5, "table": "bronze.orders"},
+             {"span": "dbt.model", "seconds": 1.0, "table": "silver.orders"}]
+    parts = split(out, spans, wall=4.5)["split_s"]
+    assert parts["overlap"] == -1.0
+    assert abs(sum(parts.values()) - 4.5) < 1e-9
