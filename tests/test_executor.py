@@ -11,7 +11,9 @@ from __future__ import annotations
 import inspect
 import os
 import signal
+import sys
 import threading
+import time
 
 import dagster as dg
 import pytest
@@ -20,7 +22,7 @@ from dagster._core.execution.plan import execute_plan
 from dagster._core.execution.plan.active import ActiveExecution
 from dagster._core.execution.plan.plan import ExecutionPlan
 
-from ratatouille_assets.defs.executor import ThreadedExecutor, critical_path_order, threaded_executor
+from ratatouille_assets.defs.executor import ThreadedExecutor, critical_path_order, in_step_code, threaded_executor
 from ratatouille_assets.settings import get_settings
 
 WAIT = 120  # seconds a step waits for its partner before the test fails (a condition, not a timing)
@@ -51,6 +53,7 @@ def right() -> int:
 @dg.op
 def total(a: int, b: int) -> int:
     _log("total")
+    STATE["in_step_code"] = in_step_code(sys._getframe())  # where an interrupt may be raised
     STATE["total"] = a + b
     return a + b
 
@@ -121,7 +124,10 @@ def retried():
 @dg.op
 def blocks() -> int:
     STATE["started"].set()
-    STATE["release"].wait(WAIT)
+    deadline = time.monotonic() + WAIT
+    while not STATE["release"].wait(0.05) and time.monotonic() < deadline:  # Python code, as a step runs
+        pass
+    STATE["blocks_returned"] = True
     return 1
 
 
@@ -150,6 +156,8 @@ def test_independent_steps_run_at_once_and_their_downstream_step_after_both():
         result = dg.execute_job(dg.reconstructable(side_by_side), instance=instance)
         assert result.success
         assert STATE["total"] == 3
+        assert STATE["in_step_code"] is True
+        assert not in_step_code(sys._getframe())  # not a step's code: this test
         assert sorted(STATE["order"][:2]) == ["left", "right"] and STATE["order"][2] == "total"
         starts = [e.step_key for e in _events(instance, result.run_id, dg.DagsterEventType.STEP_START)]
         assert starts[-1] == "total" and sorted(starts[:2]) == ["left", "right"]
@@ -188,12 +196,18 @@ def test_a_step_retried_by_its_policy_runs_again_and_hooks_run_after_each_step()
         assert STATE["order"].index("hook:total") > STATE["order"].index("total")
 
 
-def test_an_interrupt_starts_no_more_steps_and_ends_the_run_canceled():
+def test_an_interrupt_stops_the_steps_in_flight_starts_no_more_and_ends_the_run_canceled():
     _fresh(started=threading.Event(), release=threading.Event())
+
+    def quick_done(run_id: str) -> bool:
+        return any(e.step_key == "quick" for e in _events(instance, run_id, dg.DagsterEventType.STEP_SUCCESS))
 
     def interrupt() -> None:
         if STATE["started"].wait(WAIT):
             run = instance.get_runs(limit=1)[0]
+            deadline = time.monotonic() + WAIT
+            while not quick_done(run.run_id) and time.monotonic() < deadline:  # only `blocks` in flight
+                time.sleep(0.02)
             instance.report_run_canceling(run)  # what terminating a run does before the signal
             os.kill(os.getpid(), signal.SIGINT)  # the launcher's termination
 
@@ -202,15 +216,21 @@ def test_an_interrupt_starts_no_more_steps_and_ends_the_run_canceled():
         sender.start()
         try:
             result = dg.execute_job(dg.reconstructable(interrupted), instance=instance, raise_on_error=False)
+            # the step in flight was stopped, not left running: its thread is gone
+            assert not [t for t in threading.enumerate() if t.name == "step blocks"]
         finally:
-            STATE["release"].set()  # let the abandoned step's thread end
+            STATE["release"].set()
             sender.join(WAIT)
+        assert "blocks_returned" not in STATE
         run = instance.get_run_by_id(result.run_id)
         assert run.status == dg.DagsterRunStatus.CANCELED
         starts = {e.step_key for e in _events(instance, result.run_id, dg.DagsterEventType.STEP_START)}
         assert "total" not in starts and "blocks" in starts
+        failures = _events(instance, result.run_id, dg.DagsterEventType.STEP_FAILURE)
+        assert [e.step_key for e in failures] == ["blocks"]
+        assert failures[0].dagster_event.step_failure_data.error.cls_name == "DagsterExecutionInterruptedError"
         engine = [e.message or "" for e in _events(instance, result.run_id, dg.DagsterEventType.ENGINE_EVENT)]
-        assert any(m.startswith("Interrupted: no step starts any more") and "blocks" in m for m in engine)
+        assert any(m.startswith("Interrupted: no step starts any more") and m.endswith(": blocks") for m in engine), engine
 
 
 def test_the_order_starts_the_longest_chain_then_what_is_furthest_along():

@@ -14,11 +14,13 @@ the plan, exactly as it does for the in-process and multiprocess executors). Wha
 - Which ready step goes first: the one with the longest chain of steps after it, then the one
   furthest from the sources (so the dimensions start as soon as their sources are loaded, while
   the big loads go on beside them); ``dagster/priority`` still comes before both.
-- An interrupt (the launcher's termination, SIGINT) cannot be raised inside a step on another
-  thread (Dagster raises interrupts in the main thread only). The executor stops starting steps
-  and raises it at once, so the run ends CANCELED at the moment it would have; the steps in flight
-  are abandoned to the run process's exit, like a killed process's (every write is one atomic
-  commit, so a step cut off commits all of its table or nothing).
+- An interrupt (the launcher's termination, SIGINT) reaches only the main thread, which waits for
+  the steps. The executor starts no further step and raises the interrupt inside each step in
+  flight (``interrupt_thread``), as a SIGINT does inside a step of the in-process executor: each
+  fails as interrupted, at its next Python instruction (a DuckDB query first returns), and the
+  run ends CANCELED. A step that has not stopped after ``INTERRUPT_GRACE_SECONDS`` is left to the
+  run process's exit, like a killed process's step (every write is one atomic commit, so a step
+  cut off commits all of its table or nothing).
 - A step that raises out of Dagster's own error handling (a framework error, never a failing
   asset: that is a STEP_FAILURE event) ends the run once the steps beside it have finished.
 
@@ -34,11 +36,13 @@ them and runs plans with failures, retries, skips and interrupts through it.
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import os
 import queue
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 
@@ -67,6 +71,39 @@ from dagster._core.storage.tags import PRIORITY_TAG
 # How long the main thread waits for a step's event before it looks at interrupts, retries whose
 # delay has passed and pool slots that freed up.
 POLL_SECONDS = 0.1
+# After an interrupt, how long the steps in flight get to stop before the run ends without them.
+INTERRUPT_GRACE_SECONDS = 30.0
+
+
+# The frame that runs a step's own code (Dagster's ``plan/compute.py``), and Dagster's packages.
+_COMPUTE = os.path.join("dagster", "_core", "execution", "plan", "compute.py")
+_DAGSTER = tuple(os.sep + name + os.sep for name in ("dagster", "dagster_shared"))
+
+
+def in_step_code(frame) -> bool:
+    """Whether a thread whose innermost frame is ``frame`` runs a step's own code (its compute
+    function and what that calls, Dagster's logging excepted): where Dagster lets a SIGINT raise
+    inside a step of the main thread, and nowhere else (not while it records the step's events)."""
+    if frame is None or any(part in frame.f_code.co_filename for part in _DAGSTER):
+        return False
+    while frame is not None:
+        if frame.f_code.co_filename.endswith(_COMPUTE):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def interrupt_thread(thread: threading.Thread) -> bool:
+    """Raise DagsterExecutionInterruptedError in ``thread`` at its next Python instruction (CPython's
+    ``PyThreadState_SetAsyncExc``) if it runs its step's own code now; a thread inside a C call (a
+    DuckDB query) sees it when the call returns. Called with the GIL held, so the thread has not
+    moved between the look at its frames and the call. False if it was not interrupted (it records
+    events, or has ended): the caller asks again a moment later."""
+    if thread.ident is None or not thread.is_alive() or not in_step_code(sys._current_frames().get(thread.ident)):
+        return False
+    done = ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread.ident), ctypes.py_object(DagsterExecutionInterruptedError))
+    return done == 1
 
 
 def critical_path_order(deps: Mapping[str, set[str]]) -> Callable[[ExecutionStep], tuple[int, int, int]]:
@@ -140,9 +177,11 @@ def _execute(
 
             inbox: queue.Queue = queue.Queue()
             # one entry per step started (a retried step starts again before its first thread ended)
-            running: dict[int, tuple[str, object, list[DagsterEvent]]] = {}
+            running: dict[int, tuple[str, object, list[DagsterEvent], threading.Thread]] = {}
             started = itertools.count()
             broken: BaseException | None = None
+            interrupted_at: float | None = None
+            stopped: set[int] = set()  # the launches an interrupt was raised in
 
             def work(launch: int, step_context) -> None:
                 try:
@@ -155,22 +194,29 @@ def _execute(
             # A step's STEP_SUCCESS completes it for the plan before its thread has ended: the loop
             # also waits for the threads, whose end runs the step's hooks.
             while running or not active.is_complete:
-                if active.check_for_interrupts():
+                if interrupted_at is None and active.check_for_interrupts():
+                    interrupted_at = time.monotonic()
                     active.mark_interrupted()
+                    in_flight = sorted(key for key, _, _, _ in running.values())
                     yield DagsterEvent.engine_event(
                         job_context,
-                        "Interrupted: no step starts any more; the steps in flight are left to end with the "
-                        f"run process: {', '.join(sorted(k for k, _, _ in running.values())) or 'none'}",
-                        EngineEventData.interrupted(sorted(k for k, _, _ in running.values())),
+                        f"Interrupted: no step starts any more; stopping the steps in flight: {', '.join(in_flight) or 'none'}",
+                        EngineEventData.interrupted(in_flight),
                     )
+                if interrupted_at is not None:
+                    for launch, (_, _, _, thread) in running.items():
+                        if launch not in stopped and interrupt_thread(thread):
+                            stopped.add(launch)
+                if interrupted_at is not None and (not running or time.monotonic() - interrupted_at > INTERRUPT_GRACE_SECONDS):
                     raise DagsterExecutionInterruptedError()
-                if broken is None and not active.is_complete:
+                if broken is None and interrupted_at is None and not active.is_complete:
                     for step in active.get_steps_to_execute():
                         step_context = job_context.for_step(step, active.get_known_state())
                         launch = next(started)
-                        running[launch] = (step.key, step_context, [])
-                        threading.Thread(target=work, args=(launch, step_context),
-                                         name=f"step {step.key}", daemon=True).start()
+                        thread = threading.Thread(target=work, args=(launch, step_context),
+                                                  name=f"step {step.key}", daemon=True)
+                        running[launch] = (step.key, step_context, [], thread)
+                        thread.start()
                     yield from active.concurrency_event_iterator(job_context)
                 if not running:
                     if broken is not None:
@@ -181,7 +227,9 @@ def _execute(
                     launch, item = inbox.get(timeout=POLL_SECONDS)
                 except queue.Empty:
                     continue
-                step_key, step_context, step_events = running[launch]
+                if launch not in running:  # an interrupt that reached a thread after its step ended
+                    continue
+                step_key, step_context, step_events, _ = running[launch]
                 if isinstance(item, DagsterEvent):
                     step_events.append(item)
                     yield item
@@ -189,9 +237,10 @@ def _execute(
                     continue
                 del running[launch]
                 if item is not None:  # the step's thread raised: finish the others, then raise it
-                    broken = broken or item
+                    if interrupted_at is None:
+                        broken = broken or item
                     continue
-                if all(key != step_key for key, _, _ in running.values()):  # not the retry beside it
+                if all(key != step_key for key, _, _, _ in running.values()):  # not the retry beside it
                     active.verify_complete(job_context, step_key)
                 for event in active.plan_events_iterator(job_context):  # skips after a failure
                     step_events.append(event)
