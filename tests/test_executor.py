@@ -8,6 +8,7 @@ is built from.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 import signal
@@ -50,10 +51,21 @@ def right() -> int:
     return 2
 
 
+# A user's project may sit in a folder named "dagster": its code is still a step's own code.
+_PROBE: dict = {}
+exec(compile("import sys\ndef probe(check):\n    return check(sys._getframe())\n",
+             os.path.join(os.sep, "home", "someone", "dagster", "project", "assets.py"), "exec"), _PROBE)
+
+
+def _probe_in_a_dagster_folder() -> bool:
+    return _PROBE["probe"](in_step_code)
+
+
 @dg.op
 def total(a: int, b: int) -> int:
     _log("total")
     STATE["in_step_code"] = in_step_code(sys._getframe())  # where an interrupt may be raised
+    STATE["in_step_code_of_a_dagster_folder"] = _probe_in_a_dagster_folder()
     STATE["total"] = a + b
     return a + b
 
@@ -141,6 +153,13 @@ def interrupted():
     total(blocks(), quick())
 
 
+def _dagster_frame():
+    """A frame of Dagster's own code: a generator of ``plan/compute.py``, created, never run."""
+    from dagster._core.execution.plan import compute
+
+    return compute.gen_from_async_gen(None, None).gi_frame
+
+
 def _fresh(**extra) -> None:
     STATE.clear()
     STATE.update(lock=threading.Lock(), order=[], **extra)
@@ -156,8 +175,9 @@ def test_independent_steps_run_at_once_and_their_downstream_step_after_both():
         result = dg.execute_job(dg.reconstructable(side_by_side), instance=instance)
         assert result.success
         assert STATE["total"] == 3
-        assert STATE["in_step_code"] is True
+        assert STATE["in_step_code"] is True and STATE["in_step_code_of_a_dagster_folder"] is True
         assert not in_step_code(sys._getframe())  # not a step's code: this test
+        assert not in_step_code(_dagster_frame())  # Dagster's own code, even the file that calls a step's
         assert sorted(STATE["order"][:2]) == ["left", "right"] and STATE["order"][2] == "total"
         starts = [e.step_key for e in _events(instance, result.run_id, dg.DagsterEventType.STEP_START)]
         assert starts[-1] == "total" and sorted(starts[:2]) == ["left", "right"]
@@ -261,15 +281,9 @@ def test_the_setting_picks_the_executor():
     assert settings.step_threads == 2  # the default
     assert run_executor(settings).name == "in_process"
     assert run_executor(settings) is not dg.in_process_executor
-    assert run_executor(dataclass_replace(settings, step_threads=1)) is dg.in_process_executor
+    assert run_executor(dataclasses.replace(settings, step_threads=1)) is dg.in_process_executor
     with pytest.raises(ValueError):
         ThreadedExecutor(threads=0, retries=None)
-
-
-def dataclass_replace(settings, **changes):
-    import dataclasses
-
-    return dataclasses.replace(settings, **changes)
 
 
 def test_pins_the_dagster_internals_the_executor_uses():

@@ -47,6 +47,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 
 import dagster as dg
+import dagster_shared
 from dagster._core.definitions.executor_definition import IN_PROC_CONFIG
 from dagster._core.errors import DagsterExecutionInterruptedError
 from dagster._core.events import DagsterEvent, EngineEventData
@@ -54,6 +55,7 @@ from dagster._core.execution.api import ExecuteRunWithPlanIterable
 from dagster._core.execution.compute_logs import create_compute_log_file_key
 from dagster._core.execution.context.system import PlanExecutionContext, PlanOrchestrationContext
 from dagster._core.execution.context_creation_job import PlanExecutionContextManager
+from dagster._core.execution.plan import compute as dagster_compute
 from dagster._core.execution.plan.execute_plan import (
     _handle_compute_log_setup_error,
     _handle_compute_log_teardown_error,
@@ -75,19 +77,20 @@ POLL_SECONDS = 0.1
 INTERRUPT_GRACE_SECONDS = 30.0
 
 
-# The frame that runs a step's own code (Dagster's ``plan/compute.py``), and Dagster's packages.
-_COMPUTE = os.path.join("dagster", "_core", "execution", "plan", "compute.py")
-_DAGSTER = tuple(os.sep + name + os.sep for name in ("dagster", "dagster_shared"))
+# The file whose frames call a step's own code, and the folders of Dagster's own code (the
+# installed packages' paths, so a user's project in a folder named "dagster" is still user code).
+_COMPUTE = os.path.abspath(dagster_compute.__file__)
+_DAGSTER = tuple(os.path.dirname(os.path.abspath(m.__file__)) + os.sep for m in (dg, dagster_shared))
 
 
 def in_step_code(frame) -> bool:
     """Whether a thread whose innermost frame is ``frame`` runs a step's own code (its compute
     function and what that calls, Dagster's logging excepted): where Dagster lets a SIGINT raise
     inside a step of the main thread, and nowhere else (not while it records the step's events)."""
-    if frame is None or any(part in frame.f_code.co_filename for part in _DAGSTER):
+    if frame is None or os.path.abspath(frame.f_code.co_filename).startswith(_DAGSTER):
         return False
     while frame is not None:
-        if frame.f_code.co_filename.endswith(_COMPUTE):
+        if os.path.abspath(frame.f_code.co_filename) == _COMPUTE:
             return True
         frame = frame.f_back
     return False
